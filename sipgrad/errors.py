@@ -1,0 +1,19 @@
+"""User-facing errors.
+
+Every problem a user can cause (a bad path, an unknown class name, missing weights
+offline, a statistics file made for another model) is raised as a ``SipgradError``
+whose message is one self-contained line. The CLI prints exactly that line and exits
+non-zero; library users can catch a single exception type.
+"""
+
+
+class SipgradError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class ImageLoadError(SipgradError):
+    """An image file could not be read (empty, truncated, not an image, too large)."""
+
+
+class WeightsUnavailableError(SipgradError):
+    """Pretrained weights are neither cached nor downloadable."""

@@ -1,0 +1,80 @@
+"""Loading user images robustly.
+
+Whatever Pillow can decode is accepted; everything is normalised to 8-bit RGB with
+EXIF orientation applied, so that saliency maps line up with what an image viewer
+shows. Every failure becomes one ``ImageLoadError`` line that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sipgrad.errors import ImageLoadError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; alpha is composited over white, 16-bit is rescaled."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(array / high * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Read ``path`` as an RGB PIL image, honouring EXIF orientation.
+
+    Raises ``ImageLoadError`` (one line, naming the file) for missing, empty,
+    truncated, non-image or oversized (decompression bomb) files.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise ImageLoadError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError(f"{path}: image is too large (refused as a possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as error:  # truncated data, bad headers, permissions
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageLoadError(f"{path}: cannot read image ({reason})") from None
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into a list of image paths.
+
+    Files named explicitly are kept whatever their extension (so a bad file gets a
+    clear error later); inside folders only known image extensions are taken.
+    """
+    found: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found.extend(sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+        else:
+            found.append(entry)
+    return found

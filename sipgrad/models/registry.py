@@ -1,0 +1,228 @@
+"""The model zoo: building models, loading weights, and what each architecture needs.
+
+A ``Classifier`` bundles a ``torch.nn.Module`` with what explaining it requires: its
+preprocessing, its class names, the layer Grad-CAM should use, and the layers SIP
+hooks by default. Any user model can be wrapped with ``Classifier.wrap``.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sipgrad.errors import SipgradError, WeightsUnavailableError
+from sipgrad.models.classes import ClassNames, imagenet_classes
+from sipgrad.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+from sipgrad.models.preprocessing import Preprocessing
+
+LITE_PREPROCESSING = Preprocessing(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+
+
+@dataclass
+class Classifier:
+    """A classifier ready to be explained.
+
+    Attributes:
+        module: the network, in eval mode; sipgrad never modifies it.
+        name: a short name shown in reports.
+        preprocessing: how images become inputs.
+        classes: the class names, index-aligned with the logits.
+        gradcam_layer: dotted module name used by Grad-CAM by default.
+        sip_layers: dotted names of the conv layers SIP filters by default.
+    """
+
+    module: nn.Module
+    name: str
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    classes: ClassNames = field(default_factory=imagenet_classes)
+    gradcam_layer: str | None = None
+    sip_layers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.gradcam_layer is None:
+            self.gradcam_layer = last_conv_name(self.module)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.module(inputs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Classifier":
+        self.module.to(device)
+        return self
+
+    @classmethod
+    def wrap(cls, module: nn.Module, preprocessing: Preprocessing | None = None,
+             classes: ClassNames | None = None, name: str | None = None,
+             gradcam_layer: str | None = None, sip_layers: tuple[str, ...] | None = None) -> "Classifier":
+        """Wrap any ``nn.Module`` classifier (logits out) for use with sipgrad."""
+        if classes is None:
+            out_features = getattr(_last_linear(module), "out_features", None)
+            classes = imagenet_classes() if out_features in (None, 1000) else ClassNames.generic(out_features)
+        return cls(module.eval(), name or type(module).__name__, preprocessing or Preprocessing(),
+                   classes, gradcam_layer, sip_layers)
+
+
+def _last_linear(module: nn.Module) -> nn.Module | None:
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def conv_names(module: nn.Module) -> list[str]:
+    """Dotted names of every ``nn.Conv2d`` in model (registration) order."""
+    return [name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def last_conv_name(module: nn.Module) -> str | None:
+    names = conv_names(module)
+    return names[-1] if names else None
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one named model and explain it well."""
+
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    weights_url: str | None  # torchvision download URL; None for weights shipped in a package
+    gradcam_layer: str
+    sip_layers: Callable[[nn.Module], tuple[str, ...]]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+
+def _resnet_sip_layers(model: nn.Module) -> tuple[str, ...]:
+    # Every conv of the layer3 and layer4 blocks, not the downsample shortcuts.
+    return tuple(n for n in conv_names(model) if n.startswith(("layer3.", "layer4.")) and "downsample" not in n)
+
+
+def _vgg_sip_layers(model: nn.Module) -> tuple[str, ...]:
+    # The convs in the upper half of `features`.
+    half = len(model.features) // 2
+    return tuple(f"features.{i}" for i, m in enumerate(model.features) if i >= half and isinstance(m, nn.Conv2d))
+
+
+def _efficientnet_b0_sip_layers(model: nn.Module) -> tuple[str, ...]:
+    return ("features.6.0.block.1.0", "features.7.0.block.1.0", "features.8.0")  # as in ParchGrad
+
+
+def _lite0_sip_layers(model: nn.Module) -> tuple[str, ...]:
+    # The Lite0 counterparts of the B0 choice: depthwise convs opening stages 6 and 7, and the head conv.
+    return ("_blocks.11._depthwise_conv", "_blocks.15._depthwise_conv", "_conv_head")
+
+
+def _torchvision(builder: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, builder)(weights=None)
+
+    return build
+
+
+_TV = "https://download.pytorch.org/models/"
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("efficientnet_lite0", "EfficientNet-Lite0, TF-converted ImageNet weights (offline, default)",
+                  EfficientNetLite0, None, "_head_act", _lite0_sip_layers, LITE_PREPROCESSING),
+        ModelSpec("resnet18", "ResNet-18 (torchvision IMAGENET1K_V1)", _torchvision("resnet18"),
+                  _TV + "resnet18-f37072fd.pth", "layer4", _resnet_sip_layers),
+        ModelSpec("vgg16", "VGG-16 (torchvision IMAGENET1K_V1)", _torchvision("vgg16"),
+                  _TV + "vgg16-397923af.pth", "features.30", _vgg_sip_layers),
+        ModelSpec("vgg16_bn", "VGG-16 with batch norm (torchvision IMAGENET1K_V1)", _torchvision("vgg16_bn"),
+                  _TV + "vgg16_bn-6c64b313.pth", "features.43", _vgg_sip_layers),
+        ModelSpec("efficientnet_b0", "EfficientNet-B0 (torchvision IMAGENET1K_V1)", _torchvision("efficientnet_b0"),
+                  _TV + "efficientnet_b0_rwightman-7f5810bc.pth", "features.8", _efficientnet_b0_sip_layers),
+    )
+}
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+def cached_weights_path(spec: ModelSpec) -> Path | None:
+    """Where the weights of ``spec`` are (or would be) on disk."""
+    if spec.weights_url is None:
+        return lite0_weights_path()
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights_url)
+
+
+def weights_available_offline(name: str) -> bool:
+    """True when ``name``'s pretrained weights are on disk (no download needed)."""
+    path = cached_weights_path(MODELS[name])
+    return path is not None and path.is_file()
+
+
+def _download(spec: ModelSpec, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(spec.weights_url, str(destination), progress=True)
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        raise WeightsUnavailableError(
+            f"{spec.name}: pretrained weights are not cached and could not be downloaded ({error.__class__.__name__}); "
+            f"pass --weights FILE to load a local state dict, or --pretrained none for random weights"
+        ) from None
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict safely (``weights_only=True``), accepting a {'state_dict': ...} wrapper."""
+    path = Path(path)
+    if not path.is_file():
+        raise SipgradError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors, zip errors, refused globals
+        raise SipgradError(f"{path}: not a loadable state dict ({str(error).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise SipgradError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None, pretrained: bool = True,
+               device: str | torch.device = "cpu") -> Classifier:
+    """Build a zoo model ready for explanation.
+
+    Args:
+        name: one of ``sipgrad.models.MODELS`` (``efficientnet_lite0`` is the default and offline).
+        weights: a local state-dict file to load instead of the pretrained weights.
+        pretrained: ``False`` gives random initialisation (ignored when ``weights`` is given).
+        device: where to put the model.
+
+    Raises:
+        SipgradError: unknown name, unreadable weights file, or weights unavailable offline.
+    """
+    if name not in MODELS:
+        raise SipgradError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    spec = MODELS[name]
+    module = spec.build()
+    if weights is not None:
+        state = load_state_dict_file(weights)
+    elif pretrained:
+        path = cached_weights_path(spec)
+        if spec.weights_url is not None and not path.is_file():
+            _download(spec, path)
+        state = load_state_dict_file(path)
+    else:
+        state = None
+    if state is not None:
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            source = weights if weights is not None else "pretrained weights"
+            raise SipgradError(f"{source}: does not fit {name} ({str(error).splitlines()[0][:200]})") from None
+    module.eval().to(device)
+    return Classifier(module, name, spec.preprocessing, imagenet_classes(), spec.gradcam_layer,
+                      spec.sip_layers(module))
