@@ -19,7 +19,7 @@ from sipgrad.errors import ImageLoadError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; alpha is composited over white, 16-bit is rescaled."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -53,7 +53,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             with Image.open(path) as image:
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+                return to_rgb(image)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

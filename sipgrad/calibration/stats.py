@@ -1,0 +1,118 @@
+"""Calibration statistics of hooked channels, and their file format.
+
+Per hooked layer and channel: the mean and standard deviation of GAP(ReLU(A)) over a
+calibration set, the Shapiro-Wilk p-value of that distribution, and the one-sided
+Welch t-test p-values of "class y activates this channel more than the other classes"
+(C x K). Files are ``.npz`` read with ``allow_pickle=False`` (never pickle). A
+fingerprint of the hooked layers' names, shapes and weights ties a file to the model
+it was made for, so using it with another model is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from sipgrad.errors import SipgradError
+from sipgrad.io.atomic import atomic_write
+
+FORMAT_VERSION = 1
+
+
+def layer_fingerprint(model: nn.Module, layers: Sequence[str]) -> str:
+    """SHA-256 over the names, shapes and weight bytes of ``layers`` in ``model``."""
+    modules = dict(model.named_modules())
+    digest = hashlib.sha256()
+    for name in layers:
+        digest.update(name.encode())
+        for param_name, tensor in sorted(modules[name].state_dict().items()):
+            array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+            digest.update(f"{param_name}{tuple(array.shape)}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class LayerStatistics:
+    """Statistics of one hooked layer's channels (C channels, K classes)."""
+
+    mean: np.ndarray  # (C,)
+    std: np.ndarray  # (C,)
+    shapiro: np.ndarray  # (C,)
+    class_pvalues: np.ndarray  # (C, K), NaN where a class had too few samples
+    count: int = 0
+
+
+@dataclass
+class SIPStatistics:
+    """Calibration statistics for every hooked layer of one model."""
+
+    model_name: str
+    layers: tuple[str, ...]
+    fingerprint: str
+    per_layer: dict[str, LayerStatistics]
+    num_classes: int
+    _torch_cache: dict = field(default_factory=dict, repr=False)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an ``.npz`` atomically."""
+        arrays: dict[str, np.ndarray] = {
+            "format_version": np.array(FORMAT_VERSION),
+            "model_name": np.array(self.model_name),
+            "layers": np.array(self.layers, dtype=str),
+            "fingerprint": np.array(self.fingerprint),
+            "num_classes": np.array(self.num_classes),
+        }
+        for i, name in enumerate(self.layers):
+            s = self.per_layer[name]
+            arrays.update({f"{i}/mean": s.mean, f"{i}/std": s.std, f"{i}/shapiro": s.shapiro,
+                           f"{i}/class_pvalues": s.class_pvalues, f"{i}/count": np.array(s.count)})
+        with atomic_write(path, suffix=".tmp.npz") as tmp:
+            np.savez(tmp, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SIPStatistics":
+        path = Path(path)
+        if not path.is_file():
+            raise SipgradError(f"{path}: statistics file not found")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                layers = tuple(str(x) for x in data["layers"])
+                per_layer = {
+                    name: LayerStatistics(data[f"{i}/mean"], data[f"{i}/std"], data[f"{i}/shapiro"],
+                                          data[f"{i}/class_pvalues"], int(data[f"{i}/count"]))
+                    for i, name in enumerate(layers)
+                }
+                return cls(str(data["model_name"]), layers, str(data["fingerprint"]), per_layer,
+                           int(data["num_classes"]))
+        except (KeyError, ValueError, OSError) as error:
+            raise SipgradError(f"{path}: not a sipgrad statistics file ({error})") from None
+
+    def check_model(self, model: nn.Module, model_name: str | None = None) -> None:
+        """Refuse a model whose hooked layers differ from the calibrated ones."""
+        modules = dict(model.named_modules())
+        missing = [name for name in self.layers if name not in modules]
+        if missing or layer_fingerprint(model, self.layers) != self.fingerprint:
+            which = f" {model_name}" if model_name else ""
+            raise SipgradError(f"statistics were computed for {self.model_name} "
+                               f"(layers {', '.join(self.layers[:3])}...), not for this{which} model; "
+                               f"run `sipgrad calibrate` for it")
+
+    def tensors(self, layer: str, device: torch.device) -> dict[str, torch.Tensor]:
+        """The layer's statistics as float32 tensors on ``device`` (cached)."""
+        key = (layer, str(device))
+        if key not in self._torch_cache:
+            s = self.per_layer[layer]
+            as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)  # noqa: E731
+            self._torch_cache[key] = {
+                "mean": as_t(s.mean), "std": as_t(s.std), "shapiro": as_t(np.nan_to_num(s.shapiro, nan=1.0)),
+                "class_pvalues": as_t(np.nan_to_num(s.class_pvalues, nan=1.0)),
+            }
+        return self._torch_cache[key]

@@ -1,0 +1,62 @@
+"""Saliency overlays people want to look at.
+
+Maps are clipped at a high percentile before colouring: a handful of extreme
+gradient pixels would otherwise wash the whole heatmap out to one colour.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from sipgrad.errors import SipgradError
+from sipgrad.io.atomic import atomic_write
+
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "magma": cv2.COLORMAP_MAGMA,
+    "viridis": cv2.COLORMAP_VIRIDIS, "turbo": cv2.COLORMAP_TURBO, "hot": cv2.COLORMAP_HOT,
+}
+
+
+def normalize_map(saliency: np.ndarray, clip_percentile: float = 99.0) -> np.ndarray:
+    """Scale a map to [0, 1]: 0 stays 0, the ``clip_percentile``-th value (and above) becomes 1."""
+    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
+    top = float(np.percentile(saliency, clip_percentile)) if saliency.size else 0.0
+    if top <= 0:
+        top = float(saliency.max(initial=0.0))
+    if top <= 0:
+        return np.zeros_like(saliency)
+    return np.clip(saliency / top, 0.0, 1.0)
+
+
+def heatmap(saliency: np.ndarray, colormap: str = "jet", clip_percentile: float = 99.0) -> np.ndarray:
+    """An RGB uint8 heatmap of a 2-D map."""
+    if colormap not in COLORMAPS:
+        raise SipgradError(f"unknown colormap {colormap!r}; choose from {', '.join(COLORMAPS)}")
+    scaled = (normalize_map(saliency, clip_percentile) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
+            clip_percentile: float = 99.0) -> np.ndarray:
+    """Blend the heatmap of ``saliency`` over ``image`` (RGB uint8, same height and width)."""
+    if image.shape[:2] != saliency.shape[:2]:
+        saliency = cv2.resize(np.asarray(saliency, np.float32), (image.shape[1], image.shape[0]),
+                              interpolation=cv2.INTER_LINEAR)
+    colored = heatmap(saliency, colormap, clip_percentile)
+    return cv2.addWeighted(image.astype(np.uint8), 1.0 - alpha, colored, alpha, 0.0)
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG atomically (temp file, then rename)."""
+    with atomic_write(path, suffix=".tmp.png") as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
+            raise SipgradError(f"{path}: could not write PNG")
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a float32 ``.npy`` atomically."""
+    with atomic_write(path, suffix=".tmp.npy") as tmp:
+        np.save(tmp, np.asarray(array, dtype=np.float32))
