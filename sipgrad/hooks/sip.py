@@ -36,7 +36,8 @@ class SIPConfig:
         fraction: share of channels data-free policies keep (``topq:0.1`` sets 0.1).
         alpha: p-value threshold of ``cls``/``ins``.
         quantile: if set, ``cls``/``ins`` keep the int(q*C) smallest p-values instead of ``alpha``.
-        shapiro_threshold: keep only channels whose Shapiro-Wilk p-value is below it; ``None`` disables.
+        shapiro_gate: ``cls``/``ins`` keep only channels whose Shapiro-Wilk p-value is below
+            ``shapiro_threshold`` (the paper's normality gate); ``False`` switches the gate off.
         gamma: ``inf`` zeroes pruned channels; a finite value damps them instead.
         variance_conservation: rescale so the summed gradient keeps its variance.
         layers: module names to hook; default: the model's recommended layers.
@@ -48,7 +49,8 @@ class SIPConfig:
     fraction: float = DEFAULT_FRACTION
     alpha: float = 0.05
     quantile: float | None = None
-    shapiro_threshold: float | None = 0.05
+    shapiro_gate: bool = True
+    shapiro_threshold: float = 0.05
     gamma: float = math.inf
     variance_conservation: bool = True
     layers: tuple[str, ...] | None = None
@@ -127,7 +129,7 @@ def build_policy(config: SIPConfig, statistics: SIPStatistics | None) -> Channel
     if config.policy in DATA_FREE_POLICIES:
         return DATA_FREE_POLICIES[config.policy](config.fraction)
     return STATISTICAL_POLICIES[config.policy](statistics, alpha=config.alpha, quantile=config.quantile,
-                                               shapiro_threshold=config.shapiro_threshold)
+                                               shapiro_threshold=config.shapiro_threshold if config.shapiro_gate else None)
 
 
 class SIPHook(GradientHook):

@@ -1,0 +1,51 @@
+"""`sipgrad calibrate`: per-channel statistics that the cls and ins SIP policies need."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sipgrad_cli.common import add_model_arguments, guarded, load_classifier, progress_bar
+
+DESCRIPTION = """Compute SIP calibration statistics (forward passes only).
+
+--data is an ImageFolder-style folder (one sub-folder per class, named by ImageNet wnid,
+class index or class name) or a text file of 'PATH LABEL' lines. The result is an .npz
+(no pickle) with per-channel GAP mean/std, Shapiro-Wilk p-values and one-sided Welch
+class-vs-rest p-values, tied to the model by a fingerprint of the hooked layers.
+Interrupted runs resume from OUT.partial.npz when started again with the same arguments."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("calibrate", help="statistics for the cls/ins SIP policies",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, metavar="DIR|LIST", help="labelled images (see above)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="statistics file to write (.npz)")
+    parser.add_argument("--sip-layers", metavar="NAMES", help="comma-separated conv layers (default: per model)")
+    parser.add_argument("--layer-ratio", type=float, metavar="R", help="the last int(R*N) of the N convs")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--no-crop", action="store_true", help="whole images instead of resize + centre crop")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Shapiro-Wilk reservoir sample")
+    parser.set_defaults(run=run)
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    from sipgrad.calibration import calibrate, labelled_images
+    from sipgrad.hooks.sip import resolve_layers
+
+    classifier = load_classifier(args)
+    items = labelled_images(args.data, classifier.classes)
+    names = tuple(s.strip() for s in args.sip_layers.split(",")) if args.sip_layers else None
+    layers = resolve_layers(classifier.module, classifier.sip_layers, names, args.layer_ratio)
+    skipped = []
+    with progress_bar(len(items), "calibrating") as bar:
+        statistics = calibrate(classifier, items, args.out, layers=layers, batch_size=args.batch_size,
+                               crop=not args.no_crop, seed=args.seed, progress=bar.update,
+                               on_skip=lambda message: (skipped.append(message),
+                                                        print(f"sipgrad: warning: {message}", file=sys.stderr)))
+    counts = statistics.per_layer[layers[0]].count
+    print(f"wrote {args.out}: {len(layers)} layers, {counts} images"
+          + (f", {len(skipped)} unreadable skipped" if skipped else ""))
+    return 0

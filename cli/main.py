@@ -1,0 +1,37 @@
+"""The `sipgrad` command: a thin layer over the library (parse arguments, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sipgrad_cli import calibrate_cmd, explain_cmd, models_cmd
+
+COMMANDS = (explain_cmd, models_cmd, calibrate_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sipgrad import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sipgrad",
+        description="Explain what CNN image classifiers look at; SIP makes the maps sharper.",
+        epilog="Run `sipgrad COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"sipgrad {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`sipgrad models`: the model zoo and whether each model's weights are available offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sipgrad_cli.common import guarded
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list models and whether their weights are on disk",
+                                   description="List the built-in models, their default Grad-CAM and SIP layers, "
+                                               "and whether pretrained weights are available offline.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    from sipgrad.models import DEFAULT_MODEL, MODELS, weights_available_offline
+
+    rows = [{"name": name, "default": name == DEFAULT_MODEL, "offline": weights_available_offline(name),
+             "gradcam_layer": spec.gradcam_layer, "description": spec.description} for name, spec in MODELS.items()]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'model':<20} {'weights offline':<16} {'Grad-CAM layer':<16} description")
+    for row in rows:
+        offline = "yes" if row["offline"] else "no (downloads)"
+        print(f"{row['name']:<20} {offline:<16} {row['gradcam_layer']:<16} {row['description']}")
+    return 0

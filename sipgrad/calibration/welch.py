@@ -1,0 +1,49 @@
+"""Closed-form statistics for calibration, vectorised over channels and classes."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def welch_greater_pvalues(count: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
+    """One-sided Welch t-test p-values, class vs rest, alternative "greater", from moments.
+
+    Args:
+        count: samples per class (K,).
+        total: per-class sums of the (shifted) values (K, C).
+        total_sq: per-class sums of squares (K, C).
+
+    Returns:
+        (C, K) p-values equal to ``scipy.stats.ttest_ind(class, rest, equal_var=False,
+        alternative="greater")``; NaN where a group has fewer than two samples or no variance.
+    """
+    count = np.asarray(count, dtype=np.float64)[:, None]
+    total = np.asarray(total, dtype=np.float64)
+    total_sq = np.asarray(total_sq, dtype=np.float64)
+    n_all = count.sum()
+    n1, n2 = count, n_all - count
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m1 = total / n1
+        m2 = (total.sum(axis=0, keepdims=True) - total) / n2
+        v1 = (total_sq - n1 * m1 * m1) / (n1 - 1)
+        v2 = (total_sq.sum(axis=0, keepdims=True) - total_sq - n2 * m2 * m2) / (n2 - 1)
+        v1, v2 = np.maximum(v1, 0.0), np.maximum(v2, 0.0)
+        se1, se2 = v1 / n1, v2 / n2
+        t = (m1 - m2) / np.sqrt(se1 + se2)
+        df = (se1 + se2) ** 2 / (se1 ** 2 / (n1 - 1) + se2 ** 2 / (n2 - 1))
+        p = stats.t.sf(t, df)
+    p = np.where((n1 >= 2) & (n2 >= 2) & (se1 + se2 > 0), p, np.nan)
+    return p.T
+
+
+def shapiro_pvalues(samples: np.ndarray) -> np.ndarray:
+    """Shapiro-Wilk p-value of each column of ``samples`` (N x C); NaN for constant columns or N < 3."""
+    samples = np.asarray(samples, dtype=np.float64)
+    out = np.full(samples.shape[1], np.nan)
+    if samples.shape[0] < 3:
+        return out
+    varying = samples.std(axis=0) > 0
+    if varying.any():
+        out[varying] = stats.shapiro(samples[:, varying], axis=0).pvalue
+    return out
