@@ -93,7 +93,8 @@ def attribute(method: str, forward: ForwardFn, inputs: torch.Tensor, targets: to
             baseline = lows + pixel_range * torch.rand(inputs.shape, generator=generator, device=inputs.device)
         return IntegratedGradients(forward).attribute(
             inputs, baselines=baseline.detach(), n_steps=options.ig_steps,
-            internal_batch_size=options.internal_batch_size, additional_forward_args=extra)
+            # captum needs room for at least one row per example in each internal batch.
+            internal_batch_size=max(options.internal_batch_size, inputs.shape[0]), additional_forward_args=extra)
     if method == "gradcam":
         if layer is None:
             raise SipgradError("Grad-CAM needs a conv layer; the model has none")

@@ -63,11 +63,14 @@ class Classifier:
     def wrap(cls, module: nn.Module, preprocessing: Preprocessing | None = None,
              classes: ClassNames | None = None, name: str | None = None,
              gradcam_layer: str | None = None, sip_layers: tuple[str, ...] | None = None) -> "Classifier":
-        """Wrap any ``nn.Module`` classifier (logits out) for use with sipgrad."""
+        """Wrap any ``nn.Module`` classifier (logits out) for use with sipgrad.
+
+        The module is not modified; ``explain`` switches it to eval mode only while it runs.
+        """
         if classes is None:
             out_features = getattr(_last_linear(module), "out_features", None)
             classes = imagenet_classes() if out_features in (None, 1000) else ClassNames.generic(out_features)
-        return cls(module.eval(), name or type(module).__name__, preprocessing or Preprocessing(),
+        return cls(module, name or type(module).__name__, preprocessing or Preprocessing(),
                    classes, gradcam_layer, sip_layers)
 
 

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from sipgrad import Classifier, Preprocessing, SipgradError, explain
+from sipgrad.models import ClassNames
+
+
+@pytest.fixture
+def classifier(small_cnn):
+    return Classifier.wrap(small_cnn, Preprocessing(input_size=32), ClassNames.generic(10), name="small")
+
+
+def test_default_target_is_top1_and_each_image_may_have_its_own(classifier, small_cnn, small_batch):
+    with torch.no_grad():
+        predicted = small_cnn(small_batch).argmax(1)
+    for method in ("grad", "ig", "gradcam"):
+        result = explain(classifier, small_batch, method=method, ig_steps=4)
+        assert torch.equal(result.targets, predicted), method
+    mixed = [1, None, "class 4", 2]
+    result = explain(classifier, small_batch, target=mixed, method="smoothgrad", smoothgrad_samples=2)
+    assert result.targets.tolist() == [1, int(predicted[1]), 4, 2]
+
+
+def test_batching_does_not_change_results(classifier, small_batch):
+    for method in ("grad", "ig"):
+        whole = explain(classifier, small_batch, method=method, ig_steps=8, batch_size=4).attribution
+        split = explain(classifier, small_batch, method=method, ig_steps=8, batch_size=1).attribution
+        assert torch.allclose(whole, split, atol=1e-6), method
+    small = explain(classifier, small_batch, method="ig", ig_steps=8, internal_batch_size=5).attribution
+    assert torch.allclose(small, whole, atol=1e-6)
+
+
+def test_smoothgrad_is_reproducible_from_its_seed(classifier, small_batch):
+    run = lambda seed: explain(classifier, small_batch, method="smoothgrad", smoothgrad_samples=4, seed=seed)  # noqa
+    assert torch.equal(run(3).attribution, run(3).attribution)
+    assert not torch.allclose(run(3).attribution, run(4).attribution)
+    state = torch.random.get_rng_state()
+    run(3)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is untouched
+
+
+def test_noise_baseline_is_seeded(classifier, small_batch):
+    run = lambda seed: explain(classifier, small_batch, method="ig", ig_baseline="noise", ig_steps=4, seed=seed)  # noqa
+    assert torch.equal(run(1).attribution, run(1).attribution)
+    assert not torch.equal(run(1).attribution, run(2).attribution)
+
+
+def test_saliency_reduction_and_original_size(lite0, photos):
+    result = explain(lite0, [photos["chelsea"]], method="inputgrad")
+    raw = result.attribution[0].abs()
+    assert torch.allclose(result.input_saliency[0], raw.mean(0))
+    assert result.saliency[0].shape == photos["chelsea"].shape[:2] and result.saliency[0].dtype == np.float32
+    assert result.overlay(0).shape == photos["chelsea"].shape
+    as_max = explain(lite0, [photos["chelsea"]], method="inputgrad", reduce="max")
+    assert torch.allclose(as_max.input_saliency[0], raw.amax(0))
+
+
+def test_crop_mode_maps_back_with_zeros_outside_the_crop(lite0, photos):
+    image = photos["chelsea"]  # 300 x 451: the centre crop drops the left and right margins
+    result = explain(lite0, [image], method="grad", crop=True)
+    saliency = result.saliency[0]
+    assert saliency.shape == image.shape[:2]
+    assert saliency[:, :20].max() == 0 and saliency[:, -20:].max() == 0 and saliency[:, 200:250].max() > 0
+
+
+def test_user_model_inputs_paths_pil_arrays(lite0, asset_dir):
+    from PIL import Image
+
+    paths = [asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg"]
+    by_path = explain(lite0, paths)
+    by_pil = explain(lite0, [Image.open(p) for p in paths])
+    assert torch.allclose(by_path.attribution, by_pil.attribution)
+    assert [t["name"] for t in by_path.predictions[0][:1]] == ["Egyptian cat"]
+    assert by_path.names == ["chelsea.jpg", "coffee.jpg"]
+
+
+def test_bad_arguments_are_clear(classifier, small_batch):
+    with pytest.raises(SipgradError, match="unknown method"):
+        explain(classifier, small_batch, method="lrp")
+    with pytest.raises(SipgradError, match="3 targets given for 4 images"):
+        explain(classifier, small_batch, target=[1, 2, 3])
+    with pytest.raises(TypeError, match="unknown option"):
+        explain(classifier, small_batch, ig_stepz=3)
+
+
+def test_model_train_flag_is_restored(small_cnn, small_batch):
+    small_cnn.train()
+    explain(Classifier.wrap(small_cnn, Preprocessing(input_size=32), ClassNames.generic(10)), small_batch)
+    assert small_cnn.training and small_cnn.bn.training
+
+
+def test_save_writes_unique_files(lite0, photos, tmp_path):
+    result = explain(lite0, [photos["chelsea"], photos["chelsea"]], sip="topq:0.25")
+    result.names = ["same.png", "same.png"]
+    written = result.save(tmp_path, figure=False)
+    assert len({w["overlay"] for w in written}) == 2
+    assert np.load(written[1]["saliency"]).shape == photos["chelsea"].shape[:2]
+    assert ".sip-topq_0.25." in written[0]["overlay"]

@@ -1,0 +1,86 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sipgrad.errors import ImageLoadError
+from sipgrad.io import atomic_write, find_images, load_image
+
+
+def _save(path, image, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+def test_modes_are_converted_to_rgb(tmp_path):
+    gray = _save(tmp_path / "g.png", Image.new("L", (5, 4), 77))
+    rgba = _save(tmp_path / "a.png", Image.new("RGBA", (5, 4), (255, 0, 0, 0)))  # fully transparent red
+    palette = _save(tmp_path / "p.png", Image.new("RGB", (5, 4), (0, 0, 255)).convert("P"))
+    deep = _save(tmp_path / "d.png", Image.fromarray(np.full((4, 5), 65535, dtype=np.uint16)))
+    assert load_image(gray).getpixel((0, 0)) == (77, 77, 77)
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # composited over white
+    assert load_image(palette).getpixel((0, 0)) == (0, 0, 255)
+    assert load_image(deep).getpixel((0, 0)) == (255, 255, 255)  # 16-bit full scale -> 255
+    assert all(load_image(p).mode == "RGB" and load_image(p).size == (5, 4) for p in (gray, rgba, palette, deep))
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    image = Image.new("RGB", (6, 3), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    path = tmp_path / "rot.jpg"
+    image.save(path, exif=exif)
+    assert load_image(path).size == (3, 6)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty file"),
+    (b"this is not an image", "not an image"),
+])
+def test_bad_files_get_one_line_errors(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert str(path) in str(info.value) and reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageLoadError, match="cut.png: cannot read image"):
+        load_image(truncated)
+    with pytest.raises(ImageLoadError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
+    path = _save(tmp_path / "big.png", Image.new("RGB", (100, 100)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 - 1)  # between the warning and the error limit
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # beyond twice the limit: Pillow's own error
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path)
+
+
+def test_find_images_walks_folders_sorted(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("sub/b.png", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = find_images([tmp_path, tmp_path / "notes.txt"])
+    assert [p.name for p in found] == ["a.jpg", "b.png", "notes.txt"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
