@@ -26,8 +26,13 @@ def _hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
-def test_filter_is_applied_at_the_conv_output(small_cnn, small_batch):
-    """Input gradient under SIP == backprop of the filtered conv3-output gradient, computed by hand."""
+def test_filter_is_applied_at_the_conv_output(small_batch):
+    """Input gradient under SIP == backprop of the filtered conv3-output gradient, computed by hand.
+
+    The hand computation needs an out-of-place ReLU: autograd.grad w.r.t. a tensor that was
+    later modified in place returns the gradient of its new (post-ReLU) value.
+    """
+    small_cnn = make_small_cnn(inplace=False)
     targets = torch.tensor([1, 2, 3, 4])
     x = small_batch.clone().requires_grad_()
     outputs = {}
