@@ -43,7 +43,8 @@ def test_filter_is_applied_at_the_conv_output(small_batch):
     grad_at_conv3, = torch.autograd.grad(logit, activation, retain_graph=True)
     scores = (activation * grad_at_conv3).mean(dim=(2, 3))
     keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.topk(math.ceil(0.3 * 24), 1).indices, True)
-    expected, = torch.autograd.grad(activation, x, grad_outputs=filter_gradient(grad_at_conv3, keep))
+    expected, = torch.autograd.grad(activation, x, grad_outputs=filter_gradient(grad_at_conv3, keep),
+                                    retain_graph=True)
 
     with SIP(small_cnn, "topq:0.3", layers=("conv3",)) as sip:
         ours, = torch.autograd.grad(small_cnn(x).gather(1, targets[:, None]).sum(), x)
