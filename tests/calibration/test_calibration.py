@@ -1,0 +1,109 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+from sipgrad.calibration import SIPStatistics, calibrate, labelled_images, shapiro_pvalues, welch_greater_pvalues
+from sipgrad.calibration.calibrate import ChannelAccumulator, _priorities
+
+
+def test_welch_matches_scipy_for_every_class_and_channel():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(300, 6)) * rng.uniform(0.5, 3, 6)
+    labels = rng.integers(0, 5, 300)
+    values[labels == 3, 2] += 0.8
+    acc = ChannelAccumulator.empty(6, 5)
+    for chunk in np.array_split(np.arange(300), 7):  # streamed in uneven batches
+        acc.update(values[chunk], labels[chunk], _priorities(chunk, 0), 5000)
+    ours = welch_greater_pvalues(acc.count, acc.total, acc.total_sq)
+    expected = np.array([[stats.ttest_ind(values[labels == k, c], values[labels != k, c], equal_var=False,
+                                          alternative="greater").pvalue for k in range(5)] for c in range(6)])
+    assert np.allclose(ours, expected, rtol=1e-9, atol=1e-12)
+    assert ours[2, 3] < 1e-3
+    finished = acc.finish()
+    assert np.allclose(finished.mean, values.mean(0)) and np.allclose(finished.std, values.std(0, ddof=1))
+
+
+def test_shapiro_matches_scipy_and_reservoir_is_bounded():
+    rng = np.random.default_rng(1)
+    sample = np.column_stack([rng.normal(size=400), rng.exponential(size=400), np.ones(400)])
+    ours = shapiro_pvalues(sample)
+    assert ours[0] == pytest.approx(stats.shapiro(sample[:, 0]).pvalue)
+    assert ours[1] == pytest.approx(stats.shapiro(sample[:, 1]).pvalue) and ours[1] < 1e-6
+    assert np.isnan(ours[2])
+    acc = ChannelAccumulator.empty(3, 2)
+    for start in range(0, 400, 64):
+        index = np.arange(start, min(start + 64, 400))
+        acc.update(sample[index], index % 2, _priorities(index, 0), 100)
+    assert acc.reservoir.shape == (100, 3)
+    chosen = np.sort(np.argsort(_priorities(np.arange(400), 0))[:100])  # bottom-k == the reservoir
+    assert np.allclose(np.sort(acc.reservoir[:, 0]), np.sort(sample[chosen, 0].astype(np.float32)))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Three ImageNet classes (folders by wnid, index and name), crops of real photos."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("calib")
+    sources = {"n02124075": data.chelsea(), "967": data.coffee(), "space shuttle": data.rocket()}
+    rng = np.random.default_rng(0)
+    for folder, photo in sources.items():
+        (root / folder).mkdir()
+        for i in range(4):
+            h, w = photo.shape[:2]
+            y, x = rng.integers(0, h // 4), rng.integers(0, w // 4)
+            Image.fromarray(photo[y:y + 3 * h // 4, x:x + 3 * w // 4]).save(root / folder / f"{i}.jpg")
+    (root / "967" / "broken.jpg").write_bytes(b"oops")
+    return root
+
+
+def test_folder_labels_and_file_lists(tiny_dataset, tmp_path):
+    from sipgrad.models import imagenet_classes
+
+    items = labelled_images(tiny_dataset, imagenet_classes())
+    assert sorted({label for _, label in items}) == [285, 812, 967]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{path} {label}\n" for path, label in items[:3]))
+    assert labelled_images(listing, imagenet_classes()) == items[:3]
+
+
+def test_resumed_run_equals_uninterrupted_run(lite0, tiny_dataset, tmp_path):
+    from sipgrad.models import imagenet_classes
+
+    items = labelled_images(tiny_dataset, imagenet_classes())
+    layers = lite0.sip_layers[-2:]
+    whole = calibrate(lite0, items, tmp_path / "whole.npz", layers=layers, batch_size=4, reservoir_size=5)
+    partial = tmp_path / "part.npz"
+    assert calibrate(lite0, items, partial, layers=layers, batch_size=4, reservoir_size=5, stop_after=2) is None
+    assert (tmp_path / "part.npz.partial.npz").is_file() and not partial.exists()
+    resumed = calibrate(lite0, items, partial, layers=layers, batch_size=4, reservoir_size=5)
+    assert not (tmp_path / "part.npz.partial.npz").exists()
+    for name in layers:
+        a, b = whole.per_layer[name], SIPStatistics.load(partial).per_layer[name]
+        assert a.count == b.count == 12  # the broken file is skipped
+        for field in ("mean", "std", "shapiro", "class_pvalues"):
+            assert np.allclose(getattr(a, field), getattr(b, field), equal_nan=True), field
+    assert resumed.fingerprint == whole.fingerprint
+
+
+def test_calibrate_then_explain_with_cls_from_the_cli(tiny_dataset, tmp_path, asset_dir):
+    stats_path = tmp_path / "stats.npz"
+    run = lambda *args: subprocess.run([sys.executable, "-m", "sipgrad_cli", *args],  # noqa: E731
+                                       capture_output=True, text=True, timeout=300)
+    done = run("calibrate", "--data", str(tiny_dataset), "--out", str(stats_path), "--batch-size", "8")
+    assert done.returncode == 0, done.stderr
+    assert "12 images" in done.stdout and "1 unreadable skipped" in done.stdout
+    with np.load(stats_path, allow_pickle=False) as data:
+        assert str(data["model_name"]) == "efficientnet_lite0"
+    explained = run("explain", str(asset_dir / "chelsea.jpg"), "--sip", "cls", "--stats", str(stats_path),
+                    "--no-shapiro", "--alpha", "0.2", "--out", str(tmp_path / "out"), "--json")
+    assert explained.returncode == 0, explained.stderr
+    refused = run("explain", str(asset_dir / "chelsea.jpg"), "--model", "resnet18", "--pretrained", "none",
+                  "--sip", "cls", "--stats", str(stats_path), "--out", str(tmp_path / "out"))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "statistics were computed for efficientnet_lite0" in refused.stderr

@@ -1,0 +1,123 @@
+"""The `sipgrad` command end to end: run in-process through main() for speed, and once as a real process."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sipgrad_cli.main import build_parser, main
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_explain_json_on_bundled_assets(capsys, asset_dir, tmp_path):
+    code, out, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg",
+                             "--out", tmp_path, "--json", "--sip", "topq:0.25", "--compare")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["model"] == "efficientnet_lite0" and document["errors"] == []
+    by_name = {r["image"].split("/")[-1]: r for r in document["results"]}
+    assert by_name["chelsea.jpg"]["target"] == {"index": 285, "name": "Egyptian cat"}
+    assert by_name["coffee.jpg"]["top5"][0]["name"] == "espresso"
+    for record in document["results"]:
+        assert len(record["top5"]) == 5 and record["top5"][0]["prob"] >= record["top5"][1]["prob"]
+        saliency = np.load(record["saliency"])
+        original = Image.open(record["image"])
+        assert saliency.dtype == np.float32 and saliency.shape == (original.height, original.width)
+        assert Image.open(record["overlay"]).size == original.size
+        assert record["sip"] == "topq:0.25" and record["seconds"] > 0
+        assert Image.open(record["compare"]).size[0] > 0
+    assert not list(tmp_path.glob("*.tmp*"))  # no temporary files left behind
+
+
+def test_explain_table_gradcam_reports_its_layer(capsys, asset_dir, tmp_path):
+    code, out, _ = run_cli(capsys, "explain", asset_dir / "coffee.jpg", "--method", "gradcam", "--out", tmp_path,
+                           "--target", "cup")
+    assert code == 0
+    assert "Grad-CAM layer: _head_act" in out and "target: cup (968)" in out
+
+
+def test_a_bad_image_in_a_batch_does_not_stop_the_others(capsys, asset_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
+    (folder / "b.png").write_bytes(b"")
+    (folder / "c.jpg").write_bytes(b"garbage")
+    code, out, err = run_cli(capsys, "explain", folder, "--out", tmp_path / "out", "--json")
+    assert code == 1
+    document = json.loads(out)
+    assert [r["image"].split("/")[-1] for r in document["results"]] == ["a.jpg"]
+    assert {e["image"].split("/")[-1] for e in document["errors"]} == {"b.png", "c.jpg"}
+    assert "b.png: empty file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "missing.png"], "missing.png: no such file"),
+    (["explain", "{assets}/chelsea.jpg", "--target", "catt"], "did you mean"),
+    (["explain", "{assets}/chelsea.jpg", "--sip", "cls"], "needs calibration statistics"),
+    (["explain", "{assets}/chelsea.jpg", "--sip", "topq:2"], "fraction must be in (0, 1]"),
+    (["explain", "{assets}/chelsea.jpg", "--compare"], "--compare needs a SIP policy"),
+    (["explain", "{assets}/chelsea.jpg", "--weights", "nothere.pth"], "nothere.pth: weights file not found"),
+    (["explain", "{assets}/chelsea.jpg", "--device", "cuda:7"], "no CUDA device"),
+    (["calibrate", "--data", "nowhere", "--out", "x.npz"], "nowhere: no such folder or file list"),
+])
+def test_bad_input_gets_one_line_and_nonzero_exit(capsys, asset_dir, tmp_path, args, message):
+    import torch
+
+    if "cuda:7" in args and torch.cuda.is_available():
+        pytest.skip("a CUDA device exists here")
+    args = [a.format(assets=asset_dir) for a in args] + (["--out", str(tmp_path / "o")] if args[0] == "explain" else [])
+    code, out, err = run_cli(capsys, *args)
+    assert code == (1 if "missing.png" in args[1] else 2)  # 1: an image failed, 2: the command was refused
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def _subcommands():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return list(action.choices)
+
+
+@pytest.mark.parametrize("command", [None, *_subcommands()])
+def test_every_help_is_complete(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"] if command is None else [command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    parser = build_parser()
+    if command is None:
+        assert all(name in text for name in _subcommands()) and "--version" in text
+        return
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[command]
+    for action in sub._actions:  # every option is listed with a help text
+        for flag in action.option_strings:
+            assert flag in text
+        assert action.help, action.dest
+
+
+def test_version_models_and_the_installed_command(capsys):
+    import sipgrad
+
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0 and "efficientnet_lite0" in out and "yes" in out
+    done = subprocess.run(["sipgrad", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"sipgrad {sipgrad.__version__}"
+    assert subprocess.run([sys.executable, "-c", "import cli"], capture_output=True, cwd="/").returncode != 0
+
+
+def test_cli_reference_doc_is_current():
+    from pathlib import Path
+
+    from sipgrad_cli.reference import render
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert doc.read_text() == render(), "regenerate: python -m sipgrad_cli.reference > docs/cli.md"
