@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--smoothgrad-samples", type=int, default=25, help="SmoothGrad samples (default: 25)")
     group.add_argument("--smoothgrad-noise", type=float, default=0.15,
                        help="SmoothGrad noise std as a fraction of the input range (default: 0.15)")
-    group.add_argument("--internal-batch-size", type=int, default=64,
-                       help="most rows per pass inside SmoothGrad/IG (default: 64)")
+    group.add_argument("--internal-batch-size", type=int, default=16,
+                       help="most rows per pass inside SmoothGrad/IG (default: 16; raise it on a GPU)")
     group.add_argument("--seed", type=int, default=0, help="seed for SmoothGrad noise and noise baselines")
     group.add_argument("--gradcam-layer", metavar="NAME", help="module for Grad-CAM (default: per model)")
     add_sip_arguments(parser)

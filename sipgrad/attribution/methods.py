@@ -44,7 +44,7 @@ class MethodOptions:
     smoothgrad_noise: float = 0.15
     ig_steps: int = 50
     ig_baseline: str = "black"
-    internal_batch_size: int = 64
+    internal_batch_size: int = 16
     seed: int = 0
     gradcam_layer: str | None = None
 
