@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from sipgrad.attribution.inputs import PreparedBatch, prepare_batch
 from sipgrad.attribution.methods import METHODS, SINGLE_PASS, MethodOptions, attribute, saliency_map
 from sipgrad.errors import SipgradError
 from sipgrad.hooks.sip import SIP, SIPConfig
+from sipgrad.io.names import slug, unique_stems
 from sipgrad.models.classes import ClassNames
 from sipgrad.models.preprocessing import Geometry, Preprocessing
 from sipgrad.models.registry import Classifier
@@ -122,7 +122,7 @@ class Explanation:
         """Write per image ``<stem>.saliency.npy``, ``<stem>.overlay.png`` (and a figure); return the paths."""
         directory = Path(directory)
         written = []
-        suffix = self.method + (f".sip-{_slug(self.sip)}" if self.sip else "")
+        suffix = self.method + (f".sip-{slug(self.sip)}" if self.sip else "")
         for i, stem_name in enumerate(unique_stems(self.names)):
             stem = directory / f"{stem_name}.{suffix}"
             paths = {"saliency": str(stem) + ".saliency.npy", "overlay": str(stem) + ".overlay.png"}
@@ -133,21 +133,6 @@ class Explanation:
                 save_panels(paths["figure"], self.images[i], [self.saliency[i]], [self.method], self.title(i))
             written.append(paths)
         return written
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-
-
-def unique_stems(names: Sequence[str]) -> list[str]:
-    """File-name-safe stems, one per name; repeated names get ``-2``, ``-3``... so no file is overwritten."""
-    seen: dict[str, int] = {}
-    stems = []
-    for name in names:
-        stem = _slug(Path(name).stem) or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return stems
 
 
 def _options(options: MethodOptions | None, overrides: dict[str, Any]) -> MethodOptions:

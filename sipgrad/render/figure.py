@@ -11,7 +11,8 @@ from sipgrad.io.atomic import atomic_write
 from sipgrad.render.overlay import heatmap, overlay
 
 
-def _figure_module():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -23,7 +24,7 @@ def _figure_module():
 def save_panels(path: str | os.PathLike, image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str],
                 suptitle: str = "", colormap: str = "jet", alpha: float = 0.5, clip_percentile: float = 99.0) -> None:
     """Save a figure: the image, then heatmap and overlay for each map (one row per map)."""
-    plt = _figure_module()
+    plt = pyplot()
     rows = len(maps)
     fig, axes = plt.subplots(rows, 3, figsize=(10.5, 3.6 * rows), squeeze=False)
     for row, (saliency, title) in enumerate(zip(maps, titles)):

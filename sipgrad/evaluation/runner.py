@@ -1,0 +1,119 @@
+"""`evaluate`: run an ``Evaluator`` over a data set with resume, progress and sharding.
+
+Single process: records are appended to ``OUT/records.jsonl`` after every batch.
+Under ``torchrun --nproc_per_node N`` (torch.distributed; gloo on CPU, nccl on GPU) each
+process takes every N-th case, appends to ``OUT/records.rankR.jsonl``, and process 0
+merges everything into ``records.jsonl`` when all are done. Either way a re-run with the
+same settings skips finished (case, config) pairs, and ``OUT/run.json`` guards against
+mixing results of different settings in one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sipgrad.errors import SipgradError
+from sipgrad.evaluation.cases import Case
+from sipgrad.evaluation.evaluator import EvalSettings, Evaluator
+from sipgrad.evaluation.records import append_records, deduplicated, done_keys, read_records
+from sipgrad.io.atomic import atomic_write
+from sipgrad.models.registry import Classifier
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) -> None:
+    path = out / "run.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != identity:
+            raise SipgradError(f"{out} holds results of other settings (see run.json); use another --out")
+    elif rank == 0:
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(identity, indent=2))
+    _barrier(world)
+
+
+def record_files(out: Path) -> list[Path]:
+    return [out / "records.jsonl", *sorted(out.glob("records.rank*.jsonl"))]
+
+
+def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, out: str | os.PathLike, *,
+             dataset: str, batch_size: int = 8, limit: int | None = None, save_maps: bool = False,
+             progress: Callable[[int], None] | None = None) -> list[dict[str, Any]] | None:
+    """Evaluate ``cases``; returns all records (ordered) on process 0, ``None`` on the others."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = distributed_context()
+    cases = cases[:limit] if limit else cases
+    evaluator = Evaluator(classifier, settings)
+    identity = {"model": classifier.name, "dataset": dataset, **settings.describe()}
+    _check_run_file(out, identity, rank, world)
+    done = done_keys(read_records(record_files(out)))
+    mine = cases[rank::world]
+    target = out / ("records.jsonl" if world == 1 else f"records.rank{rank}.jsonl")
+    keys = [c.key for c in evaluator.configs]
+    pending = [case for case in mine if any((case.case_id, key) not in done for key in keys)]
+    if progress:
+        progress(len(mine) - len(pending))
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        records = []
+        for config in evaluator.configs:
+            todo = [case for case in batch if (case.case_id, config.key) not in done]
+            if todo:
+                records.extend(evaluator.evaluate(todo, [config], keep_maps=save_maps))
+        if save_maps:
+            _save_maps(out, records)
+        append_records(target, records)
+        if progress:
+            progress(len(batch))
+    _barrier(world)
+    if rank != 0:
+        return None
+    case_order = {case.case_id: i for i, case in enumerate(cases)}
+    merged = deduplicated(read_records(record_files(out)), case_order, {k: i for i, k in enumerate(keys)})
+    merged = [r for r in merged if r["case"] in case_order]
+    if world > 1 or len(record_files(out)) > 1:
+        with atomic_write(out / "records.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in merged))
+        for part in out.glob("records.rank*.jsonl"):
+            part.unlink()
+    return merged
+
+
+def _save_maps(out: Path, records: list[dict[str, Any]]) -> None:
+    import numpy as np
+
+    from sipgrad.io.names import slug
+
+    for record in records:
+        path = out / "maps" / slug(record["config"]) / f"{slug(record['case'])}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, suffix=".tmp.npy") as tmp:
+            np.save(tmp, record["_map"])
