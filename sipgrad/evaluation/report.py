@@ -128,7 +128,9 @@ def build_gallery(evaluator, cases: list[Case], records: list[dict[str, Any]], p
     for config in evaluator.configs:
         rows = sorted((r for r in records if r["config"] == config.key and r["case"] in by_id),
                       key=lambda r: r["energy"])
-        chosen = [("best", r) for r in rows[::-1][:per_side]] + [("worst", r) for r in rows[:per_side]]
+        best = rows[::-1][:per_side]
+        worst = [r for r in rows if r not in best][:per_side]
+        chosen = [("best", r) for r in best] + [("worst", r) for r in worst]
         if not chosen:
             continue
         picked = [by_id[r["case"]] for _, r in chosen]

@@ -99,11 +99,12 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
     case_order = {case.case_id: i for i, case in enumerate(cases)}
     merged = deduplicated(read_records(record_files(out)), case_order, {k: i for i, k in enumerate(keys)})
     merged = [r for r in merged if r["case"] in case_order]
-    if world > 1 or len(record_files(out)) > 1:
-        with atomic_write(out / "records.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in merged))
-        for part in out.glob("records.rank*.jsonl"):
-            part.unlink()
+    # Rewrite once at the end: merges the per-process parts, drops duplicates and any
+    # line torn by a crash, and orders records like the data set.
+    with atomic_write(out / "records.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in merged))
+    for part in out.glob("records.rank*.jsonl"):
+        part.unlink()
     return merged
 
 

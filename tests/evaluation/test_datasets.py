@@ -1,0 +1,112 @@
+"""Every loader on tiny fixtures written here, and boxes following the image through resize and crop."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sipgrad.errors import SipgradError
+from sipgrad.evaluation import builtin_cases, load_dataset
+from sipgrad.models import imagenet_classes
+from sipgrad.models.preprocessing import Preprocessing
+
+CLASSES = imagenet_classes()
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(np.zeros((100, 200, 3), np.uint8)).save(folder / name)
+    return folder
+
+
+def _voc_xml(filename, objects):
+    body = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+                   f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    return f"<annotation><filename>{filename}</filename>{body}</annotation>"
+
+
+def test_imagenet_xml_groups_boxes_by_class(images, tmp_path):
+    xml = tmp_path / "xml"
+    xml.mkdir()
+    (xml / "a.xml").write_text(_voc_xml("a", [("n02124075", (11, 21, 50, 60)), ("n02124075", (101, 1, 200, 100)),
+                                              ("n07920052", (1, 1, 10, 10))]))
+    cases = load_dataset("imagenet", images, xml, CLASSES)
+    assert [(c.case_id, c.target) for c in cases] == [("a.jpg#285", 285), ("a.jpg#967", 967)]
+    assert cases[0].boxes == ((10.0, 20.0, 50.0, 60.0), (100.0, 0.0, 200.0, 100.0))  # 1-based inclusive -> continuous
+    assert cases[0].load().size == (200, 100)
+
+
+def test_voc_with_label_map(images, tmp_path):
+    (tmp_path / "b.xml").write_text(_voc_xml("b.png", [("cat", (1, 1, 20, 20))]))
+    with pytest.raises(SipgradError, match="unknown class name 'cat'"):
+        load_dataset("voc", images, tmp_path / "b.xml", CLASSES)
+    cases = load_dataset("voc", images, tmp_path / "b.xml", CLASSES, label_map={"cat": "tabby"})
+    assert cases[0].target == CLASSES.index("tabby") and cases[0].image.name == "b.png"
+
+
+def test_coco(images, tmp_path):
+    document = {"images": [{"id": 7, "file_name": "b.png"}], "categories": [{"id": 1, "name": "espresso"}],
+                "annotations": [{"image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]},
+                                {"image_id": 7, "category_id": 1, "bbox": [0, 0, 5, 5]}]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    cases = load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+    assert len(cases) == 1 and cases[0].boxes == ((10, 20, 40, 60), (0, 0, 5, 5))
+
+
+def test_csv_and_jsonl(images, tmp_path):
+    (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,espresso,1,2,3,4\na.jpg,967,5,6,7,8\n"
+                                        "b.png,n02124075,0,0,10,10\n")
+    cases = load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+    assert [(c.image.name, c.target, len(c.boxes)) for c in cases] == [("a.jpg", 967, 2), ("b.png", 285, 1)]
+    (tmp_path / "boxes.jsonl").write_text(json.dumps({"image": "b.png", "label": 285, "x0": 0, "y0": 0, "x1": 5,
+                                                      "y1": 5}) + "\n")
+    assert load_dataset("csv", images, tmp_path / "boxes.jsonl", CLASSES)[0].target == 285
+
+
+@pytest.mark.parametrize("path", ["../outside.jpg", "/etc/passwd", "sub/../../x.png"])
+def test_paths_may_not_escape_the_data_root(images, tmp_path, path):
+    (tmp_path / "boxes.csv").write_text(f"image,label,x0,y0,x1,y1\n{path},1,0,0,1,1\n")
+    with pytest.raises(SipgradError, match="escapes the data root"):
+        load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+
+
+def test_bad_annotations_are_one_line_errors(images, tmp_path):
+    (tmp_path / "bad.xml").write_text("<annotation><oops")
+    with pytest.raises(SipgradError, match="malformed XML"):
+        load_dataset("voc", images, tmp_path / "bad.xml", CLASSES)
+    (tmp_path / "empty.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,1,5,5,5,9\n")
+    with pytest.raises(SipgradError, match="empty box"):
+        load_dataset("csv", images, tmp_path / "empty.csv", CLASSES)
+
+
+def test_boxes_follow_whole_image_resize():
+    geometry = Preprocessing().geometry(width=448, height=112, crop=False)  # x scale 0.5, y scale 2
+    assert geometry.box_to_input((100, 10, 200, 50)) == (50.0, 20.0, 100.0, 100.0)
+
+
+def test_boxes_follow_resize_and_centre_crop():
+    # 512 x 256 (w x h): shorter side 256 -> 256, so no resize; width 512 -> crop columns 144..368, rows 16..240.
+    geometry = Preprocessing().geometry(width=512, height=256, crop=True)
+    assert geometry.region == (144.0, 16.0, 368.0, 240.0)
+    assert geometry.box_to_input((144, 16, 368, 240)) == (0.0, 0.0, 224.0, 224.0)
+    assert geometry.box_to_input((100, 0, 200, 100)) == (-44.0, -16.0, 56.0, 84.0)
+    # 1024 x 512: resized by 1/2 first, so original pixels count half.
+    geometry = Preprocessing().geometry(width=1024, height=512, crop=True)
+    assert geometry.box_to_input((288, 32, 736, 480)) == (0.0, 0.0, 224.0, 224.0)
+
+
+def test_builtin_benchmarks_are_real_and_deterministic():
+    photos = builtin_cases("photos", CLASSES)
+    assert len(photos) >= 10 and len({c.image for c in photos}) >= 8
+    assert any(len(c.boxes) > 1 for c in photos)  # several objects of one class
+    assert len({c.image for c in photos}) < len(photos)  # several classes in one photo
+    composites = builtin_cases("composites", CLASSES)
+    assert len(composites) >= 200
+    first = composites[3].load()
+    assert np.array_equal(np.asarray(first), np.asarray(builtin_cases("composites", CLASSES)[3].load()))
+    x0, y0, x1, y1 = composites[3].boxes[0]
+    assert 0 <= x0 < x1 <= first.width and 0 <= y0 < y1 <= first.height

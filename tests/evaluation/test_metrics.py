@@ -1,0 +1,94 @@
+"""Each metric against cases computed by hand."""
+
+import pytest
+import torch
+
+from sipgrad.evaluation import metrics
+from sipgrad.evaluation.cases import pad_boxes
+
+
+def _single(box, height=20, width=20):
+    return pad_boxes([[box]])
+
+
+def test_box_mask_uses_pixel_centres():
+    boxes, valid = pad_boxes([[(2.0, 3.0, 5.0, 4.0)], [(0.4, 0.0, 1.6, 2.0), (18.5, 18.5, 30.0, 30.0)], []])
+    mask = metrics.box_mask(boxes, valid, 20, 20)
+    assert mask[0].nonzero().tolist() == [[3, 2], [3, 3], [3, 4]]  # columns 2..4 (centres 2.5..4.5), row 3
+    # (0.4..1.6) covers centres 0.5 and 1.5; (18.5..30) covers centres 18.5 and 19.5 (edges count as inside)
+    assert mask[1, :2, :2].all() and mask[1, 18:, 18:].all() and mask[1].sum() == 4 + 4
+    assert not mask[2].any()
+
+
+def test_pointing_game_tolerance_is_a_disc():
+    boxes, valid = _single((10.0, 10.0, 12.0, 12.0))  # pixels 10..11
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 5, 5] = 1.0  # dx = dy = 5 from pixel (10, 10): distance 7.07
+    assert not metrics.pointing_game(maps, boxes, valid, tolerance=7.0)[0]
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=7.1)[0]
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 11, 3] = 1.0  # same row as the box, 7 columns left of it
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=7.0)[0]
+    assert not metrics.pointing_game(maps, boxes, valid, tolerance=6.9)[0]
+
+
+def test_pointing_hits_any_of_several_boxes_and_ignores_padding():
+    boxes, valid = pad_boxes([[(0.0, 0.0, 2.0, 2.0), (15.0, 15.0, 20.0, 20.0)], [(0.0, 0.0, 2.0, 2.0)]])
+    maps = torch.zeros(2, 20, 20)
+    maps[:, 17, 17] = 1.0
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=1.0).tolist() == [True, False]
+
+
+def test_centre_baseline():
+    boxes, valid = pad_boxes([[(9.0, 9.0, 11.0, 11.0)], [(0.0, 0.0, 3.0, 3.0)]])
+    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=0.0).tolist() == [True, False]
+    # centre (10, 10) to pixel (2, 2): distance 11.31
+    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=11.4).tolist() == [True, True]
+
+
+def test_energy_and_mu_in():
+    boxes, valid = _single((0.0, 0.0, 10.0, 10.0))  # a quarter of the 20 x 20 image
+    mask = metrics.box_mask(boxes, valid, 20, 20)
+    maps = torch.ones(1, 20, 20)
+    maps[0, :10, :10] = 3.0
+    maps[0, 15, 15] = -100.0  # negative mass counts for neither energy total nor inside
+    energy = metrics.energy_pointing_game(maps, mask)
+    assert energy.item() == pytest.approx(300 / (300 + 299))
+    share, weighted = metrics.mu_in(torch.ones(1, 20, 20), mask)
+    assert share.item() == pytest.approx(0.25) and weighted.item() == pytest.approx(1.0)
+    assert metrics.energy_pointing_game(torch.zeros(1, 20, 20), mask).item() == 0.0
+
+
+def _toy_model(inputs):
+    """Logits whose class-0 score is the sum of channel 0: deleting bright pixels lowers it."""
+    score = inputs[:, 0].sum(dim=(1, 2)) / 4.0
+    return torch.stack((score, torch.zeros_like(score)), dim=1)
+
+
+def test_deletion_curve_by_hand():
+    inputs = torch.zeros(1, 3, 2, 2)
+    inputs[0, 0] = torch.tensor([[4.0, 0.0], [0.0, 0.0]])
+    maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    targets = torch.tensor([0])
+    curve = metrics.perturbation_curves(_toy_model, inputs, maps, targets, steps=4, mode="deletion")
+    start = torch.sigmoid(torch.tensor(1.0))  # softmax of (1, 0)
+    assert torch.allclose(curve[0], torch.tensor([start, 0.5, 0.5, 0.5, 0.5]))
+    lerf = metrics.perturbation_curves(_toy_model, inputs, maps, targets, steps=4, mode="deletion",
+                                       most_relevant_first=False)
+    assert torch.allclose(lerf[0], torch.tensor([start, start, start, start, 0.5]))
+    assert metrics.curve_auc(curve).item() == pytest.approx((start.item() + 0.5) / 2 / 4 + 0.5 * 3 / 4)
+    assert metrics.aopc(curve).item() == pytest.approx(4 * (start.item() - 0.5) / 5)
+
+
+def test_batched_perturbation_equals_one_call_per_copy():
+    torch.manual_seed(0)
+    inputs, maps = torch.randn(3, 3, 8, 8), torch.rand(3, 8, 8)
+    targets = torch.tensor([0, 1, 0])
+    weights = torch.randn(2, 3 * 8 * 8)
+    model = lambda x: x.flatten(1) @ weights.T  # noqa: E731
+    batched = metrics.perturbation_curves(model, inputs, maps, targets, steps=5, mode="insertion", chunk=7)
+    for i in range(3):
+        single = metrics.perturbation_curves(model, inputs[i:i + 1], maps[i:i + 1], targets[i:i + 1], steps=5,
+                                             mode="insertion", chunk=1)
+        assert torch.allclose(batched[i], single[0], atol=1e-6)
+    assert torch.allclose(batched[:, -1], model(inputs).softmax(1).gather(1, targets[:, None])[:, 0], atol=1e-6)

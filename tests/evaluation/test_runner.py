@@ -1,0 +1,107 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sipgrad.errors import SipgradError
+from sipgrad.evaluation import EvalSettings, evaluate, load_dataset, write_reports
+
+SETTINGS = EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=2)
+
+
+@pytest.fixture(scope="module")
+def box_data(tmp_path_factory):
+    """Five crops of real photos with a CSV of boxes (the object is the whole crop's centre region)."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("boxes")
+    images = root / "images"
+    images.mkdir()
+    rows = ["image,label,x0,y0,x1,y1"]
+    for i, (photo, label) in enumerate([(data.chelsea(), "Egyptian cat"), (data.coffee(), "espresso"),
+                                        (data.chelsea()[:, ::-1], "Egyptian cat"), (data.coffee()[::-1], "cup"),
+                                        (data.chelsea()[50:], "tabby")]):
+        Image.fromarray(np.ascontiguousarray(photo)).save(images / f"{i}.png")
+        h, w = photo.shape[:2]
+        rows.append(f"{i}.png,{label},{w * 0.25},{h * 0.2},{w * 0.75},{h * 0.9}")
+    (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    return images, root / "boxes.csv"
+
+
+def _strip(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_records(lite0, box_data, tmp_path):
+    cases = load_dataset("csv", *box_data, lite0.classes)
+    whole = evaluate(lite0, cases, SETTINGS, tmp_path / "whole", dataset="t", batch_size=2)
+    assert len(whole) == 10 and {r["config"] for r in whole} == {"grad/none", "grad/topq:0.25"}
+
+    seen = []
+
+    def interrupt(count):
+        seen.append(count)
+        if sum(seen) >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(lite0, cases, SETTINGS, tmp_path / "cut", dataset="t", batch_size=2, progress=interrupt)
+    lines = (tmp_path / "cut" / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # the finished batch: 2 cases x 2 configs
+    with (tmp_path / "cut" / "records.jsonl").open("a") as handle:
+        handle.write('{"case": "torn')  # a crash in the middle of a write
+    resumed = evaluate(lite0, cases, SETTINGS, tmp_path / "cut", dataset="t", batch_size=2)
+    assert _strip(resumed) == _strip(whole)
+    on_disk = [json.loads(line) for line in (tmp_path / "cut" / "records.jsonl").read_text().splitlines()]
+    assert _strip(on_disk) == _strip(whole)
+    # Resuming a finished run computes nothing new.
+    again = evaluate(lite0, cases, SETTINGS, tmp_path / "cut", dataset="t", batch_size=2,
+                     progress=lambda n: seen.append(n))
+    assert _strip(again) == _strip(whole)
+    with pytest.raises(SipgradError, match="other settings"):
+        evaluate(lite0, cases, EvalSettings(methods=("ig",)), tmp_path / "cut", dataset="t")
+
+
+def test_reports_are_written(lite0, box_data, tmp_path):
+    cases = load_dataset("csv", *box_data, lite0.classes)
+    records = evaluate(lite0, cases, SETTINGS, tmp_path, dataset="t", batch_size=5, save_maps=True)
+    summary = write_reports(lite0, cases, EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=2),
+                            records, tmp_path, "test")
+    assert summary["configs"]["grad/none"]["n"] == 5
+    pointing = summary["configs"]["grad/none"]["metrics"]["pointing"]
+    assert pointing["low"] <= pointing["mean"] <= pointing["high"]
+    assert summary["comparisons"]["grad/topq:0.25"]["against"] == "grad/none"
+    for name in ("summary.json", "summary.md", "metrics.png", "energy_vs_box_area.png", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "report.html").read_text().count("<figure>") == 2 * 5  # best 3 + worst 3, capped at 5 cases
+    saved = np.load(tmp_path / "maps" / "grad_topq_0.25" / "0.png_285.npy")
+    assert saved.shape == (224, 224)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
+    images, boxes = box_data
+    common = ["evaluate", "--images", str(images), "--boxes", str(boxes), "--format", "csv", "--method", "grad",
+              "--sip", "none,topq:0.25", "--steps", "2", "--batch-size", "2"]
+    one = subprocess.run([sys.executable, "-m", "sipgrad_cli", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "sipgrad_cli", *common,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert not list((tmp_path / "two").glob("records.rank*.jsonl"))
+    first = json.loads((tmp_path / "one" / "summary.json").read_text())
+    second = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert first["configs"].keys() == second["configs"].keys()
+    for key, entry in first["configs"].items():
+        assert entry["n"] == second["configs"][key]["n"] == 5
+        for metric, values in entry["metrics"].items():
+            # equal up to float rounding: the shards batch the cases differently
+            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-4, abs=1e-6)
+    lines_one = _strip([json.loads(x) for x in (tmp_path / "one" / "records.jsonl").read_text().splitlines()])
+    lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
+    assert [r["case"] for r in lines_one] == [r["case"] for r in lines_two]
