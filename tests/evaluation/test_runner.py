@@ -100,8 +100,10 @@ def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
     for key, entry in first["configs"].items():
         assert entry["n"] == second["configs"][key]["n"] == 5
         for metric, values in entry["metrics"].items():
-            # equal up to float rounding: the shards batch the cases differently
-            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-4, abs=1e-6)
+            # Equal up to float rounding: the shards batch the cases differently, which moves the
+            # last bits of the maps (and can swap near-tied pixels in the deletion order).
+            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-3, abs=1e-6)
     lines_one = _strip([json.loads(x) for x in (tmp_path / "one" / "records.jsonl").read_text().splitlines()])
     lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
-    assert [r["case"] for r in lines_one] == [r["case"] for r in lines_two]
+    assert [(r["case"], r["config"]) for r in lines_one] == [(r["case"], r["config"]) for r in lines_two]
+    assert [r["pointing"] for r in lines_one] == [r["pointing"] for r in lines_two]
