@@ -105,7 +105,9 @@ def perturbation_curves(predict: Callable[[torch.Tensor], torch.Tensor], inputs:
     """
     batch, channels, height, width = inputs.shape
     pixels = height * width
-    order = maps.reshape(batch, -1).argsort(dim=1, descending=most_relevant_first)
+    # A stable sort: tied pixels (e.g. the zeros of a sparse map) keep a fixed order, so results
+    # do not depend on how the sort happens to break ties for a given batch.
+    order = maps.reshape(batch, -1).argsort(dim=1, descending=most_relevant_first, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(pixels, device=order.device).expand(batch, pixels))
     counts = torch.round(torch.linspace(0, pixels, steps + 1, device=inputs.device)).long()

@@ -86,7 +86,7 @@ def test_reports_are_written(lite0, box_data, tmp_path):
 def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
     images, boxes = box_data
     common = ["evaluate", "--images", str(images), "--boxes", str(boxes), "--format", "csv", "--method", "grad",
-              "--sip", "none,topq:0.25", "--steps", "2", "--batch-size", "2"]
+              "--sip", "none,topq:0.25", "--steps", "2", "--batch-size", "1"]
     one = subprocess.run([sys.executable, "-m", "sipgrad_cli", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -100,9 +100,10 @@ def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
     for key, entry in first["configs"].items():
         assert entry["n"] == second["configs"][key]["n"] == 5
         for metric, values in entry["metrics"].items():
-            # Equal up to float rounding: the shards batch the cases differently, which moves the
-            # last bits of the maps (and can swap near-tied pixels in the deletion order).
-            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-3, abs=1e-6)
+            # Batch size 1 in both runs: the same kernels see the same inputs, so the numbers agree up
+            # to float32 rounding (torchrun sets OMP_NUM_THREADS=1, which reorders reductions; CPU kernels
+            # for other batch sizes may differ more, see docs/sip.md).
+            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-6)
     lines_one = _strip([json.loads(x) for x in (tmp_path / "one" / "records.jsonl").read_text().splitlines()])
     lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
     assert [(r["case"], r["config"]) for r in lines_one] == [(r["case"], r["config"]) for r in lines_two]
