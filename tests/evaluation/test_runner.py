@@ -103,7 +103,7 @@ def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
             # Batch size 1 in both runs: the same kernels see the same inputs, so the numbers agree up
             # to float32 rounding (torchrun sets OMP_NUM_THREADS=1, which reorders reductions; CPU kernels
             # for other batch sizes may differ more, see docs/sip.md).
-            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-6)
+            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-4)
     lines_one = _strip([json.loads(x) for x in (tmp_path / "one" / "records.jsonl").read_text().splitlines()])
     lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
     assert [(r["case"], r["config"]) for r in lines_one] == [(r["case"], r["config"]) for r in lines_two]
