@@ -103,7 +103,9 @@ def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
             # Batch size 1 in both runs: the same kernels see the same inputs, so the numbers agree up
             # to float32 rounding (torchrun sets OMP_NUM_THREADS=1, which reorders reductions; CPU kernels
             # for other batch sizes may differ more, see docs/sip.md).
-            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=1e-4)
+            # Deletion/insertion orders pixels by the map: near-ties can swap with the last bits.
+            tolerance = 1e-3 if "sertion" in metric or "deletion" in metric else 1e-4
+            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=tolerance)
     lines_one = _strip([json.loads(x) for x in (tmp_path / "one" / "records.jsonl").read_text().splitlines()])
     lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
     assert [(r["case"], r["config"]) for r in lines_one] == [(r["case"], r["config"]) for r in lines_two]
