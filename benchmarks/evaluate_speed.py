@@ -1,0 +1,73 @@
+"""Evaluator speed: images/s per config, the share spent in deletion/insertion, and batching's gain.
+
+    python benchmarks/evaluate_speed.py [--cases 16] [--steps 10] [--rounds 3]
+
+Runs on the built-in composites with efficientnet_lite0 on CPU. The last table compares the
+batched perturbation path (all perturbed copies through the model in chunks) with one model
+call per perturbed copy, on the same maps, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved, print_table, write_json  # noqa: E402
+
+import sipgrad  # noqa: E402
+from sipgrad.evaluation import EvalSettings, Evaluator, builtin_cases  # noqa: E402
+from sipgrad.evaluation import metrics  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/evaluate_speed.json")
+    args = parser.parse_args()
+    model = sipgrad.load_model()
+    cases = builtin_cases("composites", model.classes)[:args.cases]
+    rows = []
+    for method, sip in (("grad", "none"), ("grad", "topq:0.25"), ("gradcam", "none")):
+        timings = {}
+        for label, steps in (("box metrics only", 0), ("with deletion/insertion", args.steps)):
+            evaluator = Evaluator(model, EvalSettings(methods=(method,), sips=(sip,), steps=steps))
+            began = time.perf_counter()
+            evaluator.evaluate(cases)
+            timings[label] = time.perf_counter() - began
+        total = timings["with deletion/insertion"]
+        rows.append({"config": f"{method}/{sip}", "images/s": len(cases) / total,
+                     "images/s (box only)": len(cases) / timings["box metrics only"],
+                     "deletion/insertion share %": 100 * (1 - timings["box metrics only"] / total)})
+    print_table(rows, ["config", "images/s", "images/s (box only)", "deletion/insertion share %"])
+
+    evaluator = Evaluator(model, EvalSettings())
+    inputs, _, _, _ = evaluator.prepare(cases[:4])
+    targets = torch.tensor([c.target for c in cases[:4]])
+    maps = sipgrad.explain(model, inputs, target=targets).input_saliency
+    predict = model.module
+
+    def batched():
+        with torch.inference_mode():
+            metrics.perturbation_curves(predict, inputs, maps, targets, steps=args.steps, chunk=32)
+
+    def one_by_one():
+        with torch.inference_mode():
+            metrics.perturbation_curves(predict, inputs, maps, targets, steps=args.steps, chunk=1)
+
+    times = interleaved({"batched (chunks of 32)": batched, "one call per copy": one_by_one}, rounds=args.rounds)
+    speed = [{"path": name, "seconds (4 images, 1 curve)": t, "speed-up": times["one call per copy"] / t}
+             for name, t in times.items()]
+    print()
+    print_table(speed, ["path", "seconds (4 images, 1 curve)", "speed-up"])
+    write_json(args.out, rows + speed, cases=args.cases, steps=args.steps)
+
+
+if __name__ == "__main__":
+    main()
