@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad.models import DEFAULT_MODEL, MODELS, weights_available_offline
 
     rows = [{"name": name, "default": name == DEFAULT_MODEL, "offline": weights_available_offline(name),
+             "weights": "train" if spec.trained_by else ("package" if spec.weights_url is None else "download"),
              "gradcam_layer": spec.gradcam_layer, "description": spec.description} for name, spec in MODELS.items()]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -29,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{'model':<20} {'weights offline':<16} {'Grad-CAM layer':<16} description")
     for row in rows:
-        offline = "yes" if row["offline"] else "no (downloads)"
+        offline = "yes" if row["offline"] else ("no (train it)" if row["weights"] == "train" else "no (downloads)")
         print(f"{row['name']:<20} {offline:<16} {row['gradcam_layer']:<16} {row['description']}")
     return 0

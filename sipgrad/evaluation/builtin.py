@@ -1,9 +1,11 @@
-"""Built-in offline benchmarks made from photos that ship in installed packages.
+"""Built-in offline benchmarks made from images that ship in installed packages.
 
 ``photos``: real photos (scikit-image, matplotlib, scikit-learn sample images) with boxes
 drawn by hand around objects of ImageNet classes, several classes per photo where the
 photo has them. ``composites``: crops of those objects pasted at random scale and
 position onto background textures, so the boxes are exact (seeded, deterministic).
+``cluttered-digits``: scikit-learn's digits on cluttered canvases, for the models trained by
+``benchmarks/train_cluttered_digits.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ PHOTOS = (
 )
 BACKGROUNDS = ((_skimage, "grass.png"), (_skimage, "gravel.png"), (_skimage, "brick.png"),
                (_skimage, "hubble_deep_field.jpg"), (_skimage, "moon.png"))
-BUILTIN = ("photos", "composites")
+BUILTIN = ("photos", "composites", "cluttered-digits")
 
 
 @lru_cache(maxsize=32)
@@ -115,7 +117,21 @@ def composite_cases(classes: ClassNames, count: int = 240, size: int = 320, seed
     return cases
 
 
+def cluttered_digit_cases(count: int = 297, seed: int = 0) -> list[Case]:
+    """The test split of the cluttered digits (see ``sipgrad.evaluation.cluttered``)."""
+    from sipgrad.evaluation.cluttered import make_samples
+
+    samples = make_samples("test", count, seed)
+    return [Case(f"cluttered-digits/{i:04d}#{s.label}", None, s.label, (s.box,),
+                 (lambda image=s.image: Image.fromarray(image))) for i, s in enumerate(samples)]
+
+
 def builtin_cases(name: str, classes: ClassNames) -> list[Case]:
+    if name == "cluttered-digits":
+        if len(classes) != 10:
+            raise SipgradError("the 'cluttered-digits' benchmark needs a 10-class digits model (digits_resnet, "
+                               "digits_vgg)")
+        return cluttered_digit_cases()
     if len(classes) != 1000:
         raise SipgradError(f"the {name!r} benchmark has ImageNet classes; use an ImageNet model")
     if name == "photos":

@@ -104,6 +104,8 @@ class ModelSpec:
     gradcam_layer: str
     sip_layers: Callable[[nn.Module], tuple[str, ...]]
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    classes: Callable[[], ClassNames] = imagenet_classes
+    trained_by: str | None = None  # models without published weights: the script that trains them
 
 
 def _resnet_sip_layers(model: nn.Module) -> tuple[str, ...]:
@@ -151,11 +153,30 @@ MODELS: dict[str, ModelSpec] = {
                   _TV + "efficientnet_b0_rwightman-7f5810bc.pth", "features.8", _efficientnet_b0_sip_layers),
     )
 }
+def _digits_specs() -> tuple[ModelSpec, ...]:
+    from sipgrad.models.digits import DIGIT_CLASSES, DIGITS_PREPROCESSING, DigitsResNet, DigitsVGG
+
+    script = "benchmarks/train_cluttered_digits.py"
+    resnet_layers = lambda m: tuple(n for n in conv_names(m) if n.startswith(("layer2.", "layer3."))  # noqa: E731
+                                    and "downsample" not in n)
+    vgg_layers = lambda m: tuple(f"features.{i}" for i, x in enumerate(m.features)  # noqa: E731
+                                 if i >= len(m.features) // 2 and isinstance(x, nn.Conv2d))
+    return (
+        ModelSpec("digits_resnet", "ResNet-style CNN for cluttered digits (train it: --weights FILE)", DigitsResNet,
+                  None, "layer3", resnet_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
+        ModelSpec("digits_vgg", "VGG-style CNN for cluttered digits (train it: --weights FILE)", DigitsVGG,
+                  None, "features.14", vgg_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
+    )
+
+
+MODELS.update({spec.name: spec for spec in _digits_specs()})
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
 def cached_weights_path(spec: ModelSpec) -> Path | None:
     """Where the weights of ``spec`` are (or would be) on disk."""
+    if spec.trained_by is not None:
+        return None
     if spec.weights_url is None:
         return lite0_weights_path()
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights_url)
@@ -213,6 +234,9 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
     module = spec.build()
     if weights is not None:
         state = load_state_dict_file(weights)
+    elif pretrained and spec.trained_by is not None:
+        raise SipgradError(f"{name} has no published weights: train it with {spec.trained_by} and pass "
+                           f"--weights FILE, or use --pretrained none for random weights")
     elif pretrained:
         path = cached_weights_path(spec)
         if spec.weights_url is not None and not path.is_file():
@@ -227,5 +251,4 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
             source = weights if weights is not None else "pretrained weights"
             raise SipgradError(f"{source}: does not fit {name} ({str(error).splitlines()[0][:200]})") from None
     module.eval().to(device)
-    return Classifier(module, name, spec.preprocessing, imagenet_classes(), spec.gradcam_layer,
-                      spec.sip_layers(module))
+    return Classifier(module, name, spec.preprocessing, spec.classes(), spec.gradcam_layer, spec.sip_layers(module))
