@@ -59,7 +59,7 @@ def train(name: str, train_x, train_y, test_x, test_y, epochs: int, seed: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/digits")
-    parser.add_argument("--train-count", type=int, default=6000)
+    parser.add_argument("--train-count", type=int, default=4000)
     parser.add_argument("--calibration-count", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,7 @@ DIGITS_PREPROCESSING = Preprocessing(input_size=64, resize_size=64, mean=(0.5,) 
 
 
 class DigitsResNet(nn.Sequential):
-    """conv stem, three stages of two BasicBlocks (32, 64/2, 128/2 channels), GAP, linear."""
+    """Stride-2 conv stem, three stages of two BasicBlocks (16, 32/2, 64/2 channels), GAP, linear."""
 
     def __init__(self, num_classes: int = 10) -> None:
         def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -28,20 +28,21 @@ class DigitsResNet(nn.Sequential):
             return nn.Sequential(BasicBlock(cin, cout, stride, down), BasicBlock(cout, cout))
 
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
-        self.layer1, self.layer2, self.layer3 = stage(32, 32, 1), stage(32, 64, 2), stage(64, 128, 2)
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU(inplace=True))
+        self.layer1, self.layer2, self.layer3 = stage(16, 16, 1), stage(16, 32, 2), stage(32, 64, 2)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(128, num_classes)
+        self.fc = nn.Linear(64, num_classes)
 
 
 class DigitsVGG(nn.Sequential):
-    """VGG-style: pairs of 3x3 conv + ReLU (32, 64, 128 channels) with max pooling, GAP, linear."""
+    """VGG-style: pairs of 3x3 conv + ReLU (16, 32, 64 channels) with max pooling, GAP, linear."""
 
     def __init__(self, num_classes: int = 10) -> None:
         layers: list[nn.Module] = []
         channels = 3
-        for width in (32, 64, 128):
+        for width in (16, 32, 64):
             layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
                        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             channels = width
@@ -49,4 +50,4 @@ class DigitsVGG(nn.Sequential):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(128, num_classes)
+        self.fc = nn.Linear(64, num_classes)
