@@ -63,14 +63,16 @@ def main() -> None:
     parser.add_argument("--calibration-count", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="digits_resnet,digits_vgg", help="comma-separated models to train")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preprocessing = load_model("digits_resnet", pretrained=False).preprocessing
     train_x, train_y = to_tensors(make_samples("train", args.train_count, args.seed), preprocessing)
     test_x, test_y = to_tensors(make_samples("test", 297, args.seed), preprocessing)
-    report = {}
-    for name in ("digits_resnet", "digits_vgg"):
+    report_path = out / "training.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    for name in args.models.split(","):
         model, report[name] = train(name, train_x, train_y, test_x, test_y, args.epochs, args.seed)
         torch.save(model.state_dict(), out / f"{name}.pt")
     calibration = make_samples("train", args.calibration_count, args.seed + 1)
@@ -78,7 +80,7 @@ def main() -> None:
         folder = out / "calibration" / str(sample.label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(sample.image).save(folder / f"{i:05d}.png")
-    (out / "training.json").write_text(json.dumps(report, indent=2))
+    report_path.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 

@@ -37,14 +37,15 @@ class DigitsResNet(nn.Sequential):
 
 
 class DigitsVGG(nn.Sequential):
-    """VGG-style: pairs of 3x3 conv + ReLU (16, 32, 64 channels) with max pooling, GAP, linear."""
+    """VGG-BN style: pairs of 3x3 conv + BN + ReLU (16, 32, 64 channels) with max pooling, GAP, linear."""
 
     def __init__(self, num_classes: int = 10) -> None:
         layers: list[nn.Module] = []
         channels = 3
         for width in (16, 32, 64):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
-                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                       nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
             channels = width
         super().__init__()
         self.features = nn.Sequential(*layers)

@@ -165,7 +165,7 @@ def _digits_specs() -> tuple[ModelSpec, ...]:
         ModelSpec("digits_resnet", "ResNet-style CNN for cluttered digits (train it: --weights FILE)", DigitsResNet,
                   None, "layer3", resnet_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
         ModelSpec("digits_vgg", "VGG-style CNN for cluttered digits (train it: --weights FILE)", DigitsVGG,
-                  None, "features.14", vgg_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
+                  None, "features.20", vgg_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
     )
 
 
