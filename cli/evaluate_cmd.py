@@ -15,7 +15,7 @@ Data: --images DIR with --boxes FILE|DIR in --format imagenet (ILSVRC XML per im
 (Pascal VOC XML), coco (instances JSON) or csv (CSV/JSONL: image,label,x0,y0,x1,y1); or
 --builtin photos|composites (offline, ImageNet classes). Each (image, class) is a case.
 
-Metrics: pointing game (disc of --tolerance px around the maximum touches a box) with the
+Metrics: pointing game (a disc of --tolerance px around the maximum touches a box) with the
 centre baseline, energy inside the boxes, mu_in/mu_in_w, and (unless --steps 0) deletion
 and insertion curves (AUC, AOPC), most- and least-relevant first.
 
@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed for SmoothGrad noise")
     add_sip_arguments(parser, multiple=True)
     scoring = parser.add_argument_group("scoring and output")
-    scoring.add_argument("--tolerance", type=float, default=15.0, help="pointing-game radius in px (default: 15)")
+    scoring.add_argument("--tolerance", type=float,
+                         help="pointing-game radius in input px (default: 15 at a 224-px input, scaled with the size)")
     scoring.add_argument("--steps", type=int, default=10, help="deletion/insertion steps; 0 skips them (default: 10)")
     scoring.add_argument("--batch-size", type=int, default=8, help="cases per batch (default: 8)")
     scoring.add_argument("--save-maps", action="store_true", help="also save every map as OUT/maps/CONFIG/CASE.npy")

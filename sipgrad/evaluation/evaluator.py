@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ class EvalSettings:
     methods: tuple[str, ...] = ("grad",)
     sips: tuple[str, ...] = ("none",)
     sip_options: dict = field(default_factory=dict)
-    tolerance: float = 15.0
+    tolerance: float | None = None  # pointing-game radius in px; None: 15 px at a 224-px input, scaled
     steps: int = 10  # deletion/insertion steps; 0 switches them off
     crop: bool = False
     method_options: dict = field(default_factory=dict)
@@ -67,6 +67,8 @@ class Evaluator:
     """Explains batches of cases under every config and scores the maps against the boxes."""
 
     def __init__(self, classifier: Classifier, settings: EvalSettings) -> None:
+        if settings.tolerance is None:  # TorchRay's 15 px is for 224-px inputs; keep the same share of the image
+            settings = replace(settings, tolerance=15.0 * classifier.preprocessing.input_size / 224)
         self.classifier = classifier
         self.settings = settings
         self.configs = settings.configs()

@@ -72,7 +72,7 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
     rank, world = distributed_context()
     cases = cases[:limit] if limit else cases
     evaluator = Evaluator(classifier, settings)
-    identity = {"model": classifier.name, "dataset": dataset, **settings.describe()}
+    identity = {"model": classifier.name, "dataset": dataset, **evaluator.settings.describe()}
     _check_run_file(out, identity, rank, world)
     done = done_keys(read_records(record_files(out)))
     mine = cases[rank::world]
