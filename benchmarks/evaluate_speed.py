@@ -29,12 +29,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--configs", type=int, default=3, help="how many of the configs to time (1-3)")
     parser.add_argument("--out", default="benchmarks/results/evaluate_speed.json")
     args = parser.parse_args()
     model = sipgrad.load_model()
     cases = builtin_cases("composites", model.classes)[:args.cases]
     rows = []
-    for method, sip in (("grad", "none"), ("grad", "topq:0.25"), ("gradcam", "none")):
+    for method, sip in (("grad", "none"), ("grad", "topq:0.25"), ("gradcam", "none"))[:args.configs]:
         timings = {}
         for label, steps in (("box metrics only", 0), ("with deletion/insertion", args.steps)):
             evaluator = Evaluator(model, EvalSettings(methods=(method,), sips=(sip,), steps=steps))
@@ -53,15 +54,15 @@ def main() -> None:
     maps = sipgrad.explain(model, inputs, target=targets).input_saliency
     predict = model.module
 
-    def batched():
-        with torch.inference_mode():
-            metrics.perturbation_curves(predict, inputs, maps, targets, steps=args.steps, chunk=32)
+    def curves(chunk: int):
+        def run():
+            with torch.inference_mode():
+                metrics.perturbation_curves(predict, inputs, maps, targets, steps=args.steps, chunk=chunk)
+        return run
 
-    def one_by_one():
-        with torch.inference_mode():
-            metrics.perturbation_curves(predict, inputs, maps, targets, steps=args.steps, chunk=1)
-
-    times = interleaved({"batched (chunks of 32)": batched, "one call per copy": one_by_one}, rounds=args.rounds)
+    variants = {f"batched (chunks of {c})": curves(c) for c in (4, 8, 16, 32)}
+    variants["one call per copy"] = curves(1)
+    times = interleaved(variants, rounds=args.rounds)
     speed = [{"path": name, "seconds (4 images, 1 curve)": t, "speed-up": times["one call per copy"] / t}
              for name, t in times.items()]
     print()
