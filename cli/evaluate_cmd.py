@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from sipgrad_cli.common import add_model_arguments, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides

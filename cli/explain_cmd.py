@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import add_model_arguments, add_sip_arguments, fail, guarded, load_classifier, progress_bar, sip_overrides
+from sipgrad_cli.common import add_model_arguments, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
 
 DESCRIPTION = """Explain a classifier's predictions on images.
 

@@ -10,7 +10,6 @@ position onto background textures, so the boxes are exact (seeded, deterministic
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable

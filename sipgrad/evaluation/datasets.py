@@ -16,7 +16,6 @@ from pathlib import Path
 
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation.cases import Box, Case, safe_join
-from sipgrad.io.images import IMAGE_EXTENSIONS
 from sipgrad.models.classes import ClassNames
 
 FORMATS = ("imagenet", "voc", "coco", "csv")
@@ -139,7 +138,3 @@ def load_dataset(format: str, images: str | Path, boxes: str | Path, classes: Cl
     if format == "csv":
         return load_table(images, boxes, classes, label_map)
     raise SipgradError(f"unknown box format {format!r}; choose from {', '.join(FORMATS)}")
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -139,14 +139,3 @@ class HookedModel:
             handle.remove()
         self._handles.clear()
         self._record = None
-
-
-class GradientRecorder(GradientHook):
-    """Keeps a detached copy of every gradient seen at each hooked output (for analysis)."""
-
-    def __init__(self) -> None:
-        self.gradients: dict[str, list[torch.Tensor]] = {}
-
-    def backward(self, name: str, grad: torch.Tensor, state: Any, record: ForwardRecord) -> None:
-        self.gradients.setdefault(name, []).append(grad.detach().clone())
-        return None

@@ -6,7 +6,6 @@ import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Sequence
 
 from sipgrad.errors import SipgradError
 
@@ -59,8 +58,3 @@ def imagenet_classes() -> ClassNames:
     text = resources.files("sipgrad").joinpath("data/imagenet_classes.tsv").read_text(encoding="utf-8")
     rows = [line.split("\t") for line in text.splitlines()[1:] if line]
     return ClassNames(names=tuple(r[2] for r in rows), wnids=tuple(r[1] for r in rows))
-
-
-def resolve_class_list(targets: Sequence[str | int], classes: ClassNames) -> list[int]:
-    """Resolve each entry of ``targets`` (index, name or wnid) to a class index."""
-    return [classes.index(t) for t in targets]
