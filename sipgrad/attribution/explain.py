@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -172,10 +172,12 @@ def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = Non
         raise SipgradError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if batch_size < 1:
         raise SipgradError("batch size must be at least 1")
-    classifier = model if isinstance(model, Classifier) else Classifier.wrap(model, preprocessing)
-    if preprocessing is not None:
-        classifier = Classifier(classifier.module, classifier.name, preprocessing, classifier.classes,
-                                classifier.gradcam_layer, classifier.sip_layers)
+    if not isinstance(model, Classifier):
+        classifier = Classifier.wrap(model, preprocessing)
+    elif preprocessing is not None:  # a caller's preprocessing overrides the model's own
+        classifier = replace(model, preprocessing=preprocessing)
+    else:
+        classifier = model
     opts = _options(options, method_options)
     sip_config = SIPConfig.parse(sip)
     prepared = prepare_batch(images, classifier.preprocessing, crop)
@@ -227,7 +229,7 @@ def _explain_batch(classifier: Classifier, inputs: torch.Tensor, targets: torch.
     pre = classifier.preprocessing
     black = pre.normalize(torch.zeros(3, 1, 1, device=device))
     pixel_range = float(np.mean([1.0 / s for s in pre.std]))
-    attribution = attribute(method, forward, inputs, targets, options=opts, module=module, layer=layer,
+    attribution = attribute(method, forward, inputs, targets, options=opts, layer=layer,
                             pixel_range=pixel_range, black=black)
     logits = seen_logits[0]
     return {"attribution": attribution.detach(), "logits": logits,

@@ -57,7 +57,7 @@ class MethodOptions:
 
 
 def attribute(method: str, forward: ForwardFn, inputs: torch.Tensor, targets: torch.Tensor, *,
-              options: MethodOptions, module: nn.Module | None = None, layer: nn.Module | None = None,
+              options: MethodOptions, layer: nn.Module | None = None,
               pixel_range: float = 1.0, black: torch.Tensor | None = None) -> torch.Tensor:
     """Attribution of ``forward``'s target logit to ``inputs`` (B x 3 x H x W).
 
