@@ -31,9 +31,9 @@ def channel_scales(grad: torch.Tensor, keep: torch.Tensor, gamma: float = math.i
     if grad.dim() != 4 or keep.shape != grad.shape[:2]:
         raise ValueError(f"expected grad B x C x H x W and keep B x C, got {tuple(grad.shape)}, {tuple(keep.shape)}")
     keep_f = keep.to(grad.dtype)
-    # Sum of kept and of pruned channel gradients in one contraction: B x 2 x H x W.
+    # Sum of kept and of pruned channel gradients in one batched product: B x 2 x HW.
     groups = torch.stack((keep_f, 1.0 - keep_f), dim=1)
-    sums = torch.einsum("bkc,bchw->bkhw", groups, grad).flatten(2)
+    sums = torch.bmm(groups, grad.flatten(2))
     spread = sums.var(dim=2) if sums.shape[2] > 1 else sums[:, :, 0].abs()
     kept_var, pruned_var = spread[:, 0] + eps, spread[:, 1] + eps
 

