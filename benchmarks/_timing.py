@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +29,38 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: 
             run()
             samples[name].append(time.perf_counter() - began)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def paired_ratios(base: Callable[[], object], variant: Callable[[], object], rounds: int,
+                  warmup: int = 1) -> tuple[list[float], list[float], list[float]]:
+    """Time ``base`` and ``variant`` back to back ``rounds`` times; returns (ratios, base s, variant s).
+
+    The order alternates every round (ABBA), so a slow drift of the machine does not favour
+    either side, and each ratio compares two calls made seconds apart: on a noisy machine the
+    median of these paired ratios is far steadier than the ratio of two medians.
+    """
+    for _ in range(warmup):
+        base()
+        variant()
+    ratios, base_times, variant_times = [], [], []
+    for round_index in range(rounds):
+        order = (base, variant) if round_index % 2 == 0 else (variant, base)
+        seconds = {}
+        for run in order:
+            began = time.perf_counter()
+            run()
+            seconds[run] = time.perf_counter() - began
+        base_times.append(seconds[base])
+        variant_times.append(seconds[variant])
+        ratios.append(seconds[variant] / seconds[base])
+    return ratios, base_times, variant_times
+
+
+def median_interval(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median and a bootstrap 95% interval of the median."""
+    generator = random.Random(seed)
+    medians = sorted(statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples))
+    return statistics.median(values), medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
