@@ -91,6 +91,34 @@ def _blur(inputs: torch.Tensor, sigma: float = 8.0) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
 
 
+def _pixel_ranks(maps: torch.Tensor, most_relevant_first: bool) -> torch.Tensor:
+    """Each pixel's position (B x H*W) in the deletion/insertion order of its map."""
+    batch = maps.shape[0]
+    pixels = maps[0].numel()
+    # A stable sort: tied pixels (e.g. the zeros of a sparse map) keep a fixed order, so results
+    # do not depend on how the sort happens to break ties for a given batch.
+    order = maps.reshape(batch, -1).argsort(dim=1, descending=most_relevant_first, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(pixels, device=order.device).expand(batch, pixels))
+    return rank
+
+
+def _step_counts(pixels: int, steps: int, device: torch.device) -> torch.Tensor:
+    """How many pixels are changed at each of the steps + 1 points of a curve."""
+    return torch.round(torch.linspace(0, pixels, steps + 1, device=device)).long()
+
+
+def _target_probabilities(predict: Callable[[torch.Tensor], torch.Tensor], rows: int, make_rows: Callable,
+                          row_targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Target-class probability of ``rows`` model inputs, built ``chunk`` at a time by ``make_rows``."""
+    probabilities = []
+    for begin in range(0, rows, chunk):
+        index = torch.arange(begin, min(begin + chunk, rows), device=row_targets.device)
+        probs = predict(make_rows(index)).float().softmax(dim=1)
+        probabilities.append(probs.gather(1, row_targets[index][:, None])[:, 0])
+    return torch.cat(probabilities) if probabilities else row_targets.new_zeros(0, dtype=torch.float32)
+
+
 def perturbation_curves(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
                         maps: torch.Tensor, targets: torch.Tensor, steps: int = 10, mode: str = "deletion",
                         most_relevant_first: bool = True, chunk: int = 32,
@@ -101,32 +129,82 @@ def perturbation_curves(predict: Callable[[torch.Tensor], torch.Tensor], inputs:
     all-zero input, the data set mean after normalisation); insertion starts from a
     blurred copy and puts the original pixels back. Every perturbed copy of every image
     goes through ``predict`` (logits) in chunks of ``chunk`` rows; call under
-    ``torch.inference_mode``.
+    ``torch.inference_mode``. For all four curves at once, ``perturbation_curve_set`` is faster.
     """
-    batch, channels, height, width = inputs.shape
-    pixels = height * width
-    # A stable sort: tied pixels (e.g. the zeros of a sparse map) keep a fixed order, so results
-    # do not depend on how the sort happens to break ties for a given batch.
-    order = maps.reshape(batch, -1).argsort(dim=1, descending=most_relevant_first, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(pixels, device=order.device).expand(batch, pixels))
-    counts = torch.round(torch.linspace(0, pixels, steps + 1, device=inputs.device)).long()
-    chosen = (rank[:, None, :] < counts[None, :, None]).view(batch, steps + 1, 1, height, width)
+    batch, _, height, width = inputs.shape
+    rank = _pixel_ranks(maps, most_relevant_first)
+    counts = _step_counts(height * width, steps, inputs.device)
     if mode == "deletion":
         start, end = inputs, torch.zeros_like(inputs) if baseline is None else baseline.expand_as(inputs)
     elif mode == "insertion":
         start, end = _blur(inputs) if baseline is None else baseline.expand_as(inputs), inputs
     else:
         raise ValueError(f"mode must be deletion or insertion, not {mode!r}")
-    probabilities = []
-    flat_chosen = chosen.reshape(batch * (steps + 1), 1, height, width)
     row_image = torch.arange(batch, device=inputs.device).repeat_interleave(steps + 1)
-    for begin in range(0, batch * (steps + 1), chunk):
-        index = row_image[begin:begin + chunk]
-        perturbed = torch.where(flat_chosen[begin:begin + chunk], end[index], start[index])
-        probs = predict(perturbed).float().softmax(dim=1)
-        probabilities.append(probs.gather(1, targets[index][:, None])[:, 0])
-    return torch.cat(probabilities).view(batch, steps + 1)
+    row_count = counts.repeat(batch)
+
+    def make_rows(index: torch.Tensor) -> torch.Tensor:
+        image = row_image[index]
+        chosen = (rank[image] < row_count[index][:, None]).view(-1, 1, height, width)
+        return torch.where(chosen, end[image], start[image])
+
+    probabilities = _target_probabilities(predict, batch * (steps + 1), make_rows, targets[row_image], chunk)
+    return probabilities.view(batch, steps + 1)
+
+
+CURVES = ("deletion", "deletion_lerf", "insertion", "insertion_lerf")
+
+
+def perturbation_curve_set(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+                           maps: torch.Tensor, targets: torch.Tensor, steps: int = 10,
+                           chunk: int = 32) -> dict[str, torch.Tensor]:
+    """The four curves of ``perturbation_curves`` (deletion and insertion, most- and
+    least-relevant first; keys ``CURVES``) with each distinct model input computed once.
+
+    The curves share their end points: both deletions start from the image and end at the
+    all-zero baseline, both insertions start from the blurred image and end at the image.
+    Computing those once takes 4 * steps - 2 model rows per image (plus one baseline row
+    per batch) instead of 4 * (steps + 1): 14% fewer at 10 steps, 25% fewer at 5. The
+    values equal four ``perturbation_curves`` calls up to batch-dependent rounding.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    batch, _, height, width = inputs.shape
+    device = inputs.device
+    blurred = _blur(inputs)
+    # Model rows: the images, their blurred copies, then the inner steps of each curve.
+    # Sources for torch.where: 0..B-1 images, B..2B-1 blurred, 2B the zero baseline.
+    sources = torch.cat((inputs, blurred, torch.zeros_like(inputs[:1])))
+    ranks = torch.stack((_pixel_ranks(maps, True), _pixel_ranks(maps, False)))
+    counts = _step_counts(height * width, steps, device)
+    images = torch.arange(batch, device=device)
+    inner = steps - 1
+    # Inner rows, curve-major: for each curve (CURVES order), image-major, step 1..steps-1.
+    curve_of_row = torch.arange(4, device=device).repeat_interleave(batch * inner)
+    image_of_row = images.repeat_interleave(inner).repeat(4)
+    count_of_row = counts[1:steps].repeat(4 * batch)
+    is_insertion = curve_of_row >= 2
+    start = torch.where(is_insertion, batch + image_of_row, image_of_row)
+    end = torch.where(is_insertion, image_of_row, torch.full_like(image_of_row, 2 * batch))
+    order = curve_of_row % 2  # 0: most relevant first, 1: least relevant first
+    row_image = torch.cat((images, images, image_of_row))
+    row_start = torch.cat((images, batch + images, start))
+    row_end = torch.cat((images, batch + images, end))
+    row_order = torch.cat((torch.zeros(2 * batch, dtype=order.dtype, device=device), order))
+    row_count = torch.cat((torch.zeros(2 * batch, dtype=counts.dtype, device=device), count_of_row))
+
+    def make_rows(index: torch.Tensor) -> torch.Tensor:
+        chosen = ranks[row_order[index], row_image[index]] < row_count[index][:, None]
+        return torch.where(chosen.view(-1, 1, height, width), sources[row_end[index]], sources[row_start[index]])
+
+    probabilities = _target_probabilities(predict, row_image.numel(), make_rows, targets[row_image], chunk)
+    baseline = predict(sources[-1:]).float().softmax(dim=1)[0, targets]
+    image_p, blurred_p = probabilities[:batch, None], probabilities[batch:2 * batch, None]
+    inner_p = probabilities[2 * batch:].view(4, batch, inner)
+    return {"deletion": torch.cat((image_p, inner_p[0], baseline[:, None]), dim=1),
+            "deletion_lerf": torch.cat((image_p, inner_p[1], baseline[:, None]), dim=1),
+            "insertion": torch.cat((blurred_p, inner_p[2], image_p), dim=1),
+            "insertion_lerf": torch.cat((blurred_p, inner_p[3], image_p), dim=1)}
 
 
 def curve_auc(curves: torch.Tensor) -> torch.Tensor:

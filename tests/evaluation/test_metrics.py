@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipgrad.evaluation import metrics
 from sipgrad.evaluation.cases import pad_boxes
@@ -92,3 +94,28 @@ def test_batched_perturbation_equals_one_call_per_copy():
                                              mode="insertion", chunk=1)
         assert torch.allclose(batched[i], single[0], atol=1e-6)
     assert torch.allclose(batched[:, -1], model(inputs).softmax(1).gather(1, targets[:, None])[:, 0], atol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 4), steps=st.integers(1, 6), chunk=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_curve_set_equals_four_separate_curves(batch, steps, chunk, seed):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, 3, 6, 5, generator=generator)
+    # Coarse map values give ties, which both paths must break the same way.
+    maps = torch.randint(0, 4, (batch, 6, 5), generator=generator).float()
+    targets = torch.randint(0, 3, (batch,), generator=generator)
+    weights = torch.randn(3, 3 * 6 * 5, generator=generator)
+    calls = []
+
+    def model(x):
+        calls.append(x.shape[0])
+        return x.flatten(1) @ weights.T
+
+    curve_set = metrics.perturbation_curve_set(model, inputs, maps, targets, steps=steps, chunk=chunk)
+    assert sum(calls) == batch * (4 * steps - 2) + 1 and max(calls) <= max(chunk, 1)
+    for name in metrics.CURVES:
+        mode = name.split("_")[0]
+        separate = metrics.perturbation_curves(model, inputs, maps, targets, steps=steps, mode=mode,
+                                               most_relevant_first=not name.endswith("lerf"), chunk=chunk)
+        assert curve_set[name].shape == (batch, steps + 1)
+        assert torch.allclose(curve_set[name], separate, atol=1e-6), name
