@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--methods", default="grad,ig")
     parser.add_argument("--sip", default="topq:0.25", help="SIP spec to time (default: topq:0.25)")
+    parser.add_argument("--sip-layers", default=None, help="comma-separated conv names to hook (default: the model's)")
     parser.add_argument("--ig-steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--memory", action="store_true", help="measure peak memory (batch 16, grad) instead of time")
@@ -96,21 +97,22 @@ def main() -> None:
         return
     torch.manual_seed(0)
     clock = HookClock()
+    sip_config = sipgrad.SIPConfig.parse(args.sip, layers=args.sip_layers)
     rows = []
     for name in args.models.split(","):
         model = sipgrad.load_model(name, pretrained=name == "efficientnet_lite0")
-        hooked = len(SIP(model, args.sip).layers)
+        hooked = len(SIP(model, sip_config).layers)
         for batch in map(int, args.batches.split(",")):
             inputs = torch.randn(batch, 3, 224, 224)
             for method in args.methods.split(","):
                 options = {"ig_steps": args.ig_steps, "batch_size": batch} if method == "ig" else {"batch_size": batch}
                 ratios, plain, sip = paired_ratios(
                     lambda: sipgrad.explain(model, inputs, method=method, **options),
-                    lambda: sipgrad.explain(model, inputs, method=method, sip=args.sip, **options),
+                    lambda: sipgrad.explain(model, inputs, method=method, sip=sip_config, **options),
                     rounds=args.rounds)
                 clock.seconds = 0.0
                 began = time.perf_counter()
-                sipgrad.explain(model, inputs, method=method, sip=args.sip, **options)
+                sipgrad.explain(model, inputs, method=method, sip=sip_config, **options)
                 hook_share = clock.seconds / (time.perf_counter() - began)
                 middle, low, high = median_interval(ratios)
                 row = {"model": name, "hooked convs": hooked, "batch": batch, "method": method,
@@ -123,7 +125,7 @@ def main() -> None:
     print()
     print_table(rows, ["model", "hooked convs", "batch", "method", "plain s", "overhead %", "95% low", "95% high",
                        "hook share %"])
-    write_json(args.out or "benchmarks/results/sip_overhead.json", rows, sip=args.sip, ig_steps=args.ig_steps, rounds=args.rounds)
+    write_json(args.out or "benchmarks/results/sip_overhead.json", rows, sip=args.sip, sip_layers=args.sip_layers, ig_steps=args.ig_steps, rounds=args.rounds)
 
 
 if __name__ == "__main__":
