@@ -133,7 +133,7 @@ class Evaluator:
             chunk, predict = 64, module  # a GPU wants large batches
         else:
             # Measured on a 2-core CPU (benchmarks/evaluate_speed.py): 4 rows per pass beat both 1
-            # and 16+ (cache-bound), and channels-last inputs, which the convs then keep, add ~15%.
+            # and 16+ (cache-bound), and channels-last inputs, which the convs then keep, add 10-15%.
             chunk = 4
 
             def predict(rows: torch.Tensor) -> torch.Tensor:
