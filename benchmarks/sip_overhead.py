@@ -3,7 +3,7 @@
     python benchmarks/sip_overhead.py [--models resnet18,vgg16,efficientnet_lite0] [--rounds 15]
     python benchmarks/sip_overhead.py --memory
 
-Target: SIP adds at most 5% at batch 16 on CPU. Two measurements per row:
+Target: SIP adds at most 5% at batch 16 on CPU. What is measured:
 
 * wall-clock overhead: plain and SIP runs alternate back to back (ABBA order); the
   median of the per-round ratios SIP/plain, with a bootstrap 95% interval. On a noisy
@@ -56,28 +56,29 @@ class HookClock:
         SIPHook.backward = timed
 
 
-def peak_memory_mib(model_name: str, sip: str | None, batch: int) -> float:
+def peak_memory_mib(model_name: str, sip: str | None, layers: str | None, batch: int) -> float:
     """Growth of peak resident memory (MiB) over one ``grad`` pass, run in a fresh process."""
     code = ("import resource, sys, torch, sipgrad\n"
             f"model = sipgrad.load_model({model_name!r}, pretrained={model_name == 'efficientnet_lite0'})\n"
             f"inputs = torch.randn({batch}, 3, 224, 224)\n"
+            f"sip = sipgrad.SIPConfig.parse({sip!r}, layers={layers!r})\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            f"sipgrad.explain(model, inputs, method='grad', sip={sip!r}, batch_size={batch})\n"
+            f"sipgrad.explain(model, inputs, method='grad', sip=sip, batch_size={batch})\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def memory_table(models: list[str], sip: str, batch: int, out: str) -> None:
+def memory_table(models: list[str], sip: str, layers: str | None, batch: int, out: str) -> None:
     rows = []
     for name in models:
-        plain, with_sip = peak_memory_mib(name, None, batch), peak_memory_mib(name, sip, batch)
+        plain, with_sip = peak_memory_mib(name, None, None, batch), peak_memory_mib(name, sip, layers, batch)
         rows.append({"model": name, "batch": batch, "plain peak growth MiB": plain,
                      "SIP peak growth MiB": with_sip, "extra %": 100 * (with_sip / plain - 1)})
         print(f"{name} b{batch}: {plain:.0f} MiB plain, {with_sip:.0f} MiB with SIP", flush=True)
     print()
     print_table(rows, ["model", "batch", "plain peak growth MiB", "SIP peak growth MiB", "extra %"])
-    write_json(out, rows, sip=sip)
+    write_json(out, rows, sip=sip, sip_layers=layers)
 
 
 def main() -> None:
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/sip_overhead[_memory].json)")
     args = parser.parse_args()
     if args.memory:
-        memory_table(args.models.split(","), args.sip, 16, args.out or "benchmarks/results/sip_overhead_memory.json")
+        memory_table(args.models.split(","), args.sip, args.sip_layers, 16, args.out or "benchmarks/results/sip_overhead_memory.json")
         return
     torch.manual_seed(0)
     clock = HookClock()
