@@ -32,17 +32,27 @@ _BN_MOMENTUM = 0.01
 
 
 class Conv2dSame(nn.Conv2d):
-    """A Conv2d with TensorFlow "same" padding, computed from the input size at run time."""
+    """A Conv2d with TensorFlow "same" padding, computed from the input size at run time.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_h, in_w = x.shape[-2:]
+    Symmetric padding (every stride-1 conv here) goes to the convolution itself; only an
+    odd total (some stride-2 convs) needs an explicit, asymmetric ``F.pad`` first. Same
+    result either way, but the explicit pad copies the whole input, forward and backward.
+    """
+
+    def same_padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zero padding that TF's "same" adds for this input size."""
         pads = []
-        for size, k, s, d in zip((in_w, in_h), self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
+        for size, k, s, d in zip((width, height), self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return tuple(pads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = self.same_padding(*x.shape[-2:])
+        if left == right and top == bottom:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
+                        self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
