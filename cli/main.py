@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sipgrad_cli import calibrate_cmd, evaluate_cmd, explain_cmd, models_cmd
+from sipgrad_cli import analyze_cmd, calibrate_cmd, evaluate_cmd, explain_cmd, models_cmd
 
-COMMANDS = (explain_cmd, models_cmd, calibrate_cmd, evaluate_cmd)
+COMMANDS = (explain_cmd, analyze_cmd, models_cmd, calibrate_cmd, evaluate_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

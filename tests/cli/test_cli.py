@@ -59,6 +59,28 @@ def test_a_bad_image_in_a_batch_does_not_stop_the_others(capsys, asset_dir, tmp_
     assert "b.png: empty file" in err and "Traceback" not in err
 
 
+def test_analyze_writes_spectra_and_figures(capsys, asset_dir, tmp_path):
+    out = tmp_path / "analysis"
+    code, stdout, err = run_cli(capsys, "analyze", asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg",
+                                "--sip", "none,topq:0.25", "--layers", "_blocks.15._depthwise_conv,_conv_head",
+                                "--out", out, "--json")
+    assert code == 0, err
+    document = json.loads(stdout)
+    assert document["layers"] == ["_blocks.15._depthwise_conv", "_conv_head"]
+    rows = {(r["sip"], r["layer"]): r for r in document["summary"]}
+    assert set(rows) == {(s, l) for s in ("none", "topq:0.25") for l in document["layers"]}
+    # Keeping a quarter of the depthwise channels leaves fewer gradient directions.
+    assert rows["topq:0.25", "_blocks.15._depthwise_conv"]["effective rank"] < \
+        rows["none", "_blocks.15._depthwise_conv"]["effective rank"]
+    stored = np.load(out / "gradients.npz")
+    assert stored["topq:0.25/_conv_head/components"].shape == (2, 3, 7, 7)
+    assert stored["none/_conv_head/pca_explained_variance_ratio"].shape == (2,)
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.components.png", "coffee.components.png",
+                                                      "gradients.npz", "spectrum.png"]
+    code, _, err = run_cli(capsys, "analyze", asset_dir / "chelsea.jpg", "--figure-layer", "_fc", "--out", out)
+    assert code == 2 and "not among the analysed layers" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["explain", "missing.png"], "missing.png: no such file"),
     (["explain", "{assets}/chelsea.jpg", "--target", "catt"], "did you mean"),
@@ -68,13 +90,14 @@ def test_a_bad_image_in_a_batch_does_not_stop_the_others(capsys, asset_dir, tmp_
     (["explain", "{assets}/chelsea.jpg", "--weights", "nothere.pth"], "nothere.pth: weights file not found"),
     (["explain", "{assets}/chelsea.jpg", "--device", "cuda:7"], "no CUDA device"),
     (["calibrate", "--data", "nowhere", "--out", "x.npz"], "nowhere: no such folder or file list"),
+    (["analyze", "{assets}/chelsea.jpg", "--layers", "_blocks.99"], "no layer named '_blocks.99'"),
 ])
 def test_bad_input_gets_one_line_and_nonzero_exit(capsys, asset_dir, tmp_path, args, message):
     import torch
 
     if "cuda:7" in args and torch.cuda.is_available():
         pytest.skip("a CUDA device exists here")
-    args = [a.format(assets=asset_dir) for a in args] + (["--out", str(tmp_path / "o")] if args[0] == "explain" else [])
+    args = [a.format(assets=asset_dir) for a in args] + (["--out", str(tmp_path / "o")] if args[0] in ("explain", "analyze") else [])
     code, out, err = run_cli(capsys, *args)
     assert code == (1 if "missing.png" in args[1] else 2)  # 1: an image failed, 2: the command was refused
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -1,0 +1,113 @@
+"""`sipgrad analyze`: SVD/PCA spectra of the internal gradients, plain and under SIP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sipgrad_cli.common import add_model_arguments, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
+
+DESCRIPTION = """Analyse the gradients inside the network.
+
+For each image and each analysed layer, the gradient of the explained logit at the layer's
+output is a C x HW matrix; its SVD (PCA over positions) gives the singular values, the
+effective rank and the strongest spatial components. Across images, a PCA of the
+channel gradient vectors shows how many channel directions the explanations share.
+
+Writes OUT/gradients.npz (every spectrum; keys <sip>/<layer>/<field>), OUT/spectrum.png
+(effective rank and top-component energy per layer, one line per SIP config) and, per
+image, OUT/<image>.components.png (the strongest components of --figure-layer)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("analyze", help="SVD/PCA of internal gradients, plain vs SIP",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    add_model_arguments(parser)
+    group = parser.add_argument_group("analysis")
+    group.add_argument("--target", help="class index, name or wnid (default: each image's top-1)")
+    group.add_argument("--layers", metavar="NAMES",
+                       help="comma-separated layers to analyse (default: the layers SIP filters)")
+    group.add_argument("--components", type=int, default=3, help="spatial components kept per image (default: 3)")
+    group.add_argument("--no-center", action="store_true",
+                       help="SVD of the raw gradient instead of PCA (keep each channel's mean over positions)")
+    group.add_argument("--figure-layer", metavar="NAME", help="layer shown in the components figures (default: last)")
+    group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of the whole image")
+    group.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+    add_sip_arguments(parser, multiple=True)
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default="sipgrad-analysis", metavar="DIR", help="output folder (default: sipgrad-analysis)")
+    out.add_argument("--no-figures", action="store_true", help="write only gradients.npz")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    from sipgrad.analysis import analyze_gradients, analysis_layers, save_analyses
+    from sipgrad.errors import ImageLoadError, SipgradError
+    from sipgrad.hooks.sip import SIPConfig
+    from sipgrad.io.images import find_images, load_image
+    from sipgrad.io.names import unique_stems
+    from sipgrad.render.spectrum import save_components_figure, save_spectrum_plot
+
+    if args.components < 1:
+        raise SipgradError("--components must be at least 1")
+    paths = find_images(args.paths)
+    if not paths:
+        raise SipgradError("no images found in " + ", ".join(args.paths))
+    overrides = sip_overrides(args)
+    configs = [SIPConfig.parse(spec, **overrides) for spec in args.sip.split(",") if spec.strip()] or [None]
+    classifier = load_classifier(args)
+    layers = analysis_layers(classifier, args.layers or args.sip_layers, None if args.layers else args.layer_ratio)
+    figure_layer = args.figure_layer or layers[-1]
+    if figure_layer not in layers:
+        raise SipgradError(f"--figure-layer {figure_layer!r} is not among the analysed layers")
+    images, names, errors = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            names.append(path.name)
+        except ImageLoadError as error:
+            errors.append(str(error))
+            print(f"sipgrad: error: {error}", file=sys.stderr)
+    if not images:
+        raise SipgradError("none of the images could be read")
+    analyses = []
+    with progress_bar(len(images) * len(configs), "analysing") as bar:
+        for config in configs:
+            analysis = analyze_gradients(classifier, images, args.target, layers, config, components=args.components,
+                                         center=not args.no_center, crop=args.crop, batch_size=args.batch_size,
+                                         progress=bar.update)
+            analysis.names = names
+            analyses.append(analysis)
+    out = Path(args.out)
+    save_analyses(str(out / "gradients.npz"), analyses)
+    if not args.no_figures:
+        save_spectrum_plot(out / "spectrum.png", analyses)
+        for i, stem in enumerate(unique_stems(names)):
+            save_components_figure(out / f"{stem}.components.png", analyses[0].images[i], analyses, i, figure_layer)
+    rows = [row for analysis in analyses for row in analysis.summary()]
+    if args.json:
+        json.dump({"model": classifier.name, "layers": list(layers), "images": names, "summary": rows,
+                   "out": str(out)}, sys.stdout, indent=2)
+        print()
+    else:
+        _print_table(rows, len(names), out)
+    return 1 if errors else 0
+
+
+def _print_table(rows: list[dict], images: int, out: Path) -> None:
+    print(f"gradient spectra of {images} image(s); medians over images (effective rank / top-3 energy)")
+    width = max(len(r["layer"]) for r in rows)
+    configs = list(dict.fromkeys(r["sip"] for r in rows))
+    print("layer".ljust(width) + "  channels  max rank  " + "  ".join(c.rjust(16) for c in configs))
+    for layer in dict.fromkeys(r["layer"] for r in rows):
+        cells = {r["sip"]: r for r in rows if r["layer"] == layer}
+        first = next(iter(cells.values()))
+        values = "  ".join(f"{cells[c]['effective rank']:7.1f} / {cells[c]['top-3 energy']:5.0%}".rjust(16)
+                           for c in configs)
+        print(f"{layer.ljust(width)}  {first['channels']:8d}  {first['rank bound']:8d}  {values}")
+    print(f"wrote {out / 'gradients.npz'}")

@@ -1,0 +1,246 @@
+"""Record the internal gradients of a classifier, plain or under SIP, and analyse them.
+
+``record_gradients`` returns the gradient of each image's explained logit at the output
+of chosen conv layers. ``analyze_gradients`` runs the same over many images in batches
+and keeps, per layer, the SVD spectrum of every image's gradient
+(``sipgrad.analysis.spectrum``) and its channel vector (the gradient averaged over
+positions), whose PCA across images (``channel_pca``) shows how many channel directions
+the explanations of a data set use.
+
+Under SIP the recorded gradient is the *filtered* one: what the layer passes on to the
+layers below it, and so what the saliency map is made of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sipgrad.analysis.spectrum import GradientSpectrum, gradient_spectrum
+from sipgrad.attribution.explain import TargetSpec, evaluation_mode, resolve_targets
+from sipgrad.attribution.inputs import prepare_batch
+from sipgrad.errors import SipgradError
+from sipgrad.hooks.core import ForwardRecord, GradientHook, HookedModel
+from sipgrad.hooks.sip import SIP, SIPConfig, resolve_layers
+from sipgrad.io.atomic import atomic_write
+from sipgrad.models.registry import Classifier
+
+
+class GradientRecorder(GradientHook):
+    """Keeps the gradient that arrives at each hooked layer's output (detached)."""
+
+    def __init__(self) -> None:
+        self.gradients: dict[str, torch.Tensor] = {}
+
+    def forward(self, name: str, output: torch.Tensor, record: ForwardRecord) -> None:
+        return None
+
+    def backward(self, name: str, grad: torch.Tensor, state: Any, record: ForwardRecord) -> None:
+        self.gradients[name] = grad.detach()
+        return None
+
+
+@dataclass
+class RecordedGradients:
+    """Gradients of the explained logits at named layers, for one batch of images.
+
+    Attributes:
+        gradients: layer name -> B x C x H x W gradient at the layer's output (on the CPU).
+        targets: the explained class of each image (B,).
+        logits: the model's logits (B x K).
+        layers: the recorded layers, in model order.
+        sip: the SIP configuration's label, or ``None`` for plain gradients.
+    """
+
+    gradients: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    logits: torch.Tensor
+    layers: tuple[str, ...]
+    sip: str | None = None
+
+
+def _as_classifier(model: Classifier | nn.Module) -> Classifier:
+    return model if isinstance(model, Classifier) else Classifier.wrap(model)
+
+
+def analysis_layers(model: Classifier | nn.Module, layers: tuple[str, ...] | str | None = None,
+                    layer_ratio: float | None = None) -> tuple[str, ...]:
+    """The layers to analyse: explicit names, the last ``layer_ratio`` of the convs, or the SIP default."""
+    classifier = _as_classifier(model)
+    if isinstance(layers, str):
+        layers = tuple(s.strip() for s in layers.split(",") if s.strip())
+    return resolve_layers(classifier.module, classifier.sip_layers, layers or None, layer_ratio)
+
+
+def _record_batch(classifier: Classifier, inputs: torch.Tensor, targets: torch.Tensor, layers: tuple[str, ...],
+                  sip_config: SIPConfig | None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    module = classifier.module
+    inputs = inputs.to(classifier.device).requires_grad_(True)
+    targets = targets.to(classifier.device)
+    recorder = GradientRecorder()
+    with contextlib.ExitStack() as stack:
+        # SIP enters first, so its gradient hook runs before the recorder's: the recorder sees
+        # the filtered gradient, the one the layer passes on.
+        sip = stack.enter_context(SIP(classifier, sip_config)) if sip_config is not None else None
+        stack.enter_context(HookedModel(module, {name: recorder for name in layers}))
+        if sip is not None:
+            sip.set_targets(targets)
+        logits = module(inputs)
+        chosen = torch.where(targets < 0, logits.detach().argmax(dim=1), targets)
+        # Gradient w.r.t. the input only: the hooks fire on the way, parameters' .grad stay untouched.
+        torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), inputs)
+    missing = [name for name in layers if name not in recorder.gradients]
+    if missing:
+        raise SipgradError(f"no gradient reached layer {missing[0]!r}: is it on the path from input to logits?")
+    return {name: recorder.gradients[name].cpu() for name in layers}, chosen.cpu(), logits.detach().cpu()
+
+
+def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetSpec = None,
+                     layers: tuple[str, ...] | str | None = None, sip: str | SIPConfig | None = None, *,
+                     layer_ratio: float | None = None, crop: bool = False) -> RecordedGradients:
+    """Gradients of each image's explained logit at the output of ``layers`` (one batch).
+
+    Args:
+        model: a ``Classifier`` or any ``nn.Module`` returning logits.
+        images: paths, PIL images, arrays, or a model-input tensor (as for ``sipgrad.explain``).
+        target: ``None`` (the predicted class), one class for all, or one per image.
+        layers: layer names (default: the model's SIP layers); or ``layer_ratio``.
+        sip: record under SIP (``"topq:0.25"``, a ``SIPConfig``); ``None``: plain gradients.
+    """
+    classifier = _as_classifier(model)
+    chosen_layers = analysis_layers(classifier, layers, layer_ratio)
+    sip_config = SIPConfig.parse(sip)
+    prepared = prepare_batch(images, classifier.preprocessing, crop)
+    targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
+    with evaluation_mode(classifier.module):
+        gradients, chosen, logits = _record_batch(classifier, prepared.inputs, targets, chosen_layers, sip_config)
+    return RecordedGradients(gradients, chosen, logits, chosen_layers, sip_config.label if sip_config else None)
+
+
+@dataclass
+class GradientAnalysis:
+    """Per-layer gradient spectra of many images (see ``analyze_gradients``).
+
+    Attributes:
+        spectra: layer -> ``GradientSpectrum`` over all images.
+        channel_vectors: layer -> N x C, each image's gradient averaged over positions.
+        targets: explained class per image (N,).
+        names: image names.
+        layers: analysed layers, in model order.
+        sip: SIP label or ``None``.
+    """
+
+    spectra: dict[str, GradientSpectrum]
+    channel_vectors: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    names: list[str]
+    layers: tuple[str, ...]
+    sip: str | None = None
+    images: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def summary(self, top: int = 3) -> list[dict[str, Any]]:
+        """One row per layer: medians over images of the effective rank and top-component energy."""
+        rows = []
+        for layer in self.layers:
+            spectrum = self.spectra[layer]
+            rows.append({
+                "sip": self.sip or "none", "layer": layer, "channels": int(self.channel_vectors[layer].shape[1]),
+                "rank bound": int(spectrum.singular_values.shape[1]),
+                "effective rank": float(spectrum.effective_rank.median()),
+                "top-1 energy": float(spectrum.energy_in_top(1).median()),
+                f"top-{top} energy": float(spectrum.energy_in_top(top).median()),
+            })
+        return rows
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Flat name -> array mapping (``<prefix><layer>/<field>``), as written by ``save_npz``."""
+        out = {f"{prefix}targets": self.targets.numpy()}
+        for layer in self.layers:
+            spectrum = self.spectra[layer]
+            for key in ("singular_values", "explained", "effective_rank", "components", "loadings"):
+                out[f"{prefix}{layer}/{key}"] = getattr(spectrum, key).numpy()
+            out[f"{prefix}{layer}/channel_vectors"] = self.channel_vectors[layer].numpy()
+        return out
+
+
+def channel_pca(vectors: torch.Tensor | np.ndarray, components: int = 10) -> dict[str, np.ndarray]:
+    """PCA across images of their channel gradient vectors (N x C), with scikit-learn.
+
+    Returns ``explained_variance_ratio`` and ``components`` (unit channel directions).
+    A few components explaining most of the variance means the images' explanations
+    share a few channel directions.
+    """
+    from sklearn.decomposition import PCA
+
+    data = np.asarray(vectors, dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise SipgradError("channel PCA needs at least two images")
+    pca = PCA(n_components=min(components, *data.shape)).fit(data)
+    return {"explained_variance_ratio": pca.explained_variance_ratio_, "components": pca.components_}
+
+
+def analyze_gradients(model: Classifier | nn.Module, images: Any, target: TargetSpec = None,
+                      layers: tuple[str, ...] | str | None = None, sip: str | SIPConfig | None = None, *,
+                      layer_ratio: float | None = None, components: int = 3, center: bool = True,
+                      crop: bool = False, batch_size: int = 16,
+                      progress: Callable[[int], None] | None = None) -> GradientAnalysis:
+    """Spectra of the internal gradients of many images, batch by batch (bounded memory).
+
+    Only the spectra, the ``components`` strongest spatial maps and the channel vectors are
+    kept, not the full gradients. Arguments as for ``record_gradients``; ``center=False``
+    analyses the raw gradient matrix instead of its PCA.
+    """
+    if batch_size < 1:
+        raise SipgradError("batch size must be at least 1")
+    classifier = _as_classifier(model)
+    chosen_layers = analysis_layers(classifier, layers, layer_ratio)
+    sip_config = SIPConfig.parse(sip)
+    prepared = prepare_batch(images, classifier.preprocessing, crop)
+    all_targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
+    parts: dict[str, list[GradientSpectrum]] = {name: [] for name in chosen_layers}
+    vectors: dict[str, list[torch.Tensor]] = {name: [] for name in chosen_layers}
+    explained_targets = []
+    with evaluation_mode(classifier.module):
+        for start in range(0, prepared.inputs.shape[0], batch_size):
+            chunk = slice(start, start + batch_size)
+            gradients, chosen, _ = _record_batch(classifier, prepared.inputs[chunk], all_targets[chunk],
+                                                 chosen_layers, sip_config)
+            for name, grad in gradients.items():
+                parts[name].append(gradient_spectrum(grad, components, center))
+                vectors[name].append(grad.mean(dim=(2, 3)))
+            explained_targets.append(chosen)
+            if progress is not None:
+                progress(chosen.shape[0])
+    spectra = {name: GradientSpectrum(*(torch.cat([getattr(p, key) for p in parts[name]])
+                                        for key in ("singular_values", "explained", "effective_rank",
+                                                    "components", "loadings")))
+               for name in chosen_layers}
+    return GradientAnalysis(spectra, {name: torch.cat(v) for name, v in vectors.items()},
+                            torch.cat(explained_targets), prepared.names, chosen_layers,
+                            sip_config.label if sip_config else None, prepared.images)
+
+
+def save_analyses(path: str, analyses: list[GradientAnalysis], pca_components: int = 10) -> None:
+    """Write several analyses (e.g. plain and SIP) to one npz, atomically; keys ``<sip>/<layer>/<field>``.
+
+    With at least two images, each layer's channel PCA across images is stored as well
+    (``<sip>/<layer>/pca_explained_variance_ratio``).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for analysis in analyses:
+        prefix = f"{analysis.sip or 'none'}/"
+        arrays.update(analysis.arrays(prefix))
+        if len(analysis.names) >= 2:
+            for layer in analysis.layers:
+                pca = channel_pca(analysis.channel_vectors[layer], pca_components)
+                arrays[f"{prefix}{layer}/pca_explained_variance_ratio"] = pca["explained_variance_ratio"]
+    if analyses:
+        arrays["names"] = np.array(analyses[0].names)
+        arrays["layers"] = np.array(analyses[0].layers)
+    with atomic_write(path, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, **arrays)

@@ -1,0 +1,102 @@
+"""Recording internal gradients, plain and under SIP, and analysing many images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sipgrad import SIP, Classifier
+from sipgrad.analysis import analyze_gradients, channel_pca, record_gradients, save_analyses
+from sipgrad.errors import SipgradError
+from tests.conftest import make_small_cnn
+
+LAYERS = ("conv2", "conv3")
+
+
+def _autograd_reference(model, inputs, targets, layer):
+    """The gradient at ``layer``'s output, taken directly with autograd."""
+    outputs = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, a, out: outputs.update(out=out))
+    try:
+        logits = model(inputs)
+        grad, = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), outputs["out"])
+    finally:
+        handle.remove()
+    return grad
+
+
+def test_recorded_gradients_equal_autograd(small_batch):
+    # An out-of-place copy for the reference: in-place ReLUs overwrite the hooked outputs.
+    model, reference_model = make_small_cnn(), make_small_cnn(inplace=False)
+    targets = torch.tensor([0, 3, 3, 7])
+    recorded = record_gradients(model, small_batch, target=targets, layers=LAYERS)
+    assert recorded.layers == LAYERS and recorded.sip is None
+    torch.testing.assert_close(recorded.targets, targets)
+    for layer in LAYERS:
+        expected = _autograd_reference(reference_model, small_batch, targets, layer)
+        torch.testing.assert_close(recorded.gradients[layer], expected)
+    assert all(p.grad is None for p in model.parameters())  # parameters' gradients untouched
+    assert not model._forward_hooks and not model.conv2._forward_hooks  # hooks gone
+
+
+def test_recorded_gradients_under_sip_are_the_filtered_ones(small_batch):
+    model = make_small_cnn()
+    recorded = record_gradients(model, small_batch, layers=LAYERS, sip="topq:0.25")
+    assert recorded.sip == "topq:0.25"
+    # With SIP on conv3 (24 channels), exactly ceil(0.25*24) = 6 channels per image stay non-zero.
+    nonzero = recorded.gradients["conv3"].abs().sum(dim=(2, 3)) > 0
+    assert nonzero.sum(dim=1).tolist() == [6] * small_batch.shape[0]
+    # Same as the hook's own mask, seen from inside a SIP context.
+    with SIP(Classifier.wrap(model), "topq:0.25", layers=LAYERS) as sip:
+        sip.set_targets(recorded.targets)
+        x = small_batch.clone().requires_grad_(True)
+        model(x).gather(1, recorded.targets[:, None]).sum().backward()
+    assert torch.equal(sip.hook.last_keep["conv3"], nonzero)
+
+
+def test_analysis_batches_do_not_change_results(small_batch):
+    model = make_small_cnn()
+    whole = analyze_gradients(model, small_batch, layers=LAYERS, sip="topq:0.5", batch_size=4)
+    pieces = analyze_gradients(model, small_batch, layers=LAYERS, sip="topq:0.5", batch_size=3)
+    for layer in LAYERS:
+        torch.testing.assert_close(whole.spectra[layer].singular_values, pieces.spectra[layer].singular_values,
+                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(whole.channel_vectors[layer], pieces.channel_vectors[layer])
+    rows = whole.summary()
+    assert [r["layer"] for r in rows] == list(LAYERS) and rows[0]["sip"] == "topq:0.5"
+    assert all(1.0 <= r["effective rank"] <= r["rank bound"] for r in rows)
+
+
+def test_sip_concentrates_the_gradient(small_batch):
+    """Keeping a quarter of the channels leaves fewer directions: the effective rank drops."""
+    model = make_small_cnn()
+    plain = analyze_gradients(model, small_batch, layers=("conv3",))
+    filtered = analyze_gradients(model, small_batch, layers=("conv3",), sip="topq:0.25")
+    assert (filtered.spectra["conv3"].effective_rank < plain.spectra["conv3"].effective_rank).all()
+    assert filtered.spectra["conv3"].singular_values.shape[1] == plain.spectra["conv3"].singular_values.shape[1]
+    # At most 6 channels are non-zero, so at most 6 singular values are.
+    assert (filtered.spectra["conv3"].singular_values[:, 6:] < 1e-6).all()
+
+
+def test_channel_pca_and_npz(tmp_path, small_batch):
+    model = make_small_cnn()
+    analyses = [analyze_gradients(model, small_batch, layers=LAYERS, sip=spec) for spec in (None, "topq:0.25")]
+    pca = channel_pca(analyses[0].channel_vectors["conv3"], components=3)
+    assert pca["components"].shape == (3, 24)
+    assert np.all(np.diff(pca["explained_variance_ratio"]) <= 1e-12) and pca["explained_variance_ratio"].sum() <= 1 + 1e-9
+    path = tmp_path / "out" / "gradients.npz"
+    save_analyses(str(path), analyses)
+    stored = np.load(path)  # no pickle needed
+    np.testing.assert_allclose(stored["topq:0.25/conv3/effective_rank"],
+                               analyses[1].spectra["conv3"].effective_rank.numpy())
+    assert stored["none/conv2/pca_explained_variance_ratio"].shape == (4,)
+    assert list(stored["layers"]) == list(LAYERS)
+    assert [p.name for p in path.parent.iterdir()] == ["gradients.npz"]  # no temp file left behind
+    with pytest.raises(SipgradError, match="two images"):
+        channel_pca(analyses[0].channel_vectors["conv3"][:1])
+
+
+def test_unknown_layer_is_a_clear_error(small_batch):
+    with pytest.raises(SipgradError, match="no layer named"):
+        record_gradients(make_small_cnn(), small_batch, layers=("conv9",))
