@@ -31,6 +31,9 @@ from sipgrad.io.atomic import atomic_write
 from sipgrad.models.registry import Classifier
 
 
+_SPECTRUM_FIELDS = ("singular_values", "explained", "effective_rank", "components", "loadings")
+
+
 class GradientRecorder(GradientHook):
     """Keeps the gradient that arrives at each hooked layer's output (detached)."""
 
@@ -97,7 +100,7 @@ def _record_batch(classifier: Classifier, inputs: torch.Tensor, targets: torch.T
     missing = [name for name in layers if name not in recorder.gradients]
     if missing:
         raise SipgradError(f"no gradient reached layer {missing[0]!r}: is it on the path from input to logits?")
-    return {name: recorder.gradients[name].cpu() for name in layers}, chosen.cpu(), logits.detach().cpu()
+    return {name: recorder.gradients[name] for name in layers}, chosen, logits.detach()
 
 
 def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetSpec = None,
@@ -119,7 +122,8 @@ def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetS
     targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
     with evaluation_mode(classifier.module):
         gradients, chosen, logits = _record_batch(classifier, prepared.inputs, targets, chosen_layers, sip_config)
-    return RecordedGradients(gradients, chosen, logits, chosen_layers, sip_config.label if sip_config else None)
+    return RecordedGradients({name: grad.cpu() for name, grad in gradients.items()}, chosen.cpu(), logits.cpu(),
+                             chosen_layers, sip_config.label if sip_config else None)
 
 
 @dataclass
@@ -162,7 +166,7 @@ class GradientAnalysis:
         out = {f"{prefix}targets": self.targets.numpy()}
         for layer in self.layers:
             spectrum = self.spectra[layer]
-            for key in ("singular_values", "explained", "effective_rank", "components", "loadings"):
+            for key in _SPECTRUM_FIELDS:
                 out[f"{prefix}{layer}/{key}"] = getattr(spectrum, key).numpy()
             out[f"{prefix}{layer}/channel_vectors"] = self.channel_vectors[layer].numpy()
         return out
@@ -210,15 +214,14 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
             chunk = slice(start, start + batch_size)
             gradients, chosen, _ = _record_batch(classifier, prepared.inputs[chunk], all_targets[chunk],
                                                  chosen_layers, sip_config)
-            for name, grad in gradients.items():
-                parts[name].append(gradient_spectrum(grad, components, center))
-                vectors[name].append(grad.mean(dim=(2, 3)))
-            explained_targets.append(chosen)
+            for name, grad in gradients.items():  # SVDs on the model's device; only results go to the CPU
+                spectrum = gradient_spectrum(grad, components, center)
+                parts[name].append(GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS)))
+                vectors[name].append(grad.mean(dim=(2, 3)).cpu())
+            explained_targets.append(chosen.cpu())
             if progress is not None:
                 progress(chosen.shape[0])
-    spectra = {name: GradientSpectrum(*(torch.cat([getattr(p, key) for p in parts[name]])
-                                        for key in ("singular_values", "explained", "effective_rank",
-                                                    "components", "loadings")))
+    spectra = {name: GradientSpectrum(*(torch.cat([getattr(p, key) for p in parts[name]]) for key in _SPECTRUM_FIELDS))
                for name in chosen_layers}
     return GradientAnalysis(spectra, {name: torch.cat(v) for name, v in vectors.items()},
                             torch.cat(explained_targets), prepared.names, chosen_layers,
