@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import add_model_arguments, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
+from sipgrad_cli.common import add_image_command, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
 
 DESCRIPTION = """Analyse the gradients inside the network.
 
@@ -22,10 +22,7 @@ image, OUT/<image>.components.png (the strongest components of --figure-layer)."
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("analyze", help="SVD/PCA of internal gradients, plain vs SIP",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    add_model_arguments(parser)
+    parser = add_image_command(subparsers, "analyze", "SVD/PCA of internal gradients, plain vs SIP", DESCRIPTION)
     group = parser.add_argument_group("analysis")
     group.add_argument("--target", help="class index, name or wnid (default: each image's top-1)")
     group.add_argument("--layers", metavar="NAMES",

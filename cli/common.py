@@ -44,6 +44,16 @@ def progress_bar(total: int, description: str, enabled: bool = True):
                 file=sys.stderr, dynamic_ncols=True)
 
 
+def add_image_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
+                      description: str) -> argparse.ArgumentParser:
+    """A subcommand that takes image files or folders and a model."""
+    parser = subparsers.add_parser(name, help=summary, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    add_model_arguments(parser)
+    return parser
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from sipgrad.models import DEFAULT_MODEL, MODELS
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import add_model_arguments, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
+from sipgrad_cli.common import add_image_command, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
 
 DESCRIPTION = """Explain a classifier's predictions on images.
 
@@ -19,10 +19,7 @@ one line each and skipped; the exit status is then 1."""
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.attribution.methods import BASELINES, METHODS
 
-    parser = subparsers.add_parser("explain", help="saliency maps and overlays for images",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    add_model_arguments(parser)
+    parser = add_image_command(subparsers, "explain", "saliency maps and overlays for images", DESCRIPTION)
     group = parser.add_argument_group("explanation")
     group.add_argument("--method", default="grad", choices=METHODS, help="attribution method (default: grad)")
     group.add_argument("--target", help="class index, name or wnid to explain (default: each image's top-1)")
