@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @guarded
 def run(args: argparse.Namespace) -> int:
-    from sipgrad.analysis import analyze_gradients, analysis_layers, save_analyses
+    from sipgrad.analysis import analysis_layers, analyze_gradients, concat_analyses, save_analyses
     from sipgrad.errors import ImageLoadError, SipgradError
     from sipgrad.hooks.sip import SIPConfig
     from sipgrad.io.images import find_images, load_image
@@ -62,30 +62,49 @@ def run(args: argparse.Namespace) -> int:
     figure_layer = args.figure_layer or layers[-1]
     if figure_layer not in layers:
         raise SipgradError(f"--figure-layer {figure_layer!r} is not among the analysed layers")
-    images, names, errors = [], [], []
-    for path in paths:
-        try:
-            images.append(load_image(path))
-            names.append(path.name)
-        except ImageLoadError as error:
-            errors.append(str(error))
-            print(f"sipgrad: error: {error}", file=sys.stderr)
-    if not images:
-        raise SipgradError("none of the images could be read")
-    analyses = []
-    with progress_bar(len(images) * len(configs), "analysing") as bar:
-        for config in configs:
-            analysis = analyze_gradients(classifier, images, args.target, layers, config, components=args.components,
-                                         center=not args.no_center, crop=args.crop, batch_size=args.batch_size,
-                                         progress=bar.update)
-            analysis.names = names
-            analyses.append(analysis)
     out = Path(args.out)
+    stems = iter(unique_stems([p.name for p in paths]))
+    parts: list[list] = [[] for _ in configs]
+    errors, interrupted = [], False
+    with progress_bar(len(paths) * len(configs), "analysing") as bar:
+        try:
+            for start in range(0, len(paths), args.batch_size):  # one batch in memory at a time
+                images, names, batch_stems = [], [], []
+                for path in paths[start:start + args.batch_size]:
+                    stem = next(stems)
+                    try:
+                        images.append(load_image(path))
+                    except ImageLoadError as error:
+                        errors.append(str(error))
+                        print(f"sipgrad: error: {error}", file=sys.stderr)
+                        bar.update(len(configs))
+                        continue
+                    names.append(path.name)
+                    batch_stems.append(stem)
+                if not images:
+                    continue
+                batch = [analyze_gradients(classifier, images, args.target, layers, config,
+                                           components=args.components, center=not args.no_center, crop=args.crop,
+                                           batch_size=args.batch_size, progress=bar.update)
+                         for config in configs]
+                for analysis in batch:
+                    analysis.names = names
+                if not args.no_figures:
+                    for i, stem in enumerate(batch_stems):
+                        save_components_figure(out / f"{stem}.components.png", batch[0].images[i], batch, i, figure_layer)
+                for analysis, kept in zip(batch, parts):
+                    analysis.images = []  # figures are written; keep only the numbers
+                    kept.append(analysis)
+        except KeyboardInterrupt:
+            interrupted = True  # keep every finished batch: write them below
+    if not parts[0]:
+        raise SipgradError("interrupted before any image was analysed" if interrupted
+                           else "none of the images could be read")
+    analyses = [concat_analyses(kept) for kept in parts]
+    names = analyses[0].names
     save_analyses(str(out / "gradients.npz"), analyses)
     if not args.no_figures:
         save_spectrum_plot(out / "spectrum.png", analyses)
-        for i, stem in enumerate(unique_stems(names)):
-            save_components_figure(out / f"{stem}.components.png", analyses[0].images[i], analyses, i, figure_layer)
     rows = [row for analysis in analyses for row in analysis.summary()]
     if args.json:
         json.dump({"model": classifier.name, "layers": list(layers), "images": names, "summary": rows,
@@ -93,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         _print_table(rows, len(names), out)
+    if interrupted:
+        print(f"sipgrad: interrupted; wrote the {len(names)} image(s) finished of {len(paths)}", file=sys.stderr)
+        return 130
     return 1 if errors else 0
 
 

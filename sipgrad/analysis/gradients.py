@@ -172,6 +172,21 @@ class GradientAnalysis:
         return out
 
 
+def concat_analyses(parts: list[GradientAnalysis]) -> GradientAnalysis:
+    """Join analyses of consecutive image batches (same layers and SIP config) into one."""
+    if not parts:
+        raise SipgradError("no analyses to join")
+    first = parts[0]
+    if any(p.layers != first.layers or p.sip != first.sip for p in parts):
+        raise SipgradError("only analyses of the same layers and SIP config can be joined")
+    spectra = {layer: GradientSpectrum(*(torch.cat([getattr(p.spectra[layer], key) for p in parts])
+                                         for key in _SPECTRUM_FIELDS)) for layer in first.layers}
+    vectors = {layer: torch.cat([p.channel_vectors[layer] for p in parts]) for layer in first.layers}
+    return GradientAnalysis(spectra, vectors, torch.cat([p.targets for p in parts]),
+                            [name for p in parts for name in p.names], first.layers, first.sip,
+                            [image for p in parts for image in p.images])
+
+
 def channel_pca(vectors: torch.Tensor | np.ndarray, components: int = 10) -> dict[str, np.ndarray]:
     """PCA across images of their channel gradient vectors (N x C), with scikit-learn.
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sipgrad import SIP, Classifier
-from sipgrad.analysis import analyze_gradients, channel_pca, record_gradients, save_analyses
+from sipgrad.analysis import analyze_gradients, channel_pca, concat_analyses, record_gradients, save_analyses
 from sipgrad.errors import SipgradError
 from tests.conftest import make_small_cnn
 
@@ -63,6 +63,12 @@ def test_analysis_batches_do_not_change_results(small_batch):
         torch.testing.assert_close(whole.spectra[layer].singular_values, pieces.spectra[layer].singular_values,
                                    atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(whole.channel_vectors[layer], pieces.channel_vectors[layer])
+    joined = concat_analyses([analyze_gradients(model, small_batch[:1], layers=LAYERS, sip="topq:0.5"),
+                              analyze_gradients(model, small_batch[1:], layers=LAYERS, sip="topq:0.5")])
+    torch.testing.assert_close(joined.spectra["conv3"].effective_rank, whole.spectra["conv3"].effective_rank)
+    torch.testing.assert_close(joined.targets, whole.targets)
+    with pytest.raises(SipgradError, match="same layers and SIP config"):
+        concat_analyses([whole, analyze_gradients(model, small_batch, layers=LAYERS)])
     rows = whole.summary()
     assert [r["layer"] for r in rows] == list(LAYERS) and rows[0]["sip"] == "topq:0.5"
     assert all(1.0 <= r["effective rank"] <= r["rank bound"] for r in rows)

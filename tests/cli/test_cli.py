@@ -81,6 +81,36 @@ def test_analyze_writes_spectra_and_figures(capsys, asset_dir, tmp_path):
     assert code == 2 and "not among the analysed layers" in err and len(err.strip().splitlines()) == 1
 
 
+def test_analyze_streams_batches_skips_bad_images_and_keeps_finished_work(capsys, asset_dir, tmp_path, monkeypatch):
+    import sipgrad.analysis
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "c.jpg"):
+        shutil.copy(asset_dir / "chelsea.jpg", folder / name)
+    (folder / "b.jpg").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    args = ("analyze", folder, "--layers", "_conv_head", "--batch-size", "1", "--out", out, "--json")
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 1 and "b.jpg" in err  # the bad image is reported, the others analysed
+    assert json.loads(stdout)["images"] == ["a.jpg", "c.jpg"]
+    assert np.load(out / "gradients.npz")["none/_conv_head/effective_rank"].shape == (2,)
+
+    real, calls = sipgrad.analysis.analyze_gradients, []
+
+    def interrupted_on_the_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sipgrad.analysis, "analyze_gradients", interrupted_on_the_second_batch)
+    code, _, err = run_cli(capsys, *args[:-3], "--out", tmp_path / "cut")
+    assert code == 130 and "wrote the 1 image(s) finished of 3" in err
+    stored = np.load(tmp_path / "cut" / "gradients.npz")
+    assert list(stored["names"]) == ["a.jpg"] and stored["none/_conv_head/singular_values"].shape[0] == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["explain", "missing.png"], "missing.png: no such file"),
     (["explain", "{assets}/chelsea.jpg", "--target", "catt"], "did you mean"),
