@@ -18,13 +18,24 @@ for training without backprop (``forward_gradient_step``).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import contextlib
+import warnings
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
 from sipgrad.errors import SipgradError
+
+
+@contextlib.contextmanager
+def quiet_forward_ad() -> Iterator[None]:
+    """Silence the FutureWarning torch's forward-AD set-up raises about its own internal use of
+    ``torch.jit.script`` on the first JVP (nothing the caller can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        yield
 
 
 def model_jvp(model: nn.Module, inputs: torch.Tensor, tangents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +46,7 @@ def model_jvp(model: nn.Module, inputs: torch.Tensor, tangents: torch.Tensor) ->
     """
     if tangents.shape != inputs.shape:
         raise SipgradError(f"tangents must have the inputs' shape {tuple(inputs.shape)}, got {tuple(tangents.shape)}")
-    with torch.no_grad():  # no reverse-mode graph; forward-mode dual numbers are unaffected
+    with torch.no_grad(), quiet_forward_ad():  # no reverse-mode graph; dual numbers are unaffected
         return jvp(model, (inputs,), (tangents,))
 
 
@@ -62,7 +73,7 @@ def forward_gradient(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.T
         raise SipgradError(f"tangents must be K x {tuple(inputs.shape)}, got {tuple(tangents.shape)}")
     estimate = torch.zeros_like(inputs)
     per_row = (-1,) + (1,) * (inputs.dim() - 1)
-    with torch.no_grad():
+    with torch.no_grad(), quiet_forward_ad():
         for tangent in tangents:
             _, derivative = jvp(fn, (inputs,), (tangent,))
             if derivative.shape != inputs.shape[:1]:
@@ -101,7 +112,7 @@ def forward_gradient_step(model: nn.Module, loss_fn: Callable[[torch.Tensor, tor
 
     update = {name: torch.zeros_like(p) for name, p in params.items()}
     loss = None
-    with torch.no_grad():
+    with torch.no_grad(), quiet_forward_ad():
         for _ in range(directions):
             tangent = {name: torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
                        for name, p in params.items()}

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from sipgrad.engines.forward import quiet_forward_ad
 from sipgrad.errors import SipgradError
 
 Params = dict[str, torch.Tensor]
@@ -135,7 +136,8 @@ def _forward(train_loss, val_loss, start: Params, hyper: dict[str, torch.Tensor]
     derivatives, loss, final = {}, None, None
     for index, name in enumerate(wrt):  # one forward pass per hyperparameter
         tangents = tuple(torch.ones_like(p) if i == index else torch.zeros_like(p) for i, p in enumerate(primals))
-        (loss, final), (derivative, _) = jvp(lambda *values: objective(values), primals, tangents)
+        with quiet_forward_ad():
+            (loss, final), (derivative, _) = jvp(lambda *values: objective(values), primals, tangents)
         derivatives[name] = float(derivative)
     return Hypergradient(float(loss), derivatives, "forward", {name: w.detach() for name, w in final.items()})
 
