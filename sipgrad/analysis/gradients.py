@@ -199,7 +199,10 @@ def channel_pca(vectors: torch.Tensor | np.ndarray, components: int = 10) -> dic
     data = np.asarray(vectors, dtype=np.float64)
     if data.ndim != 2 or data.shape[0] < 2:
         raise SipgradError("channel PCA needs at least two images")
-    pca = PCA(n_components=min(components, *data.shape)).fit(data)
+    count = min(components, *data.shape)
+    if not np.any(data.var(axis=0) > 0):  # identical vectors: no direction explains anything
+        return {"explained_variance_ratio": np.zeros(count), "components": np.zeros((count, data.shape[1]))}
+    pca = PCA(n_components=count).fit(data)
     return {"explained_variance_ratio": pca.explained_variance_ratio_, "components": pca.components_}
 
 

@@ -99,6 +99,8 @@ def test_channel_pca_and_npz(tmp_path, small_batch):
     assert stored["none/conv2/pca_explained_variance_ratio"].shape == (4,)
     assert list(stored["layers"]) == list(LAYERS)
     assert [p.name for p in path.parent.iterdir()] == ["gradients.npz"]  # no temp file left behind
+    same = channel_pca(analyses[0].channel_vectors["conv3"][:1].repeat(3, 1))
+    assert not same["explained_variance_ratio"].any()  # identical images: zeros, not NaN
     with pytest.raises(SipgradError, match="two images"):
         channel_pca(analyses[0].channel_vectors["conv3"][:1])
 
