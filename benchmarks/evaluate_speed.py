@@ -23,6 +23,7 @@ from _timing import interleaved, print_table, write_json  # noqa: E402
 import sipgrad  # noqa: E402
 from sipgrad.evaluation import EvalSettings, Evaluator, builtin_cases  # noqa: E402
 from sipgrad.evaluation import metrics  # noqa: E402
+from sipgrad.models.inference import fold_batchnorm  # noqa: E402
 
 
 def main() -> None:
@@ -77,6 +78,13 @@ def main() -> None:
                 "4 separate curves, chunks of 4": separate(4)}
     variants.update({f"curve set, chunks of {c}": curve_set(c) for c in (1, 4, 8, 16)})
     variants.update({f"curve set, chunks of {c}, channels-last": curve_set(c, channels_last) for c in (4, 8, 16)})
+    folded = fold_batchnorm(predict, inputs[:2])
+
+    def folded_channels_last(x: torch.Tensor) -> torch.Tensor:
+        return folded(x.contiguous(memory_format=torch.channels_last))
+
+    variants["curve set, chunks of 4, channels-last, BatchNorm folded (the evaluator on CPU)"] = \
+        curve_set(4, folded_channels_last)
     times = interleaved(variants, rounds=args.rounds)
     baseline = times["one call per copy (4 separate curves)"]
     speed = [{"path": name, "seconds (4 images, 4 curves)": t, "speed-up": baseline / t} for name, t in times.items()]

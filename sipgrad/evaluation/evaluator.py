@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from sipgrad.attribution.explain import explain
+from sipgrad.attribution.explain import evaluation_mode, explain
 from sipgrad.attribution.methods import METHODS
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation import metrics
 from sipgrad.evaluation.cases import Case, boxes_to_input, pad_boxes
 from sipgrad.hooks.sip import SIPConfig
+from sipgrad.models.inference import fold_batchnorm
 from sipgrad.models.registry import Classifier
 
 PERTURBATION_METRICS = ("deletion_auc", "deletion_aopc", "deletion_lerf_auc", "insertion_auc", "insertion_lerf_auc")
@@ -72,6 +74,7 @@ class Evaluator:
         self.classifier = classifier
         self.settings = settings
         self.configs = settings.configs()
+        self._folded: nn.Module | None = None
 
     def prepare(self, cases: list[Case]) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
         pre = self.classifier.preprocessing
@@ -125,9 +128,17 @@ class Evaluator:
                 records.append(record)
         return records
 
+    def _perturbation_module(self, example: torch.Tensor) -> nn.Module:
+        """The model for the perturbation passes: an eval-mode copy with BatchNorm folded into
+        the convs (forward only, so the fold is exact up to rounding), made once."""
+        if self._folded is None:
+            with torch.inference_mode(False), torch.no_grad():
+                self._folded = fold_batchnorm(self.classifier.module, example[:2].clone())
+        return self._folded
+
     def _perturbation_scores(self, inputs: torch.Tensor, maps: torch.Tensor,
                              targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        module = self.classifier.module
+        module = self._perturbation_module(inputs)
         steps = self.settings.steps
         if inputs.device.type == "cuda":
             chunk, predict = 64, module  # a GPU wants large batches
@@ -138,7 +149,7 @@ class Evaluator:
 
             def predict(rows: torch.Tensor) -> torch.Tensor:
                 return module(rows.contiguous(memory_format=torch.channels_last))
-        with torch.inference_mode():
+        with torch.inference_mode(), evaluation_mode(module):
             curves = metrics.perturbation_curve_set(predict, inputs, maps, targets, steps=steps, chunk=chunk)
         return {"deletion_auc": metrics.curve_auc(curves["deletion"]), "deletion_aopc": metrics.aopc(curves["deletion"]),
                 "deletion_lerf_auc": metrics.curve_auc(curves["deletion_lerf"]),

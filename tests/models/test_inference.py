@@ -1,0 +1,62 @@
+"""BatchNorm folding for the perturbation passes: same outputs, user's model untouched."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from sipgrad.models.inference import fold_batchnorm
+from tests.conftest import make_small_cnn
+
+
+class RegisteredButNotApplied(nn.Module):
+    """A conv and a BatchNorm registered side by side, but the BatchNorm runs on the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        return self.conv(self.bn(x)).mean(dim=(2, 3))
+
+
+def test_folded_copy_gives_the_same_logits_and_leaves_the_model_alone():
+    model = make_small_cnn()  # stem conv then a BatchNorm with non-trivial statistics
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    folded = fold_batchnorm(model, x[:2])
+    assert folded is not model and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    assert isinstance(model.bn, nn.BatchNorm2d)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_train_mode_model_is_folded_with_its_running_statistics():
+    model = make_small_cnn().train()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    folded = fold_batchnorm(model, x)
+    assert model.training and not folded.training
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_batchnorm_that_does_not_follow_the_conv_is_not_folded():
+    model = RegisteredButNotApplied().eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    result = fold_batchnorm(model, x)
+    assert isinstance(result.bn, nn.BatchNorm2d)  # the check caught it: an unfolded copy
+    with torch.no_grad():
+        assert torch.equal(result(x), model(x))
+
+
+def test_nothing_to_fold_returns_the_model_itself():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    assert fold_batchnorm(model, torch.randn(1, 3, 8, 8)) is model
