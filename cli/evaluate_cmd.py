@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scoring.add_argument("--tolerance", type=float,
                          help="pointing-game radius in input px (default: 15 at a 224-px input, scaled with the size)")
     scoring.add_argument("--steps", type=int, default=10, help="deletion/insertion steps; 0 skips them (default: 10)")
+    scoring.add_argument("--compile", action="store_true",
+                         help="torch.compile the model for the deletion/insertion passes: about 30 s once, then "
+                              "about 2x faster on CPU (needs a C++ compiler; falls back with a warning)")
     scoring.add_argument("--batch-size", type=int, default=8, help="cases per batch (default: 8)")
     scoring.add_argument("--save-maps", action="store_true", help="also save every map as OUT/maps/CONFIG/CASE.npy")
     scoring.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()),
                             sips=tuple(s.strip() for s in args.sip.split(",") if s.strip()),
                             sip_options=overrides, tolerance=args.tolerance, steps=args.steps, crop=args.crop,
+                            compile=args.compile,
                             method_options={"ig_steps": args.ig_steps, "smoothgrad_samples": args.smoothgrad_samples,
                                             "seed": args.seed})
     rank, world = distributed_context()

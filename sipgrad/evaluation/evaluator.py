@@ -8,15 +8,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sipgrad.attribution.explain import evaluation_mode, explain
 from sipgrad.attribution.methods import METHODS
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation import metrics
 from sipgrad.evaluation.cases import Case, boxes_to_input, pad_boxes
+from sipgrad.evaluation.predictor import PerturbationPredictor
 from sipgrad.hooks.sip import SIPConfig
-from sipgrad.models.inference import fold_batchnorm
 from sipgrad.models.registry import Classifier
 
 PERTURBATION_METRICS = ("deletion_auc", "deletion_aopc", "deletion_lerf_auc", "insertion_auc", "insertion_lerf_auc")
@@ -46,6 +45,7 @@ class EvalSettings:
     steps: int = 10  # deletion/insertion steps; 0 switches them off
     crop: bool = False
     method_options: dict = field(default_factory=dict)
+    compile: bool = False  # torch.compile the perturbation passes; changes speed only, so not in describe()
 
     def configs(self) -> list[EvalConfig]:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -74,7 +74,7 @@ class Evaluator:
         self.classifier = classifier
         self.settings = settings
         self.configs = settings.configs()
-        self._folded: nn.Module | None = None
+        self._predictor_cache: PerturbationPredictor | None = None
 
     def prepare(self, cases: list[Case]) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
         pre = self.classifier.preprocessing
@@ -128,27 +128,16 @@ class Evaluator:
                 records.append(record)
         return records
 
-    def _perturbation_module(self, example: torch.Tensor) -> nn.Module:
-        """The model for the perturbation passes: an eval-mode copy with BatchNorm folded into
-        the convs (forward only, so the fold is exact up to rounding), made once."""
-        if self._folded is None:
-            with torch.inference_mode(False), torch.no_grad():
-                self._folded = fold_batchnorm(self.classifier.module, example[:2].clone())
-        return self._folded
+    def _predictor(self, example: torch.Tensor) -> PerturbationPredictor:
+        """The forward-only model of the perturbation passes (BatchNorm folded, chunked), made once."""
+        if self._predictor_cache is None:
+            self._predictor_cache = PerturbationPredictor(self.classifier.module, example, self.settings.compile)
+        return self._predictor_cache
 
     def _perturbation_scores(self, inputs: torch.Tensor, maps: torch.Tensor,
                              targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        module = self._perturbation_module(inputs)
-        steps = self.settings.steps
-        if inputs.device.type == "cuda":
-            chunk, predict = 64, module  # a GPU wants large batches
-        else:
-            # Measured on a 2-core CPU (benchmarks/evaluate_speed.py): 4 rows per pass beat both 1
-            # and 16+ (cache-bound), and channels-last inputs, which the convs then keep, add 10-15%.
-            chunk = 4
-
-            def predict(rows: torch.Tensor) -> torch.Tensor:
-                return module(rows.contiguous(memory_format=torch.channels_last))
+        predict = self._predictor(inputs)
+        steps, chunk, module = self.settings.steps, predict.chunk, predict.module
         with torch.inference_mode(), evaluation_mode(module):
             curves = metrics.perturbation_curve_set(predict, inputs, maps, targets, steps=steps, chunk=chunk)
         return {"deletion_auc": metrics.curve_auc(curves["deletion"]), "deletion_aopc": metrics.aopc(curves["deletion"]),
