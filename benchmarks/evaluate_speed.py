@@ -5,7 +5,9 @@
 Runs on the built-in composites with efficientnet_lite0 on CPU. The last table compares, on
 the same maps in the same run, one model call per perturbed copy (four separate curves,
 as a naive loop would do) with the batched paths: separate curves in chunks, and the curve
-set that computes the end points the four curves share once (what the evaluator uses).
+set that computes the end points the four curves share once (what the evaluator uses), with
+BatchNorm folded, and compiled (``sipgrad evaluate --compile``; its one-off compile time is
+printed and not in the table).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from _timing import interleaved, print_table, write_json  # noqa: E402
 import sipgrad  # noqa: E402
 from sipgrad.evaluation import EvalSettings, Evaluator, builtin_cases  # noqa: E402
 from sipgrad.evaluation import metrics  # noqa: E402
-from sipgrad.models.inference import fold_batchnorm  # noqa: E402
+from sipgrad.evaluation.predictor import PerturbationPredictor  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--configs", type=int, default=3, help="how many of the configs to time (1-3)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--out", default="benchmarks/results/evaluate_speed.json")
     args = parser.parse_args()
     model = sipgrad.load_model()
@@ -78,13 +81,16 @@ def main() -> None:
                 "4 separate curves, chunks of 4": separate(4)}
     variants.update({f"curve set, chunks of {c}": curve_set(c) for c in (1, 4, 8, 16)})
     variants.update({f"curve set, chunks of {c}, channels-last": curve_set(c, channels_last) for c in (4, 8, 16)})
-    folded = fold_batchnorm(predict, inputs[:2])
-
-    def folded_channels_last(x: torch.Tensor) -> torch.Tensor:
-        return folded(x.contiguous(memory_format=torch.channels_last))
-
+    evaluator_path = PerturbationPredictor(predict, inputs)
     variants["curve set, chunks of 4, channels-last, BatchNorm folded (the evaluator on CPU)"] = \
-        curve_set(4, folded_channels_last)
+        curve_set(evaluator_path.chunk, evaluator_path)
+    if not args.no_compile:
+        compiled = PerturbationPredictor(predict, inputs, compile=True)
+        began = time.perf_counter()
+        curve_set(compiled.chunk, compiled)()  # compiles once (one padded shape)
+        compile_seconds = time.perf_counter() - began
+        print(f"torch.compile: first call {compile_seconds:.1f}s, compiled={compiled.compiled}")
+        variants["the evaluator with --compile (after its one-off compile)"] = curve_set(compiled.chunk, compiled)
     times = interleaved(variants, rounds=args.rounds)
     baseline = times["one call per copy (4 separate curves)"]
     speed = [{"path": name, "seconds (4 images, 4 curves)": t, "speed-up": baseline / t} for name, t in times.items()]

@@ -6,8 +6,9 @@ backpropagate, so they can use a faster model than explanations can:
 * an eval-mode copy with BatchNorm folded into the convs (``fold_batchnorm``);
 * on CPU, rows in channels-last layout, 4 per pass (measured best on a 2-core CPU); on CUDA,
   64 per pass;
-* optionally ``torch.compile`` (``compile=True``). Compiling takes tens of seconds once,
-  so it pays for long runs only. Every call is padded to the full chunk, so the compiled
+* optionally ``torch.compile`` (``compile=True``). Compiling takes about 30 s the first
+  time on a machine (inductor caches it), and the curves then run about 20% faster on a
+  2-core CPU (``benchmarks/evaluate_speed.py``), so it pays for long runs only. Every call is padded to the full chunk, so the compiled
   graph sees one input shape and compiles once. If compiling fails (no C++ compiler, an
   unsupported op), the run warns once and goes on uncompiled.
 """
