@@ -5,6 +5,11 @@ Public API:
     explain(model, images, target=None, method="grad", sip=None, ...) -> Explanation
     SIP(model, "topq:0.25")                            context manager filtering internal gradients
     SIPConfig                                           all SIP settings as one object
+
+Subpackages:
+    sipgrad.analysis    SVD/PCA of the internal gradients, plain or under SIP
+    sipgrad.evaluation  bounding-box metrics, data sets, the resumable evaluator
+    sipgrad.engines     forward-mode gradients and hypergradients through unrolled SGD
 """
 
 from sipgrad.attribution import METHODS, Explanation, MethodOptions, explain
