@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from sipgrad.models.inference import fold_batchnorm
@@ -60,3 +62,24 @@ def test_a_batchnorm_that_does_not_follow_the_conv_is_not_folded():
 def test_nothing_to_fold_returns_the_model_itself():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     assert fold_batchnorm(model, torch.randn(1, 3, 8, 8)) is model
+
+
+@settings(max_examples=25, deadline=None)
+@given(groups=st.sampled_from([1, 2, 4]), bias=st.booleans(), affine=st.booleans(), kernel=st.sampled_from([1, 3]),
+       seed=st.integers(0, 2**16))
+def test_folding_is_exact_for_any_conv_and_batchnorm(groups, bias, affine, kernel, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(4, 8, kernel, padding=kernel // 2, groups=groups, bias=bias),
+                          nn.BatchNorm2d(8, affine=affine), nn.ReLU())
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.2, 3)
+        if affine:
+            model[1].weight.uniform_(-2, 2)
+            model[1].bias.uniform_(-1, 1)
+    model.eval()
+    x = torch.randn(2, 4, 6, 6)
+    folded = fold_batchnorm(model, x)
+    assert isinstance(folded[1], nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)
