@@ -27,6 +27,9 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             return fail(str(error))
         except KeyboardInterrupt:
             return fail("interrupted; finished results were kept", 130)
+        except BrokenPipeError:  # stdout closed early (`sipgrad ... | head`): stop quietly, like other tools
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         except (OSError, RuntimeError, ValueError) as error:
             if os.environ.get("SIPGRAD_DEBUG"):
                 raise

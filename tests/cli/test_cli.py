@@ -134,6 +134,17 @@ def test_bad_input_gets_one_line_and_nonzero_exit(capsys, asset_dir, tmp_path, a
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_a_closed_stdout_stops_quietly():
+    """`sipgrad ... | head`: when the reader goes away, no error line, the SIGPIPE status."""
+    code = ("import sys\n"
+            "from sipgrad_cli.common import guarded\n"
+            "def write(args):\n"
+            "    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "sys.exit(guarded(write)(None))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 141 and done.stderr == ""
+
+
 def _subcommands():
     parser = build_parser()
     action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
