@@ -172,22 +172,33 @@ def tune_hyperparameters(train_loss: Callable[[Params, int], torch.Tensor], val_
                          params: Mapping[str, torch.Tensor], hyper: Mapping[str, float], steps: int,
                          outer_steps: int = 10, outer_lr: float = 0.1, mode: str = "reverse",
                          progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-    """Gradient descent on the hyperparameters, in log space for ``lr`` and ``weight_decay``
-    (which must stay positive) and directly for ``momentum`` (kept in [0, 0.999]).
+    """Gradient descent on the hyperparameters, each in a space where any step stays valid.
 
-    Returns one record per outer step: the hyperparameters used and the validation loss they gave.
+    ``lr`` and ``weight_decay`` move in log space (they stay positive), ``momentum`` in logit
+    space (it stays in (0, 1); it starts from at least 0.001). Each outer step changes a
+    log or logit by at most 1 (a factor of e), because hypergradients through long unrolls
+    can be huge where the training becomes unstable. Returns one record per outer step: the
+    hyperparameters used and the validation loss they gave.
     """
     current = _check(hyper, steps, mode)
     tuned = tuple(hyper)
+    if "momentum" in tuned:
+        current["momentum"] = min(max(current["momentum"], 1e-3), 1 - 1e-3)
     history = []
     for _ in range(outer_steps):
         result = hypergradient(train_loss, val_loss, params, {k: current[k] for k in tuned}, steps, mode)
         history.append({**{k: current[k] for k in tuned}, "val_loss": result.val_loss})
         for name in tuned:
-            if name == "momentum":
-                current[name] = min(0.999, max(0.0, current[name] - outer_lr * result.grads[name]))
-            elif current[name] > 0:  # d/d log h = h d/dh
-                current[name] = current[name] * math.exp(-outer_lr * current[name] * result.grads[name])
+            value, derivative = current[name], result.grads[name]
+            if name == "momentum":  # d/d logit(m) = m (1 - m) d/dm
+                logit = math.log(value / (1 - value)) - _clip(outer_lr * value * (1 - value) * derivative)
+                current[name] = 1 / (1 + math.exp(-logit))
+            elif value > 0:  # d/d log h = h d/dh
+                current[name] = value * math.exp(-_clip(outer_lr * value * derivative))
         if progress is not None:
             progress(1)
     return history
+
+
+def _clip(step: float, limit: float = 1.0) -> float:
+    return max(-limit, min(limit, step))

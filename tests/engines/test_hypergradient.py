@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,6 +74,18 @@ def test_module_losses_and_tuning_lower_the_validation_loss():
     assert forward.grads["lr"] < 0  # a too-small learning rate: raising it lowers the loss
     history = tune_hyperparameters(train_loss, val_loss, params, {"lr": 0.05}, steps=8, outer_steps=6, outer_lr=2.0)
     assert history[-1]["lr"] > history[0]["lr"] and history[-1]["val_loss"] < history[0]["val_loss"]
+
+
+def test_tuning_momentum_stays_valid_and_improves():
+    train_loss, val_loss, start = _logistic_problem()
+    history = tune_hyperparameters(train_loss, val_loss, start, {"lr": 0.05, "momentum": 0.0}, steps=10,
+                                   outer_steps=8, outer_lr=5.0)
+    assert history[0]["momentum"] == pytest.approx(1e-3)  # moved off 0, where logit space has no gradient
+    assert all(0 < h["momentum"] < 1 and h["lr"] > 0 for h in history)
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    # A step changes a log or logit by at most 1, however large the hypergradient.
+    for before, after in zip(history, history[1:]):
+        assert abs(math.log(after["lr"] / before["lr"])) <= 1 + 1e-9
 
 
 @pytest.mark.parametrize("kwargs, message", [
