@@ -91,3 +91,15 @@ def test_frozen_parameters_stay_put():
         p.requires_grad_(False)
     with pytest.raises(SipgradError, match="no trainable parameters"):
         forward_gradient_step(model, torch.nn.functional.cross_entropy, torch.randn(5, 4), torch.zeros(5).long(), lr=0.1)
+
+
+def test_sip_does_not_touch_forward_mode(small_batch):
+    """SIP's hooks act on the backward pass; a JVP inside a SIP context is the plain one."""
+    from sipgrad import SIP
+
+    model = make_small_cnn()
+    tangents = torch.randn_like(small_batch)
+    plain = model_jvp(model, small_batch, tangents)[1]
+    with SIP(model, "topq:0.25"):
+        inside = model_jvp(model, small_batch, tangents)[1]
+    assert torch.equal(plain, inside)
