@@ -100,7 +100,6 @@ def forward_gradient_step(model: nn.Module, loss_fn: Callable[[torch.Tensor, tor
     and returns the loss (before the step). BatchNorm layers should be in eval mode (or
     absent): running-statistic updates are not defined in forward mode.
     """
-    names = [name for name, p in model.named_parameters() if p.requires_grad]
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -117,7 +116,7 @@ def forward_gradient_step(model: nn.Module, loss_fn: Callable[[torch.Tensor, tor
             tangent = {name: torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
                        for name, p in params.items()}
             loss, derivative = jvp(loss_of, (params,), (tangent,))
-            for name in names:
+            for name in params:
                 update[name] += derivative * tangent[name]
         for name, p in model.named_parameters():
             if name in update:
