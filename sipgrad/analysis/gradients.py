@@ -224,26 +224,23 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
     sip_config = SIPConfig.parse(sip)
     prepared = prepare_batch(images, classifier.preprocessing, crop)
     all_targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
-    parts: dict[str, list[GradientSpectrum]] = {name: [] for name in chosen_layers}
-    vectors: dict[str, list[torch.Tensor]] = {name: [] for name in chosen_layers}
-    explained_targets = []
+    label = sip_config.label if sip_config else None
+    parts = []
     with evaluation_mode(classifier.module):
         for start in range(0, prepared.inputs.shape[0], batch_size):
             chunk = slice(start, start + batch_size)
             gradients, chosen, _ = _record_batch(classifier, prepared.inputs[chunk], all_targets[chunk],
                                                  chosen_layers, sip_config)
+            spectra, vectors = {}, {}
             for name, grad in gradients.items():  # SVDs on the model's device; only results go to the CPU
                 spectrum = gradient_spectrum(grad, components, center)
-                parts[name].append(GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS)))
-                vectors[name].append(grad.mean(dim=(2, 3)).cpu())
-            explained_targets.append(chosen.cpu())
+                spectra[name] = GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS))
+                vectors[name] = grad.mean(dim=(2, 3)).cpu()
+            parts.append(GradientAnalysis(spectra, vectors, chosen.cpu(), prepared.names[chunk], chosen_layers, label,
+                                          prepared.images[chunk]))
             if progress is not None:
                 progress(chosen.shape[0])
-    spectra = {name: GradientSpectrum(*(torch.cat([getattr(p, key) for p in parts[name]]) for key in _SPECTRUM_FIELDS))
-               for name in chosen_layers}
-    return GradientAnalysis(spectra, {name: torch.cat(v) for name, v in vectors.items()},
-                            torch.cat(explained_targets), prepared.names, chosen_layers,
-                            sip_config.label if sip_config else None, prepared.images)
+    return concat_analyses(parts)
 
 
 def save_analyses(path: str, analyses: list[GradientAnalysis], pca_components: int = 10) -> None:
