@@ -22,7 +22,8 @@ Output (--out DIR): records.jsonl (one line per case and config, written as resu
 a re-run with the same arguments resumes), summary.json, summary.md (means with bootstrap
 95% intervals, paired Wilcoxon tests of SIP vs plain), metrics.png, energy_vs_box_area.png
 and report.html (tables and a gallery of best and worst cases).
-Scale out with: torchrun --nproc_per_node N -m sipgrad_cli evaluate ..."""
+Scale out with: torchrun --nproc_per_node N -m sipgrad_cli evaluate ...
+(with --device cuda, each process takes the GPU of its LOCAL_RANK and nccl; on CPU, gloo)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,10 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sipgrad.errors import SipgradError
     from sipgrad.evaluation import EvalSettings, builtin_cases, evaluate, load_dataset, write_reports
-    from sipgrad.evaluation.runner import distributed_context
+    from sipgrad.evaluation.runner import distributed_context, process_device
 
     if args.images and not args.boxes:
         raise SipgradError("--images needs --boxes")
+    args.device = process_device(args.device)  # under torchrun: one GPU per process
     classifier = load_classifier(args)
     if args.builtin:
         cases, dataset = builtin_cases(args.builtin, classifier.classes), f"builtin:{args.builtin}"
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                             compile=args.compile,
                             method_options={"ig_steps": args.ig_steps, "smoothgrad_samples": args.smoothgrad_samples,
                                             "seed": args.seed})
-    rank, world = distributed_context()
+    rank, world = distributed_context(classifier.device)
     total = len(cases[:args.limit] if args.limit else cases)
     with progress_bar((total + world - 1 - rank) // world, f"evaluating[{rank}]" if world > 1 else "evaluating",
                       enabled=True) as bar:

@@ -25,18 +25,34 @@ from sipgrad.io.atomic import atomic_write
 from sipgrad.models.registry import Classifier
 
 
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size); initialises torch.distributed when launched by torchrun."""
+def process_device(device: str) -> str:
+    """This process's device: under torchrun a bare ``cuda`` means the GPU of its LOCAL_RANK,
+    so N processes on one machine use N GPUs instead of all sharing the first."""
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def backend_for(device: str | torch.device) -> str:
+    """nccl for processes that evaluate on a GPU, gloo otherwise (also on a GPU machine run on CPU)."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def distributed_context(device: str | torch.device = "cpu") -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed when launched by torchrun.
+
+    ``device`` is where this process evaluates (see ``process_device``); it picks the backend.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        backend = backend_for(device)
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -69,7 +85,7 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
     """Evaluate ``cases``; returns all records (ordered) on process 0, ``None`` on the others."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = distributed_context()
+    rank, world = distributed_context(classifier.device)
     cases = cases[:limit] if limit else cases
     evaluator = Evaluator(classifier, settings)
     identity = {"model": classifier.name, "dataset": dataset, **evaluator.settings.describe()}

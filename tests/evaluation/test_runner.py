@@ -110,3 +110,18 @@ def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
     lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
     assert [(r["case"], r["config"]) for r in lines_one] == [(r["case"], r["config"]) for r in lines_two]
     assert [r["pointing"] for r in lines_one] == [r["pointing"] for r in lines_two]
+
+
+def test_each_torchrun_process_gets_its_own_gpu_and_the_right_backend(monkeypatch):
+    from sipgrad.evaluation.runner import backend_for, process_device
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert process_device("cuda") == "cuda:2"
+    assert process_device("cuda:0") == "cuda:0"  # an explicit index is the user's choice
+    assert process_device("cpu") == "cpu"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert process_device("cuda") == "cuda"
+    assert backend_for("cuda:2") == "nccl" and backend_for("cpu") == "gloo"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert backend_for("cpu") == "gloo"  # a CPU run on a GPU machine still uses gloo
