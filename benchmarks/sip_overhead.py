@@ -8,6 +8,9 @@ Target: SIP adds at most 5% at batch 16 on CPU. What is measured:
 * wall-clock overhead: plain and SIP runs alternate back to back (ABBA order); the
   median of the per-round ratios SIP/plain, with a bootstrap 95% interval. On a noisy
   machine this is far steadier than comparing two separately taken medians.
+* with ``--repeats N``: N such measurements one after another; the overhead is the median of
+  their medians, and every run's value is listed. Single runs scatter more than their own
+  bootstrap intervals suggest, because the machine's noise comes in bursts.
 * hook share: the time spent inside SIP's gradient hooks (scoring, mask, filter), timed
   directly with a clock around each hook call, as a share of all SIP runs of the rounds. This is SIP's
   own work, free of the machine's run-to-run noise (CPU ops are synchronous, so a host
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import subprocess
 import sys
 import time
@@ -90,6 +94,8 @@ def main() -> None:
     parser.add_argument("--sip-layers", default=None, help="comma-separated conv names to hook (default: the model's)")
     parser.add_argument("--ig-steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="repeat each paired measurement N times; report the median of the runs' medians")
     parser.add_argument("--memory", action="store_true", help="measure peak memory (batch 16, grad) instead of time")
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/sip_overhead[_memory].json)")
     args = parser.parse_args()
@@ -115,21 +121,30 @@ def main() -> None:
                     sip_seconds[0] += time.perf_counter() - began
 
                 clock.seconds = 0.0
-                ratios, plain, sip = paired_ratios(
-                    lambda: sipgrad.explain(model, inputs, method=method, **options), with_sip, rounds=args.rounds)
+                runs = []  # each repeat: a full paired measurement of `rounds` rounds
+                for _ in range(args.repeats):
+                    ratios, plain, sip = paired_ratios(
+                        lambda: sipgrad.explain(model, inputs, method=method, **options), with_sip, rounds=args.rounds)
+                    runs.append((median_interval(ratios), sorted(plain)[len(plain) // 2]))
                 hook_share = clock.seconds / sip_seconds[0]  # over every SIP call of the paired rounds
-                middle, low, high = median_interval(ratios)
+                (middle, low, high), plain_s = runs[0]
                 row = {"model": name, "hooked convs": hooked, "batch": batch, "method": method,
-                       "plain s": sorted(plain)[len(plain) // 2], "overhead %": 100 * (middle - 1),
+                       "plain s": plain_s, "overhead %": 100 * (middle - 1),
                        "95% low": 100 * (low - 1), "95% high": 100 * (high - 1), "hook share %": 100 * hook_share}
+                if args.repeats > 1:
+                    per_run = [100 * (run[0][0] - 1) for run in runs]
+                    row.update({"overhead %": statistics.median(per_run), "95% low": None, "95% high": None,
+                                "runs %": ", ".join(f"{value:+.1f}" for value in per_run)})
                 rows.append(row)
-                print(f"{name} b{batch} {method}: {row['overhead %']:+.1f}% "
-                      f"[{row['95% low']:+.1f}, {row['95% high']:+.1f}], hooks {row['hook share %']:.1f}% of the SIP run",
-                      flush=True)
+                detail = (f"runs {row['runs %']}" if args.repeats > 1
+                          else f"[{row['95% low']:+.1f}, {row['95% high']:+.1f}]")
+                print(f"{name} b{batch} {method}: {row['overhead %']:+.1f}% {detail}, "
+                      f"hooks {row['hook share %']:.1f}% of the SIP run", flush=True)
     print()
     print_table(rows, ["model", "hooked convs", "batch", "method", "plain s", "overhead %", "95% low", "95% high",
-                       "hook share %"])
-    write_json(args.out or "benchmarks/results/sip_overhead.json", rows, sip=args.sip, sip_layers=args.sip_layers, ig_steps=args.ig_steps, rounds=args.rounds)
+                       "hook share %"] + (["runs %"] if args.repeats > 1 else []))
+    write_json(args.out or "benchmarks/results/sip_overhead.json", rows, sip=args.sip, sip_layers=args.sip_layers, ig_steps=args.ig_steps, rounds=args.rounds,
+               repeats=args.repeats)
 
 
 if __name__ == "__main__":
