@@ -50,11 +50,6 @@ def model_jvp(model: nn.Module, inputs: torch.Tensor, tangents: torch.Tensor) ->
         return jvp(model, (inputs,), (tangents,))
 
 
-def _directions(shape: torch.Size, count: int, generator: torch.Generator | None, device: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
-    return torch.randn((count, *shape), generator=generator, device=device, dtype=dtype)
-
-
 def forward_gradient(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, directions: int = 16, *,
                      generator: torch.Generator | None = None, tangents: torch.Tensor | None = None) -> torch.Tensor:
     """Forward-gradient estimate of the gradient of each row's scalar ``fn(inputs)[b]`` w.r.t. ``inputs[b]``.
@@ -68,7 +63,8 @@ def forward_gradient(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.T
     if tangents is None:
         if directions < 1:
             raise SipgradError("forward_gradient needs at least one direction")
-        tangents = _directions(inputs.shape, directions, generator, inputs.device, inputs.dtype)
+        tangents = torch.randn((directions, *inputs.shape), generator=generator, device=inputs.device,
+                               dtype=inputs.dtype)
     elif tangents.shape[1:] != inputs.shape:
         raise SipgradError(f"tangents must be K x {tuple(inputs.shape)}, got {tuple(tangents.shape)}")
     estimate = torch.zeros_like(inputs)
@@ -100,6 +96,8 @@ def forward_gradient_step(model: nn.Module, loss_fn: Callable[[torch.Tensor, tor
     and returns the loss (before the step). BatchNorm layers should be in eval mode (or
     absent): running-statistic updates are not defined in forward mode.
     """
+    if directions < 1:
+        raise SipgradError("forward_gradient_step needs at least one direction")
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -110,7 +108,6 @@ def forward_gradient_step(model: nn.Module, loss_fn: Callable[[torch.Tensor, tor
         return loss_fn(functional_call(model, {**trainable, **frozen, **buffers}, (inputs,)), labels)
 
     update = {name: torch.zeros_like(p) for name, p in params.items()}
-    loss = None
     with torch.no_grad(), quiet_forward_ad():
         for _ in range(directions):
             tangent = {name: torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)

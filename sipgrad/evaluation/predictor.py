@@ -8,9 +8,10 @@ backpropagate, so they can use a faster model than explanations can:
   64 per pass;
 * optionally ``torch.compile`` (``compile=True``). Compiling takes about 30 s the first
   time on a machine (inductor caches it), and the curves then run about 20% faster on a
-  2-core CPU (``benchmarks/evaluate_speed.py``), so it pays for long runs only. Every call is padded to the full chunk, so the compiled
-  graph sees one input shape and compiles once. If compiling fails (no C++ compiler, an
-  unsupported op), the run warns once and goes on uncompiled.
+  2-core CPU (``benchmarks/evaluate_speed.py``), so it pays for long runs only. Every call
+  is padded to the full chunk, so the compiled graph sees one input shape and compiles
+  once. If compiling fails (no C++ compiler, an unsupported op), the run warns once and
+  goes on uncompiled.
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ class PerturbationPredictor:
     def __init__(self, module: nn.Module, example: torch.Tensor, compile: bool = False) -> None:
         with torch.inference_mode(False), torch.no_grad():
             self.module = fold_batchnorm(module, example[:2].clone())
-        self.device = example.device
-        self.chunk = CUDA_CHUNK if example.device.type == "cuda" else CPU_CHUNK
-        self.channels_last = example.device.type != "cuda"
-        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.compiled = False
-        if compile:
-            self._compiled = torch.compile(self.module, dynamic=False)
-            self.compiled = True
+        on_gpu = example.device.type == "cuda"
+        self.chunk = CUDA_CHUNK if on_gpu else CPU_CHUNK
+        self.memory_format = torch.contiguous_format if on_gpu else torch.channels_last
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
+            torch.compile(self.module, dynamic=False) if compile else None)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls go through ``torch.compile`` (false after a failed compile)."""
+        return self._compiled is not None
 
     def _run(self, rows: torch.Tensor) -> torch.Tensor:
         if self._compiled is None:
@@ -50,16 +53,11 @@ class PerturbationPredictor:
         except Exception as error:  # compiler missing or op unsupported: fall back, once
             warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
                           f"running the perturbation passes uncompiled", RuntimeWarning, stacklevel=2)
-            self._compiled, self.compiled = None, False
+            self._compiled = None
             return self.module(rows)
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         count = rows.shape[0]
-        if self.channels_last:
-            rows = rows.contiguous(memory_format=torch.channels_last)
         if self._compiled is not None and count < self.chunk:  # one shape for the compiled graph
-            padding = rows.new_zeros((self.chunk - count, *rows.shape[1:]))
-            rows = torch.cat([rows, padding]).contiguous(
-                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-            return self._run(rows)[:count]
-        return self._run(rows)
+            rows = torch.cat([rows, rows.new_zeros((self.chunk - count, *rows.shape[1:]))])
+        return self._run(rows.contiguous(memory_format=self.memory_format))[:count]

@@ -87,6 +87,9 @@ def test_frozen_parameters_stay_put():
     forward_gradient_step(model, torch.nn.functional.cross_entropy, torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 1]),
                           lr=0.1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(model[0].weight, frozen) and not torch.equal(model[1].weight, moving)
+    with pytest.raises(SipgradError, match="at least one direction"):
+        forward_gradient_step(model, torch.nn.functional.cross_entropy, torch.randn(5, 4), torch.zeros(5).long(),
+                              lr=0.1, directions=0)
     for p in model.parameters():
         p.requires_grad_(False)
     with pytest.raises(SipgradError, match="no trainable parameters"):

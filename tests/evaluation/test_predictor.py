@@ -36,6 +36,7 @@ def test_a_failing_compile_falls_back_with_one_warning(monkeypatch):
         raise RuntimeError("no C++ compiler\nmore detail")
 
     predictor._compiled = broken
+    assert predictor.compiled
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with torch.inference_mode():
