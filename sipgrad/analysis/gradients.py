@@ -103,6 +103,16 @@ def _record_batch(classifier: Classifier, inputs: torch.Tensor, targets: torch.T
     return {name: recorder.gradients[name] for name in layers}, chosen, logits.detach()
 
 
+def _setup(model, images, target, layers, layer_ratio, sip, crop):
+    """What every analysis needs: the classifier, layers, SIP config, prepared batch and targets."""
+    classifier = _as_classifier(model)
+    chosen_layers = analysis_layers(classifier, layers, layer_ratio)
+    sip_config = SIPConfig.parse(sip)
+    prepared = prepare_batch(images, classifier.preprocessing, crop)
+    targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
+    return classifier, chosen_layers, sip_config, prepared, targets
+
+
 def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetSpec = None,
                      layers: tuple[str, ...] | str | None = None, sip: str | SIPConfig | None = None, *,
                      layer_ratio: float | None = None, crop: bool = False) -> RecordedGradients:
@@ -115,11 +125,8 @@ def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetS
         layers: layer names (default: the model's SIP layers); or ``layer_ratio``.
         sip: record under SIP (``"topq:0.25"``, a ``SIPConfig``); ``None``: plain gradients.
     """
-    classifier = _as_classifier(model)
-    chosen_layers = analysis_layers(classifier, layers, layer_ratio)
-    sip_config = SIPConfig.parse(sip)
-    prepared = prepare_batch(images, classifier.preprocessing, crop)
-    targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
+    classifier, chosen_layers, sip_config, prepared, targets = _setup(model, images, target, layers, layer_ratio,
+                                                                      sip, crop)
     with evaluation_mode(classifier.module):
         gradients, chosen, logits = _record_batch(classifier, prepared.inputs, targets, chosen_layers, sip_config)
     return RecordedGradients({name: grad.cpu() for name, grad in gradients.items()}, chosen.cpu(), logits.cpu(),
@@ -219,11 +226,8 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
     """
     if batch_size < 1:
         raise SipgradError("batch size must be at least 1")
-    classifier = _as_classifier(model)
-    chosen_layers = analysis_layers(classifier, layers, layer_ratio)
-    sip_config = SIPConfig.parse(sip)
-    prepared = prepare_batch(images, classifier.preprocessing, crop)
-    all_targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
+    classifier, chosen_layers, sip_config, prepared, all_targets = _setup(model, images, target, layers, layer_ratio,
+                                                                          sip, crop)
     label = sip_config.label if sip_config else None
     parts = []
     with evaluation_mode(classifier.module):
