@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sipgrad_cli import analyze_cmd, calibrate_cmd, evaluate_cmd, explain_cmd, models_cmd
+from sipgrad_cli import (analyze_cmd, calibrate_cmd, evaluate_cmd, explain_cmd, fwdgrad_cmd, gradients_cmd,
+                         hypergrad_cmd, models_cmd)
 
-COMMANDS = (explain_cmd, analyze_cmd, models_cmd, calibrate_cmd, evaluate_cmd)
+COMMANDS = (explain_cmd, analyze_cmd, models_cmd, calibrate_cmd, evaluate_cmd, gradients_cmd, fwdgrad_cmd,
+            hypergrad_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,99 @@
+"""The shared small data sets: digits splits, IDX and CIFAR-10 binary readers, clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from sipgrad.datasets import load_cifar10, load_dataset, load_digits, load_mnist, read_idx
+from sipgrad.errors import SipgradError
+
+
+def _write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(payload)
+
+
+def test_digits_splits_are_disjoint_reproducible_and_scaled():
+    data = load_digits(seed=3)
+    assert data.image_shape == (1, 8, 8) and data.features == 64
+    assert len(data.train) + len(data.validation) + len(data.test) == 1797
+    assert len(data.test) == round(0.2 * 1797)
+    assert 0.0 <= float(data.train.inputs.min()) and float(data.train.inputs.max()) == 1.0
+    again = load_digits(seed=3)
+    assert torch.equal(again.test.inputs, data.test.inputs)
+    other = load_digits(seed=4)
+    assert not torch.equal(other.test.labels, data.test.labels)
+    # no image is in two splits (digits has a few exact duplicates, so compare index sets through rows)
+    rows = {tuple(x.flatten().tolist()) for x in data.test.inputs}
+    overlap = sum(tuple(x.flatten().tolist()) in rows for x in data.train.inputs)
+    assert overlap < 5
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_files_are_read_gzipped_or_not(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, size=(30, 28, 28))
+    train_labels = rng.integers(0, 10, size=30)
+    test = rng.integers(0, 256, size=(7, 28, 28))
+    suffix = ".gz" if compress else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", train, compress)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", train_labels, compress)
+    _write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", test, compress)
+    _write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", np.arange(7) % 10, compress)
+    data = load_mnist(tmp_path, validation=10)
+    assert data.image_shape == (1, 28, 28) and data.features == 784
+    assert len(data.train) == 20 and len(data.validation) == 10 and len(data.test) == 7
+    assert torch.allclose(data.test.inputs[3, 0], torch.from_numpy(test[3] / 255.0).float())
+    assert data.test.labels.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    # the train/validation split is a permutation of the training images
+    pairs = sorted(data.train.labels.tolist() + data.validation.labels.tolist())
+    assert pairs == sorted(train_labels.tolist())
+    assert len(load_dataset(f"mnist:{tmp_path}", validation=5).validation) == 5
+
+
+def test_idx_header_that_disagrees_with_the_size_is_refused(tmp_path):
+    path = tmp_path / "bad-idx"
+    _write_idx(path, np.zeros((4, 3), np.uint8))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(SipgradError, match="bad-idx.*holds 11"):
+        read_idx(path)
+    (tmp_path / "junk").write_bytes(b"\x89PNG....")
+    with pytest.raises(SipgradError, match="not an IDX file"):
+        read_idx(tmp_path / "junk")
+
+
+def test_cifar10_binary_records(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    first = None
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.integers(0, 10, size=(4, 1), dtype=np.uint8)
+        pixels = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+        np.concatenate([labels, pixels], axis=1).tofile(folder / name)
+        if name == "test_batch.bin":
+            first = (int(labels[0, 0]), pixels[0].reshape(3, 32, 32))
+    data = load_cifar10(tmp_path, validation=5)
+    assert data.image_shape == (3, 32, 32)
+    assert len(data.train) == 15 and len(data.validation) == 5 and len(data.test) == 4
+    assert int(data.test.labels[0]) == first[0]
+    assert torch.allclose(data.test.inputs[0], torch.from_numpy(first[1] / 255.0).float())
+
+
+def test_cifar10_refuses_the_pickled_python_version(tmp_path):
+    (tmp_path / "data_batch_1").write_bytes(b"\x80\x04not read")
+    with pytest.raises(SipgradError, match="binary version.*never read"):
+        load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("spec, message", [("imagenet", "unknown data set"), ("mnist", "needs a folder"),
+                                           ("mnist:/nonexistent/x", "no such folder"), ("digits:x", "no folder")])
+def test_bad_specs_say_what_is_wrong(spec, message):
+    with pytest.raises(SipgradError, match=message):
+        load_dataset(spec)
