@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from sipgrad.attribution.explanation import Explanation
 from sipgrad.attribution.inputs import PreparedBatch, prepare_batch
 from sipgrad.attribution.methods import METHODS, SINGLE_PASS, MethodOptions, attribute, saliency_map
 from sipgrad.errors import SipgradError
 from sipgrad.hooks.sip import SIP, SIPConfig
-from sipgrad.io.names import slug, unique_stems
 from sipgrad.models.classes import ClassNames
-from sipgrad.models.preprocessing import Geometry, Preprocessing
+from sipgrad.models.preprocessing import Preprocessing
 from sipgrad.models.registry import Classifier
-from sipgrad.render.figure import save_panels
-from sipgrad.render.overlay import overlay as blend, save_npy, save_png
 
 TargetSpec = int | str | Sequence[int | str] | torch.Tensor | None
 
@@ -60,79 +56,6 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
-
-
-@dataclass
-class Explanation:
-    """Saliency maps for a batch of images, and what produced them.
-
-    Attributes:
-        attribution: raw attribution at the model input, B x 3 x H x W (B x 1 x H x W for Grad-CAM).
-        input_saliency: the 2-D maps at input resolution (B x H x W).
-        saliency: the 2-D maps at each original image's size (float32 arrays).
-        probabilities: softmax of the logits (B x K).
-        targets: the explained class of each image (B,).
-        layer: the layer Grad-CAM used, or ``None``.
-        sip: the SIP configuration's label, or ``None``.
-        seconds: wall time per image.
-    """
-
-    model_name: str
-    method: str
-    attribution: torch.Tensor
-    input_saliency: torch.Tensor
-    saliency: list[np.ndarray]
-    probabilities: torch.Tensor
-    targets: torch.Tensor
-    classes: ClassNames
-    images: list[np.ndarray]
-    names: list[str]
-    geometries: list[Geometry]
-    layer: str | None = None
-    sip: str | None = None
-    seconds: list[float] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.saliency)
-
-    def top(self, i: int, k: int = 5) -> list[dict[str, Any]]:
-        """The ``k`` most probable classes of image ``i``: dicts with index, name, prob."""
-        probs, index = self.probabilities[i].topk(min(k, self.probabilities.shape[1]))
-        return [{"index": int(j), "name": self.classes[int(j)], "prob": float(p)} for p, j in zip(probs, index)]
-
-    @property
-    def predictions(self) -> list[list[dict[str, Any]]]:
-        """Top-5 predictions of every image."""
-        return [self.top(i) for i in range(len(self))]
-
-    def target(self, i: int) -> dict[str, Any]:
-        index = int(self.targets[i])
-        return {"index": index, "name": self.classes[index], "prob": float(self.probabilities[i, index])}
-
-    def overlay(self, i: int, alpha: float = 0.5, colormap: str = "jet", clip_percentile: float = 99.0) -> np.ndarray:
-        """RGB uint8 overlay of image ``i``'s map on the original image (same size)."""
-        return blend(self.images[i], self.saliency[i], alpha, colormap, clip_percentile)
-
-    def title(self, i: int) -> str:
-        target = self.target(i)
-        sip = f" + SIP {self.sip}" if self.sip else ""
-        return f"{self.model_name} | {self.method}{sip} | {target['name']} ({target['prob']:.1%})"
-
-    def save(self, directory: str | os.PathLike, figure: bool = True) -> list[dict[str, str]]:
-        """Write per image ``<stem>.saliency.npy``, ``<stem>.overlay.png`` (and a figure); return the paths."""
-        directory = Path(directory)
-        written = []
-        suffix = self.method + (f".sip-{slug(self.sip)}" if self.sip else "")
-        for i, stem_name in enumerate(unique_stems(self.names)):
-            stem = directory / f"{stem_name}.{suffix}"
-            paths = {"saliency": str(stem) + ".saliency.npy", "overlay": str(stem) + ".overlay.png"}
-            save_npy(paths["saliency"], self.saliency[i])
-            save_png(paths["overlay"], self.overlay(i))
-            if figure:
-                paths["figure"] = str(stem) + ".figure.png"
-                save_panels(paths["figure"], self.images[i], [self.saliency[i]], [self.method], self.title(i))
-            written.append(paths)
-        return written
 
 
 def _options(options: MethodOptions | None, overrides: dict[str, Any]) -> MethodOptions:
