@@ -1,0 +1,200 @@
+"""Forward-gradient estimates over a model's parameters: K directions in one vmapped JVP.
+
+``directional_derivatives`` evaluates grad L . v_k for all K directions at once
+(``torch.func.vmap`` over ``torch.func.jvp`` of a ``functional_call``), so K directions
+cost one batched forward pass, not K Python-level passes. ``estimate_gradient`` turns the
+derivatives into the forward gradient mean_k (grad L . v_k) v_k; ``model_gradient_estimate``
+does it for an ``nn.Module`` and a loss, capturing layer inputs for samplers that need them
+and naming the layer when forward mode cannot run through one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jvp, vmap
+
+from sipgrad.engines.forward.jvp import quiet_forward_ad
+from sipgrad.engines.forward.samplers import DirectionSampler, Directions, GaussianSampler
+from sipgrad.errors import SipgradError
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GradientEstimate:
+    """The loss at the current parameters, the forward-gradient estimate, and the K derivatives."""
+
+    loss: torch.Tensor
+    gradient: Params
+    derivatives: torch.Tensor
+
+
+def directional_derivatives(loss_of: Callable[[Params], torch.Tensor], params: Params, directions: Directions,
+                            chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, K derivatives grad L . v_k) for the K stacked directions, in one vmapped JVP.
+
+    Randomness inside the loss (dropout) is the same for every direction: they are
+    derivatives of one function.
+    """
+    count = next(iter(directions.values())).shape[0]
+    with torch.no_grad(), quiet_forward_ad():
+        if count == 1:  # no batching needed; skips vmap's per-call overhead
+            loss, derivative = jvp(loss_of, (params,), ({k: v[0] for k, v in directions.items()},))
+            return loss, derivative.reshape(1)
+        losses, derivatives = vmap(lambda v: jvp(loss_of, (params,), (v,)), randomness="same",
+                                   chunk_size=chunk_size)(directions)
+    return losses[0], derivatives
+
+
+def combine(derivatives: torch.Tensor, directions: Directions) -> Params:
+    """mean_k d_k v_k for each parameter: the forward gradient."""
+    count = derivatives.shape[0]
+    return {name: torch.tensordot(derivatives, v, dims=1) / count for name, v in directions.items()}
+
+
+def estimate_gradient(loss_of: Callable[[Params], torch.Tensor], params: Params, sampler: DirectionSampler,
+                      directions: int, generator: torch.Generator | None = None,
+                      layer_inputs: Mapping[str, torch.Tensor] | None = None,
+                      chunk_size: int | None = None) -> GradientEstimate:
+    """Forward-gradient estimate of grad loss_of(params) from ``directions`` directions of ``sampler``."""
+    if directions < 1:
+        raise SipgradError(f"a forward gradient needs at least one direction, got {directions}")
+    tangents = sampler.sample(params, directions, generator, layer_inputs)
+    loss, derivatives = directional_derivatives(loss_of, params, tangents, chunk_size)
+    return GradientEstimate(loss.detach(), combine(derivatives, tangents), derivatives)
+
+
+def trainable_parameters(model: nn.Module) -> Params:
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise SipgradError("the model has no trainable parameters")
+    return params
+
+
+def loss_function(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                  labels: torch.Tensor) -> Callable[[Params], torch.Tensor]:
+    """``params -> loss_fn(model(inputs; params), labels)`` with frozen parameters and buffers held fixed."""
+    fixed = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    fixed.update(model.named_buffers())
+    return lambda params: loss_fn(functional_call(model, {**params, **fixed}, (inputs,)), labels)
+
+
+def capture_layer_inputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each linear / conv layer's inputs as rows (N x fan_in), keyed by its weight's name.
+
+    For a conv the rows are its input patches (``F.unfold``), the vectors its weight meets;
+    grouped convs are skipped (their weight sees a slice of each patch).
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str, module: nn.Module):
+        def hook(_module, args, _output):
+            x = args[0].detach()
+            if isinstance(module, nn.Linear):
+                captured[f"{name}.weight" if name else "weight"] = x.reshape(-1, x.shape[-1])
+            else:
+                patches = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+                captured[f"{name}.weight" if name else "weight"] = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(name, module)) for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1
+                                                    and isinstance(module.padding, tuple))]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+@contextlib.contextmanager
+def batchnorm_for_forward_mode(model: nn.Module) -> Iterator[None]:
+    """Let training-mode BatchNorm run under vmapped JVPs: batch statistics, running statistics untouched.
+
+    A training-mode BatchNorm updates its running statistics in place, which a vmapped JVP
+    cannot do (one function, K tangents). Inside this block such layers normalise with the
+    batch's own statistics (the functional batch norm of ``torch.func``) and leave their
+    running statistics as they were; eval-mode layers are unaffected.
+    """
+    changed = [m for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    for module in changed:
+        module.track_running_stats = False
+    try:
+        yield
+    finally:
+        for module in changed:
+            module.track_running_stats = True
+
+
+def _failing_layer(model: nn.Module, run: Callable[[], object]) -> str | None:
+    """Rerun ``run`` with every leaf module announcing itself; the last one entered is where it failed."""
+    entered: list[str] = []
+    handles = [module.register_forward_pre_hook(lambda _m, _a, name=name: entered.append(name))
+               for name, module in model.named_modules() if name and not list(module.children())]
+    try:
+        run()
+    except RuntimeError:
+        return entered[-1] if entered else None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return None
+
+
+def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, labels: torch.Tensor,
+                            sampler: DirectionSampler | None = None, directions: int = 1, *,
+                            generator: torch.Generator | None = None,
+                            chunk_size: int | None = None) -> GradientEstimate:
+    """Forward-gradient estimate of grad_params loss_fn(model(inputs), labels), without backprop.
+
+    Works with BatchNorm (eval mode: its running statistics; training mode: batch statistics,
+    see ``batchnorm_for_forward_mode``) and with dropout (one mask shared by all directions).
+    A layer that forward mode cannot run through is named in the error.
+    """
+    sampler = sampler or GaussianSampler()
+    params = trainable_parameters(model)
+    loss_of = loss_function(model, loss_fn, inputs, labels)
+    with batchnorm_for_forward_mode(model):
+        layer_inputs = capture_layer_inputs(model, inputs) if sampler.needs_layer_inputs else None
+        try:
+            return estimate_gradient(loss_of, params, sampler, directions, generator, layer_inputs, chunk_size)
+        except RuntimeError as error:
+            def retry():
+                return directional_derivatives(loss_of, params, GaussianSampler().sample(params, 2, generator))
+            layer = _failing_layer(model, retry)
+            if layer is None:
+                raise
+            module = model.get_submodule(layer)
+            first = str(error).strip().splitlines()[0]
+            raise SipgradError(f"forward mode cannot run through layer {layer!r} ({type(module).__name__}): "
+                               f"{first}") from None
+
+
+def forward_gradient_step(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, labels: torch.Tensor, lr: float,
+                          directions: int = 1, *, generator: torch.Generator | None = None,
+                          sampler: DirectionSampler | None = None) -> torch.Tensor:
+    """One plain SGD step on ``model``'s parameters with a forward-gradient estimate instead of backprop.
+
+    Kept for existing callers; ``sipgrad.engines.forward.training`` adds momentum, Adam,
+    samplers and binary networks. Draws ``directions`` directions (Gaussian unless
+    ``sampler`` is given) in one vmapped JVP and moves the parameters in place by
+    ``-lr * mean_k (d_k v_k)``. Returns the loss before the step.
+    """
+    if directions < 1:
+        raise SipgradError("forward_gradient_step needs at least one direction")
+    estimate = model_gradient_estimate(model, loss_fn, inputs, labels, sampler, directions, generator=generator)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in estimate.gradient:
+                p -= lr * estimate.gradient[name]
+    return estimate.loss
