@@ -1,12 +1,263 @@
-"""`sipgrad gradients`: placeholder, being built."""
+"""`sipgrad gradients`: the structure of gradients across examples (spectrum, PCA-projected training)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+from pathlib import Path
 
-from sipgrad_cli.common import fail
+from sipgrad_cli.common import guarded, progress_bar
+
+SPECTRUM_DESCRIPTION = """Spectrum of the per-example gradients of a small model.
+
+For nested random batches of B training examples, the B x P matrix of per-example
+gradients of each layer (and of the whole model, "all") is decomposed: its singular
+values, the share of energy per direction, its effective rank, and cos(g, P_k g), the
+cosine between the batch-mean gradient g and its projection onto the top-k directions.
+
+Writes OUT/spectrum.json and OUT/spectrum.png."""
+
+TRAIN_DESCRIPTION = """Train with SGD, momentum, or pca-sgd (the batch gradient projected onto a
+streaming top-k subspace of the per-example gradients, per layer), with a share of the
+training labels made wrong.
+
+Comma-separated --optimizer, --label-noise and --seed values run every combination;
+runs with the same seed share initial weights, corrupted labels and batch order.
+Reports test accuracy vs step and, for momentum, how close the momentum buffer is to the
+top-k projection. Writes OUT/train.json (after every finished run), OUT/accuracy.png and
+OUT/momentum.png."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _unit_interval(low_open: bool, high_open: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        low_ok = value > 0 if low_open else value >= 0
+        high_ok = value < 1 if high_open else value <= 1
+        if not (low_ok and high_ok):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}")
+        return value
+    return parse
+
+
+def _list_of(parse):
+    def parse_list(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        return [parse(item) for item in items]
+    return parse_list
+
+
+def _choices(allowed):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    from sipgrad.analysis.models import SMALL_MODELS
+
+    parser.add_argument("--model", default="mlp", choices=list(SMALL_MODELS), help="small model (default: mlp)")
+    parser.add_argument("--data", default="digits", metavar="SPEC",
+                        help="digits (offline, default), mnist:DIR or cifar10:DIR")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--out", default="sipgrad-gradients", metavar="DIR",
+                        help="output folder (default: sipgrad-gradients)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("gradients", help="(being built)")
-    parser.set_defaults(run=lambda args: fail("sipgrad gradients is not built yet"))
+    from sipgrad.analysis.projected_training import OPTIMIZERS, SUBSPACES
+
+    parser = subparsers.add_parser("gradients", help="gradient structure across examples: spectrum, pca-sgd",
+                                   description="Per-example gradients: their spectrum, and training on their "
+                                               "top principal directions.")
+    commands = parser.add_subparsers(title="commands", dest="gradients_command", metavar="COMMAND")
+    parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
+
+    spectrum = commands.add_parser("spectrum", help="spectrum of per-example gradients vs batch size and k",
+                                   description=SPECTRUM_DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(spectrum)
+    spectrum.add_argument("--batch-sizes", type=_list_of(_positive_int), default=[32, 64, 128, 256, 512, 1024],
+                          metavar="B,B,..", help="batch sizes (default: 32,64,128,256,512,1024)")
+    spectrum.add_argument("--k", type=_list_of(_positive_int), default=[1, 2, 4, 8, 16, 32], metavar="K,K,..",
+                          help="top-k sizes for the projection cosines (default: 1,2,4,8,16,32)")
+    spectrum.add_argument("--train-steps", type=_non_negative_int, default=0, metavar="N",
+                          help="train N SGD steps first (default: 0, the spectrum at initialisation)")
+    spectrum.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate of --train-steps (0.1)")
+    spectrum.add_argument("--seed", type=_non_negative_int, default=0, help="weights, data split, batch (0)")
+    spectrum.add_argument("--center", action="store_true", help="PCA of centred gradients (default: uncentred)")
+    spectrum.add_argument("--chunk-size", type=_positive_int, metavar="N",
+                          help="examples vectorised at once (default: all; lower it to bound memory)")
+    spectrum.set_defaults(run=run_spectrum)
+
+    train = commands.add_parser("train", help="SGD vs momentum vs pca-sgd under label noise",
+                                description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(train)
+    train.add_argument("--optimizer", type=_list_of(_choices(list(OPTIMIZERS))), default=list(OPTIMIZERS),
+                       metavar="NAMES", help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: all)")
+    train.add_argument("--label-noise", type=_list_of(_unit_interval(False, False)), default=[0.0, 0.2, 0.5],
+                       metavar="P,P,..", help="shares of training labels made wrong (default: 0,0.2,0.5)")
+    train.add_argument("--seed", type=_list_of(_non_negative_int), default=[0], metavar="S,S,..",
+                       help="seeds (default: 0)")
+    train.add_argument("--k", type=_positive_int, default=16, help="top directions per layer (default: 16)")
+    train.add_argument("--subspace", choices=list(SUBSPACES), default="stream",
+                       help="stream: Frequent Directions over all batches (default); batch: this batch only")
+    train.add_argument("--sketch", type=_positive_int, metavar="L", help="Frequent Directions rows (default: 2k)")
+    train.add_argument("--decay", type=_unit_interval(True, False), default=0.9,
+                       help="per-step forgetting of the sketch, in (0, 1] (default: 0.9)")
+    train.add_argument("--steps", type=_positive_int, default=600, help="SGD steps per run (default: 600)")
+    train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
+    train.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate, all optimizers (0.1)")
+    train.add_argument("--momentum", type=_unit_interval(False, True), default=0.9, help="momentum mu (0.9)")
+    train.add_argument("--eval-every", type=_positive_int, default=25, help="steps between evaluations (25)")
+    train.set_defaults(run=run_train)
+
+
+def _load(args: argparse.Namespace, seed: int):
+    from sipgrad.analysis.models import small_model
+    from sipgrad.datasets import load_dataset
+
+    data = load_dataset(args.data, seed=seed)
+    return data, small_model(args.model, data.image_shape, data.classes, seed=seed)
+
+
+@guarded
+def run_spectrum(args: argparse.Namespace) -> int:
+    from sipgrad.analysis.example_spectrum import spectra_over_batch_sizes, spectrum_rows
+    from sipgrad.analysis.gradient_plots import save_spectrum_figure
+    from sipgrad.analysis.projected_training import TrainConfig, train
+    from sipgrad.io.atomic import atomic_write
+
+    data, model = _load(args, args.seed)
+    params = None
+    if args.train_steps:
+        with progress_bar(args.train_steps, "training first") as bar:
+            bar.unit = "step"
+            params = train(model, data, TrainConfig(optimizer="sgd", lr=args.lr, steps=args.train_steps,
+                                                    seed=args.seed, eval_every=args.train_steps),
+                           args.model, progress=bar.update).params
+    spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
+                                       tuple(args.k), params, seed=args.seed, center=args.center,
+                                       chunk_size=args.chunk_size)
+    rows = spectrum_rows(spectra)
+    out = Path(args.out)
+    document = {"command": "spectrum", "model": args.model, "data": data.name, "train steps": args.train_steps,
+                "seed": args.seed, "center": args.center, "rows": rows}
+    with atomic_write(out / "spectrum.json") as tmp:
+        tmp.write_text(json.dumps(document, indent=2))
+    save_spectrum_figure(out / "spectrum.png", rows)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"per-example gradient spectrum: {args.model} on {data.name}, {args.train_steps} training steps")
+    print("cos(g, P_k g): the batch-mean gradient's cosine with its projection on the top-k directions")
+    ks = list(rows[0]["cosine"])
+    width = max(len("layer"), *(len(r["layer"]) for r in rows))
+    print(f"{'layer'.ljust(width)}  {'P':>6}  {'B':>5}  {'eff.rank':>8}  " + "  ".join(f"k={k:<4}" for k in ks))
+    for row in rows:
+        print(f"{row['layer'].ljust(width)}  {row['parameters']:6d}  {row['batch size']:5d}  "
+              f"{row['effective rank']:8.1f}  " + "  ".join(f"{row['cosine'][k]:.3f} " for k in ks))
+    print(f"wrote {out / 'spectrum.json'} and {out / 'spectrum.png'}")
+    return 0
+
+
+@guarded
+def run_train(args: argparse.Namespace) -> int:
+    from sipgrad.analysis.gradient_plots import save_accuracy_figure, save_momentum_figure
+    from sipgrad.analysis.projected_training import TrainConfig, summarize_runs, train
+    from sipgrad.errors import SipgradError
+    from sipgrad.io.atomic import atomic_write
+
+    configs = [TrainConfig(optimizer=optimizer, lr=args.lr, momentum=args.momentum, k=args.k,
+                           sketch_size=args.sketch, decay=args.decay, subspace=args.subspace, label_noise=noise,
+                           steps=args.steps, batch_size=args.batch_size, seed=seed, eval_every=args.eval_every)
+               for seed in args.seed for noise in args.label_noise for optimizer in args.optimizer]
+    out = Path(args.out)
+    runs: list[dict] = []
+    interrupted = False
+
+    def write() -> dict:
+        document = {"command": "train", "model": args.model, "data": args.data, "runs": runs,
+                    "summary": summarize_runs(runs)}
+        with atomic_write(out / "train.json") as tmp:
+            tmp.write_text(json.dumps(document, indent=2))
+        return document
+
+    with progress_bar(len(configs) * args.steps, "training") as bar:
+        bar.unit = "step"
+        try:
+            for config in configs:
+                data, model = _load(args, config.seed)
+                runs.append(train(model, data, config, args.model, progress=bar.update).to_dict())
+                write()
+        except KeyboardInterrupt:
+            interrupted = True
+    if not runs:
+        raise SipgradError("interrupted before the first run finished")
+    document = write()
+    save_accuracy_figure(out / "accuracy.png", runs)
+    save_momentum_figure(out / "momentum.png", runs)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    else:
+        _print_summary(document["summary"], out)
+    if interrupted:
+        print(f"sipgrad: interrupted; wrote the {len(runs)} run(s) finished of {len(configs)}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_summary(rows: list[dict], out: Path) -> None:
+    print("test accuracy (mean over seeds; final, best), memorised noise, and the top-k probe (means over training)")
+    columns = ["label noise", "optimizer", "seeds", "final test accuracy", "best test accuracy", "noise fit",
+               "cos(g, Pg)", "cos(v, Pg)", "cos(v, g)", "|Pv|/|v|"]
+    print("  ".join(columns))
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append(("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+                         .rjust(len(column)))
+        print("  ".join(cells))
+    print(f"wrote {out / 'train.json'} and {out / 'accuracy.png'}")

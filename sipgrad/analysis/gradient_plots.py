@@ -1,0 +1,122 @@
+"""Figures of the gradient-structure experiments, drawn from their JSON-ready results.
+
+Both take plain dicts (what ``sipgrad gradients ... --json`` prints and ``*.json`` holds), so
+a figure can be redrawn from a saved file without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from sipgrad.io.atomic import atomic_write
+from sipgrad.render.figure import pyplot
+
+_FONT = 11
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_write(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+
+
+def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
+    """Three panels: effective rank vs batch size (one line per layer); cos(g, P_k g) vs k for the
+    whole model (one line per batch size); and the cumulative explained energy of the largest batch."""
+    plt = pyplot()
+    fig, (rank_ax, cos_ax, energy_ax) = plt.subplots(1, 3, figsize=(15, 4.4))
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    sizes = sorted({r["batch size"] for r in rows})
+    for layer in layers:
+        mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["batch size"])
+        rank_ax.plot([r["batch size"] for r in mine], [r["effective rank"] for r in mine], marker="o",
+                     label=f"layer {layer}" if layer != "all" else "whole model")
+    rank_ax.set(xscale="log", xlabel="batch size B", ylabel="effective rank",
+                title="effective rank of the B x P gradients")
+    for size in sizes:
+        row = next(r for r in rows if r["layer"] == "all" and r["batch size"] == size)
+        ks = [int(k) for k in row["cosine"]]
+        cos_ax.plot(ks, list(row["cosine"].values()), marker="o", label=f"B = {size}")
+    cos_ax.set(xscale="log", xlabel="k (top directions kept)", ylabel="cos(g, P_k g)", ylim=(0, 1.02),
+               title="batch-mean gradient inside the top-k (whole model)")
+    largest = sizes[-1]
+    for layer in layers:
+        row = next(r for r in rows if r["layer"] == layer and r["batch size"] == largest)
+        explained = np.cumsum(row["explained"])
+        energy_ax.plot(np.arange(1, len(explained) + 1), explained,
+                       label=f"layer {layer}" if layer != "all" else "whole model")
+    energy_ax.set(xscale="log", xlabel="number of directions", ylabel="share of gradient energy", ylim=(0, 1.02),
+                  title=f"cumulative energy, B = {largest}")
+    for ax in (rank_ax, cos_ax, energy_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=_FONT - 1)
+        ax.title.set_fontsize(_FONT)
+        ax.xaxis.label.set_fontsize(_FONT)
+        ax.yaxis.label.set_fontsize(_FONT)
+        ax.tick_params(labelsize=_FONT - 1)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _by_noise(runs: Sequence[dict]) -> list[float]:
+    return sorted({run["config"]["label_noise"] for run in runs})
+
+
+def save_accuracy_figure(path: str | os.PathLike, runs: Sequence[dict]) -> None:
+    """Test accuracy vs step, one panel per label-noise share, one line per optimizer (mean over
+    seeds; the band spans the seeds' minimum to maximum)."""
+    plt = pyplot()
+    levels = _by_noise(runs)
+    fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.2), squeeze=False, sharey=True)
+    for ax, noise in zip(axes[0], levels):
+        optimizers = list(dict.fromkeys(r["config"]["optimizer"] for r in runs if r["config"]["label_noise"] == noise))
+        for optimizer in optimizers:
+            members = [r for r in runs if r["config"]["label_noise"] == noise and r["config"]["optimizer"] == optimizer]
+            length = min(len(m["test_accuracy"]) for m in members)
+            steps = members[0]["steps"][:length]
+            curves = np.array([m["test_accuracy"][:length] for m in members])
+            line, = ax.plot(steps, curves.mean(axis=0), label=f"{optimizer} ({len(members)} seeds)")
+            if len(members) > 1:
+                ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{noise:.0%} of training labels wrong", fontsize=_FONT)
+        ax.set_xlabel("step", fontsize=_FONT)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=_FONT - 1)
+        ax.tick_params(labelsize=_FONT - 1)
+    axes[0, 0].set_ylabel("test accuracy", fontsize=_FONT)
+    _save(fig, path)
+    plt.close(fig)
+
+
+MOMENTUM_MEASURES = ("cos(v, Pg)", "cos(v, g)", "cos(g, Pg)", "|Pv|/|v|")
+
+
+def save_momentum_figure(path: str | os.PathLike, runs: Sequence[dict]) -> bool:
+    """For the momentum runs: the probe's cosines vs step (mean over seeds), one panel per noise
+    share. Returns False (and writes nothing) when there is no momentum run."""
+    momentum = [r for r in runs if "cos(v, Pg)" in r["probe"]]
+    if not momentum:
+        return False
+    plt = pyplot()
+    levels = _by_noise(momentum)
+    fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.2), squeeze=False, sharey=True)
+    for ax, noise in zip(axes[0], levels):
+        members = [r for r in momentum if r["config"]["label_noise"] == noise]
+        length = min(len(m["steps"]) for m in members)
+        steps = members[0]["steps"][:length]
+        for measure in MOMENTUM_MEASURES:
+            curve = np.nanmean(np.array([m["probe"][measure][:length] for m in members]), axis=0)
+            ax.plot(steps, curve, label=measure)
+        ax.set_title(f"momentum, {noise:.0%} labels wrong (k = {members[0]['config']['k']})", fontsize=_FONT)
+        ax.set_xlabel("step", fontsize=_FONT)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=_FONT - 1)
+        ax.tick_params(labelsize=_FONT - 1)
+    axes[0, 0].set_ylabel("cosine / norm ratio (window mean)", fontsize=_FONT)
+    _save(fig, path)
+    plt.close(fig)
+    return True
