@@ -13,7 +13,6 @@ layers below it, and so what the saliency map is made of.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,11 +21,12 @@ import torch
 from torch import nn
 
 from sipgrad.analysis.spectrum import GradientSpectrum, gradient_spectrum
-from sipgrad.attribution.explain import TargetSpec, evaluation_mode, resolve_targets
+from sipgrad.attribution.engine import AttributionEngine
+from sipgrad.attribution.explain import TargetSpec, resolve_targets
 from sipgrad.attribution.inputs import prepare_batch
 from sipgrad.errors import SipgradError
-from sipgrad.hooks.core import ForwardRecord, GradientHook, HookedModel
-from sipgrad.hooks.sip import SIP, SIPConfig, resolve_layers
+from sipgrad.hooks.core import ForwardRecord, GradientHook
+from sipgrad.hooks.sip import SIPConfig, resolve_layers
 from sipgrad.io.atomic import atomic_write
 from sipgrad.models.registry import Classifier
 
@@ -80,37 +80,30 @@ def analysis_layers(model: Classifier | nn.Module, layers: tuple[str, ...] | str
     return resolve_layers(classifier.module, classifier.sip_layers, layers or None, layer_ratio)
 
 
-def _record_batch(classifier: Classifier, inputs: torch.Tensor, targets: torch.Tensor, layers: tuple[str, ...],
-                  sip_config: SIPConfig | None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    module = classifier.module
-    inputs = inputs.to(classifier.device).requires_grad_(True)
-    targets = targets.to(classifier.device)
+def _record_batch(engine: AttributionEngine, inputs: torch.Tensor, targets: torch.Tensor, layers: tuple[str, ...],
+                  indices: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Run the engine's plain gradient with a recorder on ``layers``.
+
+    The recorder is an engine *observer*: attached after SIP, so it sees the filtered
+    gradient, the one each layer passes on. Gradients are taken w.r.t. the input only, so
+    parameters' ``.grad`` stay untouched.
+    """
     recorder = GradientRecorder()
-    with contextlib.ExitStack() as stack:
-        # SIP enters first, so its gradient hook runs before the recorder's: the recorder sees
-        # the filtered gradient, the one the layer passes on.
-        sip = stack.enter_context(SIP(classifier, sip_config)) if sip_config is not None else None
-        stack.enter_context(HookedModel(module, {name: recorder for name in layers}))
-        if sip is not None:
-            sip.set_targets(targets)
-        logits = module(inputs)
-        chosen = torch.where(targets < 0, logits.detach().argmax(dim=1), targets)
-        # Gradient w.r.t. the input only: the hooks fire on the way, parameters' .grad stay untouched.
-        torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), inputs)
+    result = engine(inputs, targets, indices=indices, observers={name: recorder for name in layers})
     missing = [name for name in layers if name not in recorder.gradients]
     if missing:
         raise SipgradError(f"no gradient reached layer {missing[0]!r}: is it on the path from input to logits?")
-    return {name: recorder.gradients[name] for name in layers}, chosen, logits.detach()
+    return {name: recorder.gradients[name] for name in layers}, result.targets, result.logits
 
 
 def _setup(model, images, target, layers, layer_ratio, sip, crop):
-    """What every analysis needs: the classifier, layers, SIP config, prepared batch and targets."""
+    """What every analysis needs: the classifier, layers, the engine, prepared batch and targets."""
     classifier = _as_classifier(model)
     chosen_layers = analysis_layers(classifier, layers, layer_ratio)
-    sip_config = SIPConfig.parse(sip)
+    engine = AttributionEngine(classifier, "grad", sip)
     prepared = prepare_batch(images, classifier.preprocessing, crop)
     targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
-    return classifier, chosen_layers, sip_config, prepared, targets
+    return classifier, chosen_layers, engine, prepared, targets
 
 
 def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetSpec = None,
@@ -125,12 +118,10 @@ def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetS
         layers: layer names (default: the model's SIP layers); or ``layer_ratio``.
         sip: record under SIP (``"topq:0.25"``, a ``SIPConfig``); ``None``: plain gradients.
     """
-    classifier, chosen_layers, sip_config, prepared, targets = _setup(model, images, target, layers, layer_ratio,
-                                                                      sip, crop)
-    with evaluation_mode(classifier.module):
-        gradients, chosen, logits = _record_batch(classifier, prepared.inputs, targets, chosen_layers, sip_config)
+    _, chosen_layers, engine, prepared, targets = _setup(model, images, target, layers, layer_ratio, sip, crop)
+    gradients, chosen, logits = _record_batch(engine, prepared.inputs, targets, chosen_layers)
     return RecordedGradients({name: grad.cpu() for name, grad in gradients.items()}, chosen.cpu(), logits.cpu(),
-                             chosen_layers, sip_config.label if sip_config else None)
+                             chosen_layers, engine.sip_label)
 
 
 @dataclass
@@ -224,26 +215,23 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
     kept, not the full gradients. Arguments as for ``record_gradients``; ``center=False``
     analyses the raw gradient matrix instead of its PCA.
     """
-    if batch_size < 1:
-        raise SipgradError("batch size must be at least 1")
-    classifier, chosen_layers, sip_config, prepared, all_targets = _setup(model, images, target, layers, layer_ratio,
-                                                                          sip, crop)
-    label = sip_config.label if sip_config else None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SipgradError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    _, chosen_layers, engine, prepared, all_targets = _setup(model, images, target, layers, layer_ratio, sip, crop)
     parts = []
-    with evaluation_mode(classifier.module):
-        for start in range(0, prepared.inputs.shape[0], batch_size):
-            chunk = slice(start, start + batch_size)
-            gradients, chosen, _ = _record_batch(classifier, prepared.inputs[chunk], all_targets[chunk],
-                                                 chosen_layers, sip_config)
-            spectra, vectors = {}, {}
-            for name, grad in gradients.items():  # SVDs on the model's device; only results go to the CPU
-                spectrum = gradient_spectrum(grad, components, center)
-                spectra[name] = GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS))
-                vectors[name] = grad.mean(dim=(2, 3)).cpu()
-            parts.append(GradientAnalysis(spectra, vectors, chosen.cpu(), prepared.names[chunk], chosen_layers, label,
-                                          prepared.images[chunk]))
-            if progress is not None:
-                progress(chosen.shape[0])
+    for start in range(0, prepared.inputs.shape[0], batch_size):
+        rows = torch.arange(start, min(start + batch_size, prepared.inputs.shape[0]))
+        gradients, chosen, _ = _record_batch(engine, prepared.inputs[rows], all_targets[rows], chosen_layers, rows)
+        spectra, vectors = {}, {}
+        for name, grad in gradients.items():  # SVDs on the model's device; only results go to the CPU
+            spectrum = gradient_spectrum(grad, components, center)
+            spectra[name] = GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS))
+            vectors[name] = grad.mean(dim=(2, 3)).cpu()
+        chunk = slice(start, start + len(rows))
+        parts.append(GradientAnalysis(spectra, vectors, chosen.cpu(), prepared.names[chunk], chosen_layers,
+                                      engine.sip_label, prepared.images[chunk]))
+        if progress is not None:
+            progress(len(rows))
     return concat_analyses(parts)
 
 

@@ -26,6 +26,7 @@ from sipgrad.calibration.welch import shapiro_pvalues, welch_greater_pvalues
 from sipgrad.errors import ImageLoadError
 from sipgrad.io.atomic import atomic_write
 from sipgrad.io.images import load_image
+from sipgrad.models.inference import evaluation_mode
 from sipgrad.models.registry import Classifier
 
 RESERVOIR_SIZE = 5000
@@ -157,7 +158,8 @@ def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: st
         done, skipped, accumulators = 0, 0, {}
     batches = 0
     try:
-        with torch.inference_mode(), capture_gap(module, layers) as captured:
+        # Eval mode for the pass: BatchNorm's running statistics (and so the model) must not change.
+        with torch.inference_mode(), evaluation_mode(module), capture_gap(module, layers) as captured:
             while done < len(items):
                 chunk = items[done:done + batch_size]
                 tensors, labels, indices = [], [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -9,13 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sipgrad.attribution.explain import evaluation_mode, explain
-from sipgrad.attribution.methods import METHODS
+from sipgrad.attribution.engine import AttributionEngine
+from sipgrad.attribution.methods import MethodOptions, get_method
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation import metrics
 from sipgrad.evaluation.cases import Case, boxes_to_input, pad_boxes
 from sipgrad.evaluation.predictor import PerturbationPredictor
 from sipgrad.hooks.sip import SIPConfig
+from sipgrad.models.inference import evaluation_mode
 from sipgrad.models.registry import Classifier
 
 PERTURBATION_METRICS = ("deletion_auc", "deletion_aopc", "deletion_lerf_auc", "insertion_auc", "insertion_lerf_auc")
@@ -36,7 +38,8 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What to compute; ``describe()`` is what a resumed run must agree with."""
+    """What to compute, validated and parsed once on construction; ``describe()`` is what a
+    resumed run must agree with."""
 
     methods: tuple[str, ...] = ("grad",)
     sips: tuple[str, ...] = ("none",)
@@ -47,22 +50,51 @@ class EvalSettings:
     method_options: dict = field(default_factory=dict)
     compile: bool = False  # torch.compile the perturbation passes; changes speed only, so not in describe()
 
-    def configs(self) -> list[EvalConfig]:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise SipgradError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "sips", tuple(self.sips))
+        for method in self.methods:
+            get_method(method)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise SipgradError(f"steps must be a whole number >= 0, got {self.steps!r}")
+        if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise SipgradError(f"tolerance must be a finite number >= 0, got {self.tolerance!r}")
+        object.__setattr__(self, "_options", MethodOptions(**self.method_options))
         sips = [SIPConfig.parse(spec, **self.sip_options) for spec in self.sips]
-        configs = [EvalConfig(method, sip) for method in self.methods for sip in sips]
+        configs = tuple(EvalConfig(method, sip) for method in self.methods for sip in sips)
         keys = [c.key for c in configs]
         if len(set(keys)) != len(keys):
             raise SipgradError("the same method and SIP config is listed twice")
-        return configs
+        object.__setattr__(self, "_configs", configs)
+
+    @property
+    def options(self) -> MethodOptions:
+        """The methods' settings, parsed once."""
+        return self._options  # type: ignore[attr-defined]
+
+    def configs(self) -> list[EvalConfig]:
+        return list(self._configs)  # type: ignore[attr-defined]
 
     def describe(self) -> dict[str, Any]:
         options = {k: str(v) for k, v in self.sip_options.items() if v is not None}
         return {"configs": [c.key for c in self.configs()], "sip_options": options, "tolerance": self.tolerance,
                 "steps": self.steps, "crop": self.crop,
                 "method_options": {k: v for k, v in sorted(self.method_options.items()) if v is not None}}
+
+
+@dataclass
+class PreparedCases:
+    """A batch of cases loaded and preprocessed once, shared by every config.
+
+    ``cases`` are the readable ones (in order); ``failed`` maps the unreadable ones' ids to
+    their one-line error.
+    """
+
+    cases: list[Case]
+    inputs: torch.Tensor
+    boxes: torch.Tensor
+    valid: torch.Tensor
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -74,60 +106,88 @@ class Evaluator:
         self.classifier = classifier
         self.settings = settings
         self.configs = settings.configs()
+        # One engine per config, built once: SIP statistics loaded and layers checked once per run.
+        self.engines = {config.key: AttributionEngine(classifier, config.method, config.sip, settings.options)
+                        for config in self.configs}
         self._predictor_cache: PerturbationPredictor | None = None
 
-    def prepare(self, cases: list[Case]) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
+    def prepare(self, cases: list[Case]) -> PreparedCases:
+        """Load and preprocess each case once; unreadable images are set aside with their error."""
         pre = self.classifier.preprocessing
-        tensors, geometries = [], []
+        tensors, geometries, readable, failed = [], [], [], {}
         for case in cases:
-            tensor, geometry = pre.prepare(case.load(), crop=self.settings.crop)
+            try:
+                tensor, geometry = pre.prepare(case.load(), crop=self.settings.crop)
+            except SipgradError as error:
+                failed[case.case_id] = str(error)
+                continue
             tensors.append(tensor)
             geometries.append(geometry)
-        boxes, valid = pad_boxes([boxes_to_input(case.boxes, g) for case, g in zip(cases, geometries)])
-        return torch.stack(tensors), geometries, boxes, valid
+            readable.append(case)
+        if not readable:
+            empty = torch.zeros(0)
+            return PreparedCases([], empty, empty, empty, failed)
+        boxes, valid = pad_boxes([boxes_to_input(case.boxes, g) for case, g in zip(readable, geometries)])
+        return PreparedCases(readable, torch.stack(tensors), boxes, valid, failed)
 
-    def explain(self, inputs: torch.Tensor, targets: torch.Tensor, config: EvalConfig):
-        """The ``Explanation`` of prepared ``inputs`` for ``targets`` under ``config``."""
-        return explain(self.classifier, inputs, target=targets, method=config.method, sip=config.sip,
-                       batch_size=inputs.shape[0], **self.settings.method_options)
+    def maps(self, inputs: torch.Tensor, targets: torch.Tensor, config: EvalConfig) -> torch.Tensor:
+        """Saliency maps (B x H x W, input resolution) of prepared ``inputs`` under ``config``."""
+        return self.engines[config.key](inputs, targets).maps()
 
-    def evaluate(self, cases: list[Case], configs: list[EvalConfig] | None = None,
-                 keep_maps: bool = False) -> list[dict[str, Any]]:
-        """Records (one per case and config) for a batch of cases."""
-        inputs, _, boxes, valid = self.prepare(cases)
+    def evaluate(self, cases: list[Case] | PreparedCases, configs: list[EvalConfig] | None = None,
+                 keep_maps: bool = False, skip: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        """Records (one per case and config) for a batch of cases, each image prepared once.
+
+        ``skip`` holds (case id, config key) pairs already done. An unreadable image gives,
+        per config, a record with its ``error`` instead of scores.
+        """
+        prepared = cases if isinstance(cases, PreparedCases) else self.prepare(cases)
+        skip = skip or set()
+        configs = configs or self.configs
+        records = [{"case": case_id, "config": config.key, "method": config.method,
+                    "sip": config.sip.label if config.sip else "none", "error": error}
+                   for case_id, error in prepared.failed.items() for config in configs
+                   if (case_id, config.key) not in skip]
+        if not prepared.cases:
+            return records
         device = self.classifier.device
-        inputs, boxes, valid = inputs.to(device), boxes.to(device), valid.to(device)
-        targets = torch.tensor([case.target for case in cases], device=device)
+        inputs, boxes, valid = prepared.inputs.to(device), prepared.boxes.to(device), prepared.valid.to(device)
+        targets = torch.tensor([case.target for case in prepared.cases], device=device)
         height, width = inputs.shape[-2:]
         mask = metrics.box_mask(boxes, valid, height, width)
         box_fraction = mask.float().mean(dim=(1, 2))
         centre = metrics.centre_baseline(boxes, valid, height, width, self.settings.tolerance)
-        records = []
-        for config in configs or self.configs:
+        for config in configs:
+            rows = [i for i, case in enumerate(prepared.cases) if (case.case_id, config.key) not in skip]
+            if not rows:
+                continue
+            index = torch.tensor(rows, device=device)
             began = time.perf_counter()
-            result = self.explain(inputs, targets, config)
-            maps = result.input_saliency.to(device)
-            scores = {"pointing": metrics.pointing_game(maps, boxes, valid, self.settings.tolerance).float(),
-                      "centre": centre.float(), "energy": metrics.energy_pointing_game(maps, mask)}
-            scores["mu_in"], scores["mu_in_w"] = metrics.mu_in(maps, mask)
+            result = self.engines[config.key](inputs[index], targets[index])
+            maps = result.maps().to(device)
+            sub_boxes, sub_valid, sub_mask = boxes[index], valid[index], mask[index]
+            scores = {"pointing": metrics.pointing_game(maps, sub_boxes, sub_valid, self.settings.tolerance).float(),
+                      "centre": centre[index].float(), "energy": metrics.energy_pointing_game(maps, sub_mask)}
+            scores["mu_in"], scores["mu_in_w"] = metrics.mu_in(maps, sub_mask)
             if self.settings.steps > 0:
-                scores.update(self._perturbation_scores(inputs, maps, targets))
-            seconds = (time.perf_counter() - began) / len(cases)
+                scores.update(self._perturbation_scores(inputs[index], maps, targets[index]))
+            seconds = (time.perf_counter() - began) / len(rows)
             columns = {name: value.detach().cpu().tolist() for name, value in scores.items()}
-            for i, case in enumerate(cases):
+            probabilities = result.logits.float().softmax(dim=1).cpu()
+            for j, i in enumerate(rows):
+                case = prepared.cases[i]
                 record = {"case": case.case_id, "image": str(case.image) if case.image else case.case_id,
                           "target": case.target, "target_name": self.classifier.classes[case.target],
                           "config": config.key, "method": config.method,
                           "sip": config.sip.label if config.sip else "none",
-                          "prob": float(result.probabilities[i, case.target]),
-                          "predicted": int(result.probabilities[i].argmax()),
+                          "prob": float(probabilities[j, case.target]),
+                          "predicted": int(probabilities[j].argmax()),
                           "box_fraction": float(box_fraction[i]), "seconds": seconds,
-                          **{name: float(values[i]) for name, values in columns.items()}}
+                          **{name: float(values[j]) for name, values in columns.items()}}
                 if keep_maps:
-                    record["_map"] = maps[i].cpu().numpy().astype(np.float32)
+                    record["_map"] = maps[j].cpu().numpy().astype(np.float32)
                 records.append(record)
         return records
-
     def _predictor(self, example: torch.Tensor) -> PerturbationPredictor:
         """The forward-only model of the perturbation passes (BatchNorm folded, chunked), made once."""
         if self._predictor_cache is None:

@@ -45,14 +45,17 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
-    return {(r["case"], r["config"]) for r in records}
+    """(case, config) pairs with scores; failed ones (an ``error`` record) are tried again."""
+    return {(r["case"], r["config"]) for r in records if "error" not in r}
 
 
 def deduplicated(records: Iterable[dict[str, Any]], case_order: dict[str, int],
                  config_order: dict[str, int]) -> list[dict[str, Any]]:
-    """One record per (case, config), in data set order then config order."""
-    unique = {}
+    """One record per (case, config), a scored one before a failure, in data set order then config order."""
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
-        unique.setdefault((record["case"], record["config"]), record)
+        key = (record["case"], record["config"])
+        if key not in unique or ("error" in unique[key] and "error" not in record):
+            unique[key] = record  # a scored record replaces an earlier failure
     return sorted(unique.values(), key=lambda r: (case_order.get(r["case"], 1 << 30),
                                                   config_order.get(r["config"], 1 << 30)))

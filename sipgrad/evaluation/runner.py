@@ -10,6 +10,7 @@ mixing results of different settings in one folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -63,12 +64,27 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, shapes, bytes): which weights made the records."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        array = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}{tuple(array.shape)}{array.dtype}".encode())
+        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
 def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) -> None:
+    """Refuse to mix records of different settings or models in one folder, naming what changed."""
     path = out / "run.json"
     if path.is_file():
         previous = json.loads(path.read_text())
-        if previous != identity:
-            raise SipgradError(f"{out} holds results of other settings (see run.json); use another --out")
+        changed = [key for key in identity if key in previous and previous[key] != identity[key]]
+        if changed:
+            key = changed[0]
+            what = "the model weights" if key == "weights" else f"the {key!r} setting"
+            raise SipgradError(f"{out} holds results made with other settings: {what} differs "
+                               f"({previous[key]!r} there, {identity[key]!r} now); use another output folder")
     elif rank == 0:
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps(identity, indent=2))
@@ -82,13 +98,18 @@ def record_files(out: Path) -> list[Path]:
 def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, out: str | os.PathLike, *,
              dataset: str, batch_size: int = 8, limit: int | None = None, save_maps: bool = False,
              progress: Callable[[int], None] | None = None) -> list[dict[str, Any]] | None:
-    """Evaluate ``cases``; returns all records (ordered) on process 0, ``None`` on the others."""
+    """Evaluate ``cases``; returns all records (ordered) on process 0, ``None`` on the others.
+
+    An image that cannot be read gives, per config, a record with an ``error`` key and no
+    scores; every other case is still evaluated, and a later run retries it.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed_context(classifier.device)
     cases = cases[:limit] if limit else cases
     evaluator = Evaluator(classifier, settings)
-    identity = {"model": classifier.name, "dataset": dataset, **evaluator.settings.describe()}
+    identity = {"model": classifier.name, "weights": weights_fingerprint(classifier.module), "dataset": dataset,
+                **evaluator.settings.describe()}
     _check_run_file(out, identity, rank, world)
     done = done_keys(read_records(record_files(out)))
     mine = cases[rank::world]
@@ -99,13 +120,10 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
         progress(len(mine) - len(pending))
     for start in range(0, len(pending), batch_size):
         batch = pending[start:start + batch_size]
-        records = []
-        for config in evaluator.configs:
-            todo = [case for case in batch if (case.case_id, config.key) not in done]
-            if todo:
-                records.extend(evaluator.evaluate(todo, [config], keep_maps=save_maps))
+        # Each image is loaded and preprocessed once here, then shared by every config.
+        records = evaluator.evaluate(evaluator.prepare(batch), keep_maps=save_maps, skip=done)
         if save_maps:
-            _save_maps(out, records)
+            _save_maps(out, [r for r in records if "_map" in r])
         append_records(target, records)
         if progress:
             progress(len(batch))

@@ -9,13 +9,14 @@ registered before an in-place op still sees the gradient w.r.t. the original out
 
 The design follows zennit's Hook/Composite split: a ``GradientHook`` says what to do
 with one layer's gradient; ``HookedModel`` attaches a set of them to named modules,
-tracks the explained targets of each forward pass, and removes everything on exit,
+reads each forward pass's explained targets from the gradient at its logits, and removes everything on exit,
 also when the body raises. The user's model is never modified.
 """
 
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -29,9 +30,15 @@ from sipgrad.errors import SipgradError
 class ForwardRecord:
     """What hooks know about one forward pass of the root model.
 
-    ``targets`` (shape (B,)) are the classes being explained: given explicitly through
-    ``HookedModel.set_targets``, or the argmax of the logits once the pass finishes.
-    Hooks read it at backward time, when it is always filled.
+    ``targets`` (shape (B,)) are the classes being explained, one per row of that pass.
+    They are read at backward time from the gradient arriving at the model's logits,
+    which autograd computes before any internal layer's gradient: the class with the
+    largest |dL/dlogit| in each row. For every captum gradient method (and any loss made
+    of one logit per row) that gradient is one-hot at the explained class, so each row's
+    target is known exactly, whatever way the method expanded, reordered or split the
+    batch (IG's internal batches, NoiseTunnel's samples): nothing is guessed and no
+    per-run state is copied around. ``None`` until the logits' gradient has arrived, or
+    when the model's output is not a B x K tensor.
     """
 
     targets: torch.Tensor | None = None
@@ -49,11 +56,15 @@ class GradientHook(abc.ABC):
         """Return a replacement gradient, or ``None`` to leave it unchanged."""
 
 
+def targets_from_logit_gradient(grad: torch.Tensor) -> torch.Tensor:
+    """Each row's explained class: where |dL/dlogit| is largest (exact for one-hot gradients)."""
+    return grad.detach().abs().argmax(dim=1)
+
+
 class HookedModel:
     """Context manager that attaches ``GradientHook``s to named modules of ``model``.
 
-    >>> with HookedModel(model, {"layer4.1.conv2": hook}) as hooked:
-    ...     hooked.set_targets(torch.tensor([285]))
+    >>> with HookedModel(model, {"layer4.1.conv2": hook}):
     ...     model(x)[0, 285].backward()
     """
 
@@ -66,42 +77,29 @@ class HookedModel:
         self.hooks = dict(hooks)
         self._modules = {name: modules[name] for name in hooks}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._pending_targets: torch.Tensor | None = None
         self._record: ForwardRecord | None = None
         self._active = False
 
-    # -- targets -------------------------------------------------------------------------
     def set_targets(self, targets: torch.Tensor | None) -> None:
-        """Explain ``targets`` (shape (B,)) in the following forward passes; ``None`` or a
-        negative entry: the predicted class (argmax of that pass's logits).
-
-        When a forward batch is a whole multiple of ``len(targets)`` the targets are tiled,
-        matching how captum expands inputs for SmoothGrad and Integrated Gradients.
-        """
-        self._pending_targets = None if targets is None else torch.as_tensor(targets).reshape(-1)
-
-    def _explicit_targets(self, batch: int, device: torch.device) -> torch.Tensor | None:
-        targets = self._pending_targets
-        if targets is None:
-            return None
-        if batch % targets.numel() != 0:
-            raise SipgradError(f"{targets.numel()} targets set for a forward batch of {batch}")
-        return targets.to(device).repeat(batch // targets.numel())
+        """Deprecated and ignored: each row's target is now read from the gradient at the logits."""
+        warnings.warn("set_targets() is no longer needed and is ignored: SIP reads each row's explained class "
+                      "from the gradient at the model's logits (pass target= to captum as usual)",
+                      DeprecationWarning, stacklevel=2)
 
     # -- hook plumbing -------------------------------------------------------------------
     def _root_pre_hook(self, module: nn.Module, args: tuple) -> None:
-        first = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        targets = None if first is None else self._explicit_targets(first.shape[0], first.device)
-        self._record = ForwardRecord(targets)
+        self._record = ForwardRecord()
 
     def _root_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         record = self._record
-        if record is None or not (isinstance(output, torch.Tensor) and output.dim() == 2):
+        if record is None or not (isinstance(output, torch.Tensor) and output.dim() == 2 and output.requires_grad):
             return
-        predicted = output.detach().argmax(dim=1)
-        # A negative explicit target means "the predicted class"; torch.where avoids a host sync.
-        record.targets = predicted if record.targets is None else torch.where(record.targets < 0, predicted,
-                                                                                record.targets)
+
+        def logits_hook(grad: torch.Tensor) -> None:
+            if self._active:
+                record.targets = targets_from_logit_gradient(grad)
+
+        output.register_hook(logits_hook)
 
     def _make_forward_hook(self, name: str):
         hook = self.hooks[name]

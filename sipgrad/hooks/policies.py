@@ -1,8 +1,15 @@
-"""Channel policies: which channels of a hooked layer SIP keeps for each sample.
+"""Gradient filters of SIP, and the one registry that names them.
 
-A policy returns a boolean mask (B x C) from the layer's activation A (the conv output),
-its gradient G and the explained targets. Statistical policies (``cls``, ``ins``) need
-calibration statistics (``sipgrad calibrate``); the data-free ones need nothing.
+A *filter* sees, at one hooked conv layer, the activation A (the conv output), the
+gradient G arriving there and each row's explained class, and returns the gradient to
+pass on. Most filters are *channel policies*: they pick, per sample, the channels that
+carry the explanation (a boolean B x C mask) and hand it to the SIP filter of
+``sipgrad.hooks.filter`` (zero or damp the others, conserve variance). ``POLICIES`` maps
+each spec name (``topq``, ``cls``, ...) to its class; adding a policy is one entry.
+
+One convention for shares of channels everywhere: a share ``q`` of ``C`` channels is
+``channel_count(q, C) = max(1, floor(q * C))`` channels (the ParchGrad reference's
+``int(q * C)``), for data-free fractions and for the quantile of ``cls``/``ins`` alike.
 
 Note on in-place activations: ``A`` is the conv output as autograd keeps it. When an
 in-place ReLU follows the conv directly (torchvision VGG), negative entries read as 0;
@@ -14,59 +21,117 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import ClassVar
 
 import torch
 
 from sipgrad.calibration.stats import SIPStatistics
 from sipgrad.errors import SipgradError
+from sipgrad.hooks.filter import filter_gradient
+
+
+def channel_count(share: float, channels: int) -> int:
+    """How many of ``channels`` a share ``share`` in (0, 1] keeps: max(1, floor(share * C)).
+
+    The small tolerance keeps shares such as 0.3 * 10 (2.9999999999999996 in floating point) at 3.
+    """
+    return min(channels, max(1, math.floor(share * channels + 1e-9)))
 
 
 def _keep_all_if_empty(keep: torch.Tensor) -> torch.Tensor:
     return keep | ~keep.any(dim=1, keepdim=True)
 
 
-def _keep_top_k(scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    channels = scores.shape[1]
-    k = min(channels, max(1, math.ceil(fraction * channels)))
-    index = scores.topk(k, dim=1).indices
+def _keep_top(scores: torch.Tensor, share: float) -> torch.Tensor:
+    index = scores.topk(channel_count(share, scores.shape[1]), dim=1).indices
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, index, True)
 
 
-class ChannelPolicy(abc.ABC):
-    """Decides, per sample, which channels of a layer carry the explanation."""
+class GradientFilter(abc.ABC):
+    """Replaces the gradient at a hooked layer's output (B x C x H x W), per sample.
 
-    name: str = "policy"
-    needs_statistics: bool = False
+    Class attributes describe the filter for the registry: ``name`` (its spec name),
+    ``argument`` (what ``name:X`` sets: ``fraction``, ``quantile``, ``rank`` or ``None``),
+    ``needs_statistics`` (calibration statistics required) and ``needs_targets`` (reads
+    each row's explained class).
+    """
+
+    name: ClassVar[str] = "filter"
+    argument: ClassVar[str | None] = None
+    needs_statistics: ClassVar[bool] = False
+    needs_targets: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def apply(self, layer: str, activation: torch.Tensor, grad: torch.Tensor,
+              targets: torch.Tensor | None) -> torch.Tensor:
+        """The gradient to pass on."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config, statistics: SIPStatistics | None) -> "GradientFilter":
+        """Build the filter from a ``SIPConfig`` (and statistics, for those that need them)."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+class ChannelPolicy(GradientFilter):
+    """Decides, per sample, which channels of a layer carry the explanation; SIP does the rest."""
+
+    def __init__(self, gamma: float = math.inf, variance_conservation: bool = True) -> None:
+        self.gamma = gamma
+        self.variance_conservation = variance_conservation
+        self.last_keep: dict[str, torch.Tensor] = {}
 
     @abc.abstractmethod
     def keep_mask(self, layer: str, activation: torch.Tensor, grad: torch.Tensor,
                   targets: torch.Tensor | None) -> torch.Tensor:
         """Boolean B x C mask of the channels to keep."""
 
-    def describe(self) -> str:
-        return self.name
+    def apply(self, layer, activation, grad, targets):
+        keep = self.keep_mask(layer, activation, grad, targets)
+        self.last_keep[layer] = keep
+        return filter_gradient(grad, keep, self.gamma, self.variance_conservation)
 
 
 class _PValuePolicy(ChannelPolicy):
-    """Shared thresholding of per-channel p-values: alpha or quantile, plus the Shapiro gate."""
+    """Shared thresholding of per-channel p-values: alpha or quantile, plus the Shapiro gate.
 
+    Convention (pinned by tests; docs/sip.md explains it): a channel is kept when its
+    p-value is ``<=`` the cut, so a quantile ``q`` keeps exactly ``channel_count(q, C)``
+    channels when p-values are distinct. A NaN p-value (a *dead* channel: zero
+    calibration variance and an activation at its mean) is never kept and ranks last, so
+    dead channels never move the quantile cut.
+    """
+
+    argument = "quantile"
     needs_statistics = True
 
     def __init__(self, statistics: SIPStatistics, alpha: float = 0.05, quantile: float | None = None,
-                 shapiro_threshold: float | None = 0.05) -> None:
+                 shapiro_threshold: float | None = 0.05, gamma: float = math.inf,
+                 variance_conservation: bool = True) -> None:
+        super().__init__(gamma, variance_conservation)
         self.statistics = statistics
         self.alpha = alpha
         self.quantile = quantile
         self.shapiro_threshold = shapiro_threshold
 
+    @classmethod
+    def from_config(cls, config, statistics):
+        return cls(statistics, alpha=config.alpha, quantile=config.quantile,
+                   shapiro_threshold=config.shapiro_threshold if config.shapiro_gate else None,
+                   gamma=config.gamma, variance_conservation=config.variance_conservation)
+
     def _threshold(self, layer: str, pvalues: torch.Tensor) -> torch.Tensor:
         stats = self.statistics.tensors(layer, pvalues.device)
+        live = ~torch.isnan(pvalues)
+        ranked = torch.where(live, pvalues, torch.full_like(pvalues, math.inf))
         if self.quantile is not None:
-            k = max(1, int(self.quantile * pvalues.shape[1]))
-            cut = pvalues.kthvalue(k, dim=1, keepdim=True).values
-            keep = pvalues <= cut
+            k = channel_count(self.quantile, pvalues.shape[1])
+            cut = ranked.kthvalue(k, dim=1, keepdim=True).values
+            keep = live & (ranked <= cut)
         else:
-            keep = pvalues <= self.alpha
+            keep = live & (ranked <= self.alpha)
         if self.shapiro_threshold is not None:
             keep = keep & (stats["shapiro"] < self.shapiro_threshold)[None, :]
         return _keep_all_if_empty(keep)
@@ -81,41 +146,55 @@ class ClassPolicy(_PValuePolicy):
     """ParchGrad's class-wise policy: keep channels significantly more active for the target class."""
 
     name = "cls"
+    needs_targets = True
 
     def keep_mask(self, layer, activation, grad, targets):
         if targets is None:
-            raise SipgradError("the cls policy needs the target class of every sample")
+            raise SipgradError("the cls policy needs each row's explained class, read from the gradient at the "
+                               "model's logits; the model's output must be a B x K tensor of logits")
         table = self.statistics.tensors(layer, grad.device)["class_pvalues"]  # C x K
         return self._threshold(layer, table[:, targets].T)
 
 
 class InstancePolicy(_PValuePolicy):
-    """ParchGrad's instance-wise policy: keep channels unusually active for this image."""
+    """ParchGrad's instance-wise policy: keep channels unusually active for this image.
+
+    p = 1 - Phi((GAP(ReLU(A)) - mean) / std) with the calibration mean and std. A channel
+    with zero calibration std gives p = 0 when active above its mean (infinitely
+    unusual) and NaN when at its mean (dead: never kept), as in the reference code.
+    """
 
     name = "ins"
 
     def keep_mask(self, layer, activation, grad, targets):
         stats = self.statistics.tensors(layer, grad.device)
         gap = activation.detach().clamp_min(0).mean(dim=(2, 3))
-        z = (gap - stats["mean"]) / stats["std"].clamp_min(1e-12)
-        pvalues = 0.5 * torch.erfc(z / math.sqrt(2.0))  # 1 - Phi(z)
+        z = (gap - stats["mean"]) / stats["std"]
+        pvalues = 0.5 * torch.erfc(z / math.sqrt(2.0))  # 1 - Phi(z); erfc(+inf) = 0, erfc(nan) = nan
         return self._threshold(layer, pvalues)
 
 
 class _TopFractionPolicy(ChannelPolicy):
-    """Data-free: keep the ceil(q*C) highest-scoring channels of each sample."""
+    """Data-free: keep the ``channel_count(q, C)`` highest-scoring channels of each sample."""
 
-    def __init__(self, fraction: float) -> None:
+    argument = "fraction"
+
+    def __init__(self, fraction: float, gamma: float = math.inf, variance_conservation: bool = True) -> None:
         if not 0.0 < fraction <= 1.0:
             raise SipgradError(f"{self.name}: fraction must be in (0, 1], got {fraction}")
+        super().__init__(gamma, variance_conservation)
         self.fraction = fraction
+
+    @classmethod
+    def from_config(cls, config, statistics):
+        return cls(config.fraction, gamma=config.gamma, variance_conservation=config.variance_conservation)
 
     @abc.abstractmethod
     def scores(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """B x C channel scores; higher means more relevant."""
 
     def keep_mask(self, layer, activation, grad, targets):
-        return _keep_top_k(self.scores(activation.detach(), grad), self.fraction)
+        return _keep_top(self.scores(activation.detach(), grad), self.fraction)
 
     def describe(self) -> str:
         return f"{self.name}:{self.fraction:g}"
@@ -151,5 +230,50 @@ class ActivationPolicy(_TopFractionPolicy):
         return activation.clamp_min(0).mean(dim=(2, 3))
 
 
-DATA_FREE_POLICIES = {p.name: p for p in (ContributionPolicy, AbsoluteContributionPolicy, ActivationPolicy)}
-STATISTICAL_POLICIES = {p.name: p for p in (ClassPolicy, InstancePolicy)}
+class LowRankFilter(GradientFilter):
+    """``pca:K``: replace each sample's channel-gradient matrix G (C x HW) by its rank-K SVD truncation.
+
+    The K leading singular directions are where the channels' gradients agree (their
+    shared spatial patterns); the rest, example-specific interference, is dropped. With
+    variance conservation the result is rescaled so the channel sum keeps the variance
+    over positions it had before, as SIP does for kept channels. Batched: one
+    ``torch.linalg.svd`` over the whole batch, no Python loop.
+    """
+
+    name = "pca"
+    argument = "rank"
+
+    def __init__(self, rank: int, variance_conservation: bool = True, eps: float = 1e-13) -> None:
+        if rank < 1 or rank != int(rank):
+            raise SipgradError(f"pca: rank must be a whole number >= 1, got {rank}")
+        self.rank = int(rank)
+        self.variance_conservation = variance_conservation
+        self.eps = eps
+
+    @classmethod
+    def from_config(cls, config, statistics):
+        return cls(config.rank, variance_conservation=config.variance_conservation)
+
+    def apply(self, layer, activation, grad, targets):
+        batch, channels, height, width = grad.shape
+        matrix = grad.reshape(batch, channels, height * width)
+        k = min(self.rank, channels, height * width)
+        if k == min(channels, height * width):
+            return grad  # full rank: nothing to truncate
+        u, s, vh = torch.linalg.svd(matrix.float(), full_matrices=False)
+        low = (u[:, :, :k] * s[:, None, :k]) @ vh[:, :k, :]
+        if self.variance_conservation:
+            before = matrix.float().sum(dim=1)
+            after = low.sum(dim=1)
+            spread = (lambda x: x.var(dim=1)) if height * width > 1 else (lambda x: x[:, 0].abs())
+            low = low * torch.sqrt((spread(before) + self.eps) / (spread(after) + self.eps))[:, None, None]
+        return low.to(grad.dtype).reshape(grad.shape)
+
+    def describe(self) -> str:
+        return f"{self.name}:{self.rank}"
+
+
+POLICIES: dict[str, type[GradientFilter]] = {policy.name: policy for policy in (
+    ClassPolicy, InstancePolicy, ContributionPolicy, AbsoluteContributionPolicy, ActivationPolicy, LowRankFilter)}
+STATISTICAL_POLICIES = {name: p for name, p in POLICIES.items() if p.needs_statistics}
+DATA_FREE_POLICIES = {name: p for name, p in POLICIES.items() if p.argument == "fraction"}

@@ -19,23 +19,34 @@ from torch import nn
 from sipgrad.calibration.stats import SIPStatistics
 from sipgrad.errors import SipgradError
 from sipgrad.hooks.core import ForwardRecord, GradientHook, HookedModel
-from sipgrad.hooks.filter import filter_gradient
-from sipgrad.hooks.policies import DATA_FREE_POLICIES, STATISTICAL_POLICIES, ChannelPolicy
+from sipgrad.hooks.policies import POLICIES, GradientFilter
 from sipgrad.models.registry import Classifier, conv_names
 
-POLICY_NAMES = ("none", *STATISTICAL_POLICIES, *DATA_FREE_POLICIES)
+POLICY_NAMES = ("none", *POLICIES)
 DEFAULT_FRACTION = 0.25
+
+
+def _number(spec: str, argument: str) -> float:
+    try:
+        value = float(argument)
+    except ValueError:
+        raise SipgradError(f"SIP policy {spec!r}: {argument!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SipgradError(f"SIP policy {spec!r}: {argument!r} is not a finite number")
+    return value
 
 
 @dataclass(frozen=True)
 class SIPConfig:
-    """Everything that defines a SIP run; the CLI's ``--sip`` options map onto these fields.
+    """Everything that defines a SIP run, validated when constructed.
 
     Attributes:
-        policy: ``cls``, ``ins`` (need ``stats``) or a data-free ``topq``/``absq``/``act``.
+        policy: a name in ``sipgrad.hooks.policies.POLICIES``: ``cls``, ``ins`` (need
+            ``stats``), the data-free ``topq``/``absq``/``act``, or the rank filter ``pca``.
         fraction: share of channels data-free policies keep (``topq:0.1`` sets 0.1).
         alpha: p-value threshold of ``cls``/``ins``.
-        quantile: if set, ``cls``/``ins`` keep the int(q*C) smallest p-values instead of ``alpha``.
+        quantile: if set, ``cls``/``ins`` keep the ``channel_count(q, C)`` smallest p-values instead of ``alpha``.
+        rank: the rank K of ``pca:K``.
         shapiro_gate: ``cls``/``ins`` keep only channels whose Shapiro-Wilk p-value is below
             ``shapiro_threshold`` (the paper's normality gate); ``False`` switches the gate off.
         gamma: ``inf`` zeroes pruned channels; a finite value damps them instead.
@@ -49,6 +60,7 @@ class SIPConfig:
     fraction: float = DEFAULT_FRACTION
     alpha: float = 0.05
     quantile: float | None = None
+    rank: int = 8
     shapiro_gate: bool = True
     shapiro_threshold: float = 0.05
     gamma: float = math.inf
@@ -57,9 +69,35 @@ class SIPConfig:
     layer_ratio: float | None = None
     stats: str | os.PathLike | SIPStatistics | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str):
+            object.__setattr__(self, "layers", tuple(s.strip() for s in self.layers.split(",") if s.strip()))
+        elif self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.policy not in POLICIES:
+            raise SipgradError(f"unknown SIP policy {self.policy!r}; choose from {', '.join(POLICIES)}")
+        checks = [
+            (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
+            (0 < self.alpha <= 1, f"alpha must be in (0, 1], got {self.alpha}"),
+            (self.quantile is None or 0 < self.quantile <= 1, f"quantile must be in (0, 1], got {self.quantile}"),
+            (isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1,
+             f"rank must be a whole number >= 1, got {self.rank!r}"),
+            (0 < self.shapiro_threshold <= 1, f"shapiro_threshold must be in (0, 1], got {self.shapiro_threshold}"),
+            (self.gamma > 0, f"gamma must be positive (inf zeroes pruned channels), got {self.gamma}"),
+            (self.layer_ratio is None or 0 < self.layer_ratio <= 1,
+             f"layer_ratio must be in (0, 1], got {self.layer_ratio}"),
+            (self.layers is None or len(self.layers) > 0, "layers must name at least one layer"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SipgradError(f"SIP {message}")
+        if POLICIES[self.policy].needs_statistics and self.stats is None:
+            raise SipgradError(f"SIP policy {self.policy!r} needs calibration statistics (the stats parameter: "
+                               f"a file made by calibrate), or use a data-free policy such as topq:0.25")
+
     @classmethod
     def parse(cls, spec: "str | SIPConfig | None", **overrides: Any) -> "SIPConfig | None":
-        """Build a config from a CLI-style spec (``none``, ``cls``, ``ins``, ``topq:0.25``, ...).
+        """Build a config from a spec (``none``, ``cls``, ``ins:0.1``, ``topq:0.25``, ``pca:8``, ...).
 
         ``overrides`` set the other fields; ``None`` values are ignored. Returns ``None``
         for ``none`` (no SIP).
@@ -70,41 +108,30 @@ class SIPConfig:
         if spec is None or str(spec).strip().lower() == "none":
             return None
         name, _, argument = str(spec).strip().lower().partition(":")
-        if name not in POLICY_NAMES:
+        if name not in POLICIES:
             raise SipgradError(f"unknown SIP policy {spec!r}; choose from {', '.join(POLICY_NAMES)} "
-                               f"(data-free ones take a fraction, e.g. topq:0.25)")
+                               f"(data-free ones take a fraction, e.g. topq:0.25; pca takes a rank, e.g. pca:8)")
+        field_name = POLICIES[name].argument
         if argument:
-            try:
-                value = float(argument)
-            except ValueError:
-                raise SipgradError(f"SIP policy {spec!r}: {argument!r} is not a number") from None
-            key = "fraction" if name in DATA_FREE_POLICIES else "quantile"
-            overrides.setdefault(key, value)
-        if "layers" in overrides and isinstance(overrides["layers"], str):
-            overrides["layers"] = tuple(s.strip() for s in overrides["layers"].split(",") if s.strip())
-        config = cls(policy=name, **overrides)
-        config.validate()
-        return config
+            if field_name is None:
+                raise SipgradError(f"SIP policy {name!r} takes no argument, got {spec!r}")
+            value = _number(spec, argument)
+            if field_name == "rank":
+                if value != int(value):
+                    raise SipgradError(f"SIP policy {spec!r}: the rank must be a whole number")
+                value = int(value)
+            overrides[field_name] = value
+        return cls(policy=name, **overrides)
 
     def validate(self) -> None:
-        if self.policy in DATA_FREE_POLICIES and not 0 < self.fraction <= 1:
-            raise SipgradError(f"SIP fraction must be in (0, 1], got {self.fraction}")
-        if self.quantile is not None and not 0 < self.quantile <= 1:
-            raise SipgradError(f"SIP quantile must be in (0, 1], got {self.quantile}")
-        if self.gamma <= 0:
-            raise SipgradError(f"SIP gamma must be positive, got {self.gamma}")
-        if self.layer_ratio is not None and not 0 < self.layer_ratio <= 1:
-            raise SipgradError(f"--layer-ratio must be in (0, 1], got {self.layer_ratio}")
-        if self.policy in STATISTICAL_POLICIES and self.stats is None:
-            raise SipgradError(f"SIP policy {self.policy!r} needs calibration statistics: pass --stats FILE "
-                               f"(made by `sipgrad calibrate`), or use a data-free policy such as topq:0.25")
+        """Kept for compatibility: a constructed config is always valid."""
 
     @property
     def label(self) -> str:
-        """Short name for tables and file names, e.g. ``topq:0.25`` or ``cls``."""
-        if self.policy in DATA_FREE_POLICIES:
-            return f"{self.policy}:{self.fraction:g}"
-        return self.policy if self.quantile is None else f"{self.policy}:{self.quantile:g}"
+        """Short name for tables and file names, e.g. ``topq:0.25``, ``cls`` or ``pca:8``."""
+        field_name = POLICIES[self.policy].argument
+        value = getattr(self, field_name) if field_name else None
+        return self.policy if value is None else f"{self.policy}:{value:g}"
 
 
 def resolve_layers(module: nn.Module, default: tuple[str, ...] | None, layers: tuple[str, ...] | None = None,
@@ -125,37 +152,41 @@ def resolve_layers(module: nn.Module, default: tuple[str, ...] | None, layers: t
     return tuple(convs[len(convs) // 2:])
 
 
-def build_policy(config: SIPConfig, statistics: SIPStatistics | None) -> ChannelPolicy:
-    if config.policy in DATA_FREE_POLICIES:
-        return DATA_FREE_POLICIES[config.policy](config.fraction)
-    return STATISTICAL_POLICIES[config.policy](statistics, alpha=config.alpha, quantile=config.quantile,
-                                               shapiro_threshold=config.shapiro_threshold if config.shapiro_gate else None)
+def build_policy(config: SIPConfig, statistics: SIPStatistics | None) -> GradientFilter:
+    """The registered filter of ``config.policy``, built from the config."""
+    return POLICIES[config.policy].from_config(config, statistics)
 
 
 class SIPHook(GradientHook):
-    """Filters the gradient at one conv output according to a channel policy."""
+    """Filters the gradient at each hooked conv output with one registered filter; counts its calls."""
 
-    def __init__(self, policy: ChannelPolicy, gamma: float, variance_conservation: bool) -> None:
+    def __init__(self, policy: GradientFilter) -> None:
         self.policy = policy
-        self.gamma = gamma
-        self.variance_conservation = variance_conservation
-        self.last_keep: dict[str, torch.Tensor] = {}
+        self.calls = 0
+
+    @property
+    def last_keep(self) -> dict[str, torch.Tensor]:
+        """The last boolean keep mask (B x C) of each layer (channel policies only)."""
+        return getattr(self.policy, "last_keep", {})
 
     def backward(self, name: str, grad: torch.Tensor, state: Any, record: ForwardRecord) -> torch.Tensor:
-        keep = self.policy.keep_mask(name, state, grad, record.targets)
-        self.last_keep[name] = keep
-        return filter_gradient(grad, keep, self.gamma, self.variance_conservation)
+        self.calls += 1
+        return self.policy.apply(name, state, grad, record.targets)
 
 
 class SIP(HookedModel):
     """Context manager applying SIP to a model's internal gradients.
 
-    >>> with SIP(classifier, "topq:0.25") as sip:
+    Any gradient computed inside the block is filtered, whoever computes it; each row's
+    explained class is read from the gradient at the logits, so captum's ``target=``
+    (one class or one per row) is all a class-dependent policy needs:
+
+    >>> with SIP(classifier, "topq:0.25"):
     ...     saliency = captum.attr.Saliency(classifier.module).attribute(x, target=285)
 
     Args:
         model: a ``Classifier`` (its recommended layers are the default) or any ``nn.Module``.
-        config: a ``SIPConfig`` or a spec string such as ``"topq:0.25"``, ``"cls"``.
+        config: a ``SIPConfig`` or a spec string such as ``"topq:0.25"``, ``"cls"``, ``"pca:8"``.
         **overrides: ``SIPConfig`` fields, e.g. ``stats="stats.npz"``, ``gamma=2``.
     """
 
@@ -168,7 +199,7 @@ class SIP(HookedModel):
         statistics = parsed.stats
         if isinstance(statistics, (str, os.PathLike)):
             statistics = SIPStatistics.load(statistics)
-        if parsed.policy in STATISTICAL_POLICIES:
+        if POLICIES[parsed.policy].needs_statistics:
             statistics.check_model(module, getattr(model, "name", None))
             layers = resolve_layers(module, statistics.layers, parsed.layers, parsed.layer_ratio)
             uncalibrated = [name for name in layers if name not in statistics.per_layer]
@@ -179,5 +210,27 @@ class SIP(HookedModel):
             layers = resolve_layers(module, default, parsed.layers, parsed.layer_ratio)
         self.config = parsed
         self.layers = layers
-        self.hook = SIPHook(build_policy(parsed, statistics), parsed.gamma, parsed.variance_conservation)
+        self.statistics = statistics if isinstance(statistics, SIPStatistics) else None
+        self.hook = SIPHook(build_policy(parsed, self.statistics))
         super().__init__(module, {name: self.hook for name in layers})
+
+    def inactive_reason(self, targets: torch.Tensor) -> str | None:
+        """Why SIP changed nothing for these explained ``targets``, or ``None`` if it may have acted.
+
+        Checked by the explain pipeline after a batch, off the hot path: no gradient reached
+        a hooked layer (e.g. every SIP layer lies before Grad-CAM's layer, where its gradient never goes), or ``cls``
+        statistics hold no p-values for an explained class (fewer than 2 calibration images).
+        """
+        if self.hook.calls == 0:
+            return (f"no gradient reached the SIP layers ({', '.join(self.layers[:2])}...); with Grad-CAM, SIP "
+                    f"acts only on the Grad-CAM layer and the layers after it, between it and the logits")
+        if self.config.policy == "cls" and self.statistics is not None:
+            import numpy as np
+
+            classes = sorted({int(t) for t in targets.reshape(-1).tolist()})
+            empty = [c for c in classes
+                     if all(np.isnan(self.statistics.per_layer[name].class_pvalues[:, c]).all() for name in self.layers)]
+            if empty:
+                return (f"the cls statistics hold no p-values for class {empty[0]} (fewer than 2 calibration images "
+                        f"of it), so SIP keeps every channel for it")
+        return None

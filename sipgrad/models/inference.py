@@ -15,7 +15,9 @@ batch, and the original is used when they disagree. The user's model is never mo
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -72,3 +74,20 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, tolerance: float = 
     if actual.shape != expected.shape or ((actual - expected).abs().max() / scale) > tolerance:
         return reference
     return folded
+
+
+@contextlib.contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for the block and restore every submodule's flag after.
+
+    Everything that runs a user's model for a result (explaining, calibrating, analysing)
+    goes through this, so BatchNorm running statistics and dropout never change the
+    model or the numbers.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag

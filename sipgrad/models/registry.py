@@ -46,7 +46,7 @@ class Classifier:
 
     def __post_init__(self) -> None:
         if self.gradcam_layer is None:
-            self.gradcam_layer = last_conv_name(self.module)
+            self.gradcam_layer = default_gradcam_layer(self.module, self.preprocessing.input_size)
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.module(inputs)
@@ -82,6 +82,53 @@ def _last_linear(module: nn.Module) -> nn.Module | None:
 def conv_names(module: nn.Module) -> list[str]:
     """Dotted names of every ``nn.Conv2d`` in model (registration) order."""
     return [name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def default_gradcam_layer(module: nn.Module, input_size: int = 224) -> str | None:
+    """The output of the last convolutional block, after its activation: Grad-CAM's usual layer.
+
+    Found by running the model once on a blank input and watching every module's output:
+    the module that finishes last with a spatial (B x C x H x W, H*W > 1) output and runs
+    once per pass (a ReLU shared inside a block runs twice and is skipped for its block).
+    That is ``layer4`` of a ResNet, the head activation of an EfficientNet, VGG's last
+    feature stage. Falls back to the last ``Conv2d`` when tracing is not possible.
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return None
+    calls: dict[str, int] = {}
+    finished: list[str] = []
+    names = {m: name for name, m in module.named_modules() if name}
+
+    def watch(mod: nn.Module, args: tuple, output: object) -> None:
+        name = names[mod]
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(mod, ADAPTIVE_POOLS):  # a classifier head's pooling, not a conv block
+            return
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[2] * output.shape[3] > 1:
+            finished.append(name)
+
+    handles = [m.register_forward_hook(watch) for m in names]
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        parameter = next(module.parameters())
+        blank = torch.zeros(1, convs[0].in_channels, input_size, input_size, device=parameter.device,
+                            dtype=parameter.dtype)
+        module.eval()
+        with torch.no_grad():
+            module(blank)
+    except Exception:  # any model that cannot run on a blank input: keep the old rule
+        return last_conv_name(module)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, flag in flags:
+            m.training = flag
+    once = [name for name in finished if calls[name] == 1]
+    return once[-1] if once else last_conv_name(module)
 
 
 def last_conv_name(module: nn.Module) -> str | None:

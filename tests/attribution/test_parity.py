@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from captum.attr import (InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
-                         Saliency)
+from captum.attr import InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
 from sipgrad import Classifier, Preprocessing, explain
+from sipgrad.attribution.methods import image_generator
 from sipgrad.models import ClassNames
 
 TARGETS = torch.tensor([3, 7, 0, 9])
@@ -27,15 +27,21 @@ def test_grad_and_inputgrad_match_captum(classifier, small_cnn, small_batch):
     assert torch.allclose(_ours(classifier, small_batch, "inputgrad"), expected, atol=1e-6)
 
 
-def test_smoothgrad_matches_captum_with_the_same_seed(classifier, small_cnn, small_batch):
+def test_smoothgrad_is_the_mean_captum_gradient_over_per_image_seeded_noise(classifier, small_cnn, small_batch):
+    """SmoothGrad = mean of captum's Saliency over noisy copies; image i's noise comes from (seed, i)."""
     ours = _ours(classifier, small_batch, "smoothgrad", smoothgrad_samples=6, smoothgrad_noise=0.2, seed=5,
                  internal_batch_size=8)
-    torch.manual_seed(5)
     pixel_range = float(sum(1 / s for s in classifier.preprocessing.std) / 3)
-    expected = NoiseTunnel(Saliency(small_cnn)).attribute(
-        small_batch, nt_type="smoothgrad", nt_samples=6, nt_samples_batch_size=2, stdevs=0.2 * pixel_range,
-        target=TARGETS, abs=False)
-    assert torch.allclose(ours, expected, atol=1e-6)
+    expected = []
+    for i, image in enumerate(small_batch):
+        noise = torch.randn((6, *image.shape), generator=image_generator(5, i))
+        noisy = (image[None] + 0.2 * pixel_range * noise).requires_grad_(True)
+        grads = Saliency(small_cnn).attribute(noisy, target=int(TARGETS[i]), abs=False)
+        expected.append(grads.mean(dim=0))
+    assert torch.allclose(ours, torch.stack(expected), atol=1e-6)
+    # a different seed draws different noise
+    other = _ours(classifier, small_batch, "smoothgrad", smoothgrad_samples=6, smoothgrad_noise=0.2, seed=6)
+    assert not torch.allclose(ours, other, atol=1e-4)
 
 
 def test_ig_matches_captum_for_each_baseline(classifier, small_cnn, small_batch):
@@ -51,5 +57,5 @@ def test_gradcam_matches_captum(classifier, small_cnn, small_batch):
     ours = _ours(classifier, small_batch, "gradcam")
     cam = LayerGradCam(small_cnn, small_cnn.conv3).attribute(small_batch, target=TARGETS, relu_attributions=True)
     expected = LayerAttribution.interpolate(cam, (32, 32), interpolate_mode="bilinear")
-    assert classifier.gradcam_layer == "conv3"  # the last conv by default
+    assert classifier.gradcam_layer == "conv3"  # its ReLU is shared (runs 3 times), so the block ends at conv3
     assert torch.allclose(ours, expected, atol=1e-6)

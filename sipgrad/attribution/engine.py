@@ -1,0 +1,152 @@
+"""The tensor-level attribution engine that every front end calls.
+
+``AttributionEngine(classifier, method, sip, options)`` is built once per run: it checks
+the method, parses and validates the SIP config, loads calibration statistics once and
+finds Grad-CAM's layer. Calling it on a batch of *preprocessed* tensors with targets
+returns the attribution, the logits on the clean inputs and the resolved targets.
+``sipgrad.explain`` (files and arrays), ``sipgrad.evaluation`` (boxes) and
+``sipgrad.analysis`` (internal gradients) are front ends on it, so a method, a SIP policy
+or a fix lands everywhere at once.
+
+A row's result depends only on that row: SIP filters per sample, noise is drawn per
+image from (seed, image index), and the model runs in eval mode. So the maps do not
+depend on the batch size (tested for every method x policy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from sipgrad.attribution.methods import MethodOptions, attribute, get_method, saliency_map
+from sipgrad.errors import SipgradError
+from sipgrad.hooks.core import GradientHook, HookedModel
+from sipgrad.hooks.sip import SIP, SIPConfig
+from sipgrad.models.inference import evaluation_mode
+from sipgrad.models.registry import Classifier
+
+PREDICTED = -1
+
+
+def resolve_predicted(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The one place where a negative target ("the predicted class") becomes the argmax of the logits."""
+    return torch.where(targets < 0, logits.detach().argmax(dim=1), targets)
+
+
+@dataclass
+class BatchAttribution:
+    """The engine's result for one batch.
+
+    Attributes:
+        attribution: at the model input, B x 3 x H x W (B x 1 x H x W for class activation maps).
+        logits: the model's logits on the clean inputs (B x K).
+        targets: the explained class of each row (B,), predicted classes resolved.
+    """
+
+    attribution: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+    def maps(self, reduce: str = "mean") -> torch.Tensor:
+        """2-D saliency maps at input resolution (B x H x W), non-negative."""
+        if self.attribution.shape[1] == 1:
+            return self.attribution[:, 0].clamp_min(0)
+        return saliency_map(self.attribution, reduce)
+
+
+class AttributionEngine:
+    """One method, one SIP configuration, one model: attributions for batches of tensors.
+
+    Args:
+        classifier: the model to explain.
+        method: a name in ``sipgrad.attribution.METHODS``.
+        sip: ``None``/``"none"``, a spec such as ``"topq:0.25"``, or a ``SIPConfig``.
+        options: the methods' settings.
+    """
+
+    def __init__(self, classifier: Classifier, method: str, sip: str | SIPConfig | None = None,
+                 options: MethodOptions | None = None) -> None:
+        self.classifier = classifier
+        self.method = get_method(method)
+        self.options = options or MethodOptions()
+        self.sip_config = SIPConfig.parse(sip)
+        # Built once per run (statistics loaded, layers resolved and checked); entered per batch.
+        self._sip = SIP(classifier, self.sip_config) if self.sip_config is not None else None
+        self.layer_name = (self.options.gradcam_layer or classifier.gradcam_layer) if self.method.channels == 1 \
+            else None
+        self.layer = None
+        if self.layer_name:
+            self.layer = dict(classifier.module.named_modules()).get(self.layer_name)
+            if self.layer is None:
+                raise SipgradError(f"no layer named {self.layer_name!r} in {classifier.name}")
+        pre = classifier.preprocessing
+        self._pixel_range = float(np.mean([1.0 / s for s in pre.std]))
+        self._warned: set[str] = set()
+
+    @property
+    def sip_label(self) -> str | None:
+        return self.sip_config.label if self.sip_config else None
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
+                 indices: torch.Tensor | None = None,
+                 observers: Mapping[str, GradientHook] | None = None) -> BatchAttribution:
+        """Attribute a batch of preprocessed ``inputs`` (B x C x H x W).
+
+        Args:
+            targets: (B,) class indices; ``-1`` (or ``targets=None``) explains the predicted class.
+            indices: the rows' positions in the whole run (default 0..B-1); they seed random methods,
+                so pass them when a run is split into batches.
+            observers: extra gradient hooks (layer name -> hook) attached *after* SIP's, so they
+                see the gradient each layer passes on (``sipgrad.analysis`` records with them).
+        """
+        classifier = self.classifier
+        device = classifier.device
+        inputs = inputs.to(device)
+        batch = inputs.shape[0]
+        targets = torch.full((batch,), PREDICTED, dtype=torch.long) if targets is None else targets
+        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).to(device)
+        if targets.numel() != batch:
+            raise SipgradError(f"{targets.numel()} targets given for a batch of {batch} inputs")
+        indices = torch.arange(batch) if indices is None else torch.as_tensor(indices).reshape(-1).cpu()
+        module = classifier.module
+        clean_logits: list[torch.Tensor] = []
+
+        def forward(x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+            logits = module(x)
+            if not clean_logits:
+                clean_logits.append(logits.detach())
+            return logits.gather(1, resolve_predicted(chosen, logits)[:, None])
+
+        with evaluation_mode(module), contextlib.ExitStack() as stack:
+            if not self.method.single_pass:  # many noisy/interpolated passes: predict on the clean input first
+                with torch.no_grad():
+                    clean_logits.append(module(inputs))
+                targets = resolve_predicted(targets, clean_logits[0])
+            sip = self._sip
+            if sip is not None:
+                sip.hook.calls = 0
+                stack.enter_context(sip)
+            if observers:
+                stack.enter_context(HookedModel(module, observers))
+            black = classifier.preprocessing.normalize(torch.zeros(inputs.shape[1], 1, 1, device=device)) \
+                if inputs.shape[1] == len(classifier.preprocessing.mean) else None
+            attribution = attribute(self.method.name, forward, inputs, targets, options=self.options,
+                                    layer=self.layer, pixel_range=self._pixel_range, black=black, indices=indices)
+            logits = clean_logits[0]
+            targets = resolve_predicted(targets, logits)
+            if sip is not None:
+                self._warn_if_inactive(sip, targets)
+        return BatchAttribution(attribution.detach(), logits.detach(), targets)
+
+    def _warn_if_inactive(self, sip: SIP, targets: torch.Tensor) -> None:
+        """Say once per engine when SIP changed nothing (off the hot path: after the batch)."""
+        reason = sip.inactive_reason(targets)
+        if reason and reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"SIP {sip.config.label} did nothing: {reason}", stacklevel=3)
+
