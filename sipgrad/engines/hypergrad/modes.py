@@ -1,0 +1,351 @@
+"""Two exact modes of one unrolled procedure: forward-HG and reverse-HG (Franceschi et al. 2017).
+
+With state s = (w, v) and one inner step s_{t+1} = Phi_t(s_t, h), the hypergradient of the
+validation loss E(w_T) is
+
+    forward:  Z_{t+1} = A_t Z_t + B_t,  Z_0 = 0,       dE/dh = dE/ds_T . Z_T
+    reverse:  p_T = dE/ds_T,  p_t = p_{t+1} A_t,        dE/dh = sum_t p_{t+1} B_t
+
+with A_t = dPhi_t/ds and B_t = dPhi_t/dh. Neither mode forms A_t or B_t:
+
+* **forward** carries Z (for every weight tensor, a leading axis of m = number of scalar
+  hyperparameters) and pushes all m columns through one step with ``torch.func.jvp`` of
+  the update, ``vmap``-ed over the m tangents: the primal step runs once, the m
+  Hessian-vector products of the inner gradient run as one batched pass. It keeps
+  (m + 1) copies of the state whatever T is.
+* **reverse** stores the trajectory s_0 .. s_T and sweeps back with ``torch.func.vjp`` of
+  the same update (one reverse-over-reverse product per step). It keeps T + 2 copies of
+  the state (trajectory and adjoint), as RFHO's ``ReverseHyperGradient``; with
+  ``checkpoint_every=k`` it stores every k-th state and recomputes each segment on the way
+  back (about T/k + k + 2 copies, one extra forward sweep).
+
+``state_mib`` counts the bytes of the tensors each mode keeps across steps (RFHO's
+"memory usage"), not transient activations.
+
+Nothing is clipped: a non-finite value in a weight, velocity, tangent, adjoint, the
+validation loss or a hypergradient raises ``NonFiniteError`` naming the step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch.func import grad_and_value, jvp, vjp, vmap
+
+from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
+from sipgrad.engines.hypergrad.updates import Params
+from sipgrad.errors import SipgradError
+
+MIB = 2.0 ** 20
+CHECK_EVERY = 10  # steps between finiteness checks (one host sync each); the failing step is still named
+
+
+class NonFiniteError(SipgradError):
+    """A NaN or infinity appeared in the unrolled training or its derivatives."""
+
+
+@dataclass
+class HypergradientResult:
+    """The validation loss after T steps and its derivative for each hyperparameter.
+
+    ``hypergradient[name]`` has the shape of ``hyper[name]`` (scalars for scalars).
+    """
+
+    validation_loss: float
+    hypergradient: dict[str, torch.Tensor]
+    mode: str
+    steps: int
+    state_mib: float
+    seconds: float
+    weights: Params = field(repr=False, default_factory=dict)
+    velocity: Params = field(repr=False, default_factory=dict)
+
+    def as_floats(self) -> dict[str, float | list[float]]:
+        return {name: g.tolist() for name, g in self.hypergradient.items()}
+
+
+def tensor_mib(tensors: Iterable[torch.Tensor]) -> float:
+    """MiB held by ``tensors``, each storage counted once."""
+    seen, total = set(), 0
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total / MIB
+
+
+def _values(*groups: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    return [t for group in groups for t in group.values()]
+
+
+class _FiniteWatch:
+    """Collects per-step finiteness flags on the device; syncs once every few steps."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.flags, self.steps = what, [], []
+
+    def add(self, step: int, tensors: Sequence[torch.Tensor]) -> None:
+        peak = torch.stack([t.detach().abs().amax() for t in tensors]).amax()
+        self.flags.append(torch.isfinite(peak))
+        self.steps.append(step)
+        if len(self.flags) >= CHECK_EVERY:
+            self.check()
+
+    def check(self) -> None:
+        if not self.flags:
+            return
+        ok = torch.stack(self.flags)
+        if not bool(ok.all()):
+            first = self.steps[int((~ok).nonzero()[0, 0])]
+            raise NonFiniteError(f"non-finite {self.what} at inner step {first}; lower the learning rate "
+                                 f"(eta) or the number of steps")
+        self.flags, self.steps = [], []
+
+
+def _prepare(problem: InnerProblem, hyper: Mapping[str, torch.Tensor],
+             wrt: Sequence[str] | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split ``hyper`` into (differentiated, fixed), as tensors of the problem's dtype."""
+    needed = getattr(problem.update, "hyperparameters", ())
+    check_hyperparameters(hyper, needed)
+    values = {}
+    for name, value in hyper.items():
+        if isinstance(value, torch.Tensor) and _carries_derivatives(value):
+            raise SipgradError(f"hyperparameter {name} carries a derivative (requires_grad, a dual or a torch.func "
+                               f"tensor); hypergradients are computed once and are not differentiable again, so "
+                               f"pass plain values")
+        tensor = torch.as_tensor(value, dtype=problem.dtype, device=problem.device).detach()
+        if not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"hyperparameter {name} is not finite ({tensor.tolist()})")
+        values[name] = tensor
+    wrt = tuple(values) if wrt is None else tuple(wrt)
+    unknown = [name for name in wrt if name not in values]
+    if unknown or not wrt:
+        raise SipgradError(f"wrt must name given hyperparameters; unknown: {', '.join(unknown) or '(none given)'}")
+    return {n: values[n] for n in wrt}, {n: v for n, v in values.items() if n not in wrt}
+
+
+def _carries_derivatives(tensor: torch.Tensor) -> bool:
+    """True for a tensor an outer autograd / jvp / vmap would differentiate (we would silently cut it)."""
+    from torch.autograd.forward_ad import unpack_dual
+
+    if tensor.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        return True
+    return unpack_dual(tensor).tangent is not None
+
+
+def _basis(diff: Mapping[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
+    """The m one-hot tangent directions, per hyperparameter: shape (m, *its shape)."""
+    m = sum(h.numel() for h in diff.values())
+    eye = torch.eye(m, dtype=next(iter(diff.values())).dtype, device=next(iter(diff.values())).device)
+    basis, offset = {}, 0
+    for name, h in diff.items():
+        basis[name] = eye[:, offset:offset + h.numel()].reshape(m, *h.shape)
+        offset += h.numel()
+    return m, basis
+
+
+def _rows(diff: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """The first row of Z (tangent index) that each differentiated hyperparameter drives."""
+    rows, offset = {}, 0
+    for name, h in diff.items():
+        rows[name] = offset
+        offset += h.numel()
+    return rows
+
+
+def _final_gradient(problem: InnerProblem, weights: Params, watch: _FiniteWatch) -> tuple[torch.Tensor, Params]:
+    gradient, loss = grad_and_value(problem.validation_loss)(weights)
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteError(f"non-finite validation loss after {problem.steps} inner steps")
+    watch.add(problem.steps, list(gradient.values()))
+    watch.check()
+    return loss, gradient
+
+
+def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor],
+                          wrt: Sequence[str] | None = None, fused: bool = True) -> HypergradientResult:
+    """Forward-HG: carry Z = ds/dh for all m hyperparameters at once (jvp vmapped over tangents).
+
+    With ``fused`` (default) and an update that offers ``tangent_step`` (the built-in
+    heavy ball), only the inner gradient is pushed through ``jvp`` and the linear rest of
+    the update is applied to Z in place; otherwise the whole update goes through ``jvp``.
+    Both are exact; the fused step does fewer passes over the m x n tangents.
+    """
+    began = time.perf_counter()
+    diff, fixed = _prepare(problem, hyper, wrt)
+    m, basis = _basis(diff)
+    weights = dict(problem.weights)
+    velocity = {name: torch.zeros_like(w) for name, w in weights.items()}
+    tangent_w = {name: w.new_zeros((m, *w.shape)) for name, w in weights.items()}
+    tangent_v = {name: w.new_zeros((m, *w.shape)) for name, w in weights.items()}
+    watch = _FiniteWatch("weight, velocity or tangent")
+    state_mib = tensor_mib(_values(weights, velocity, tangent_w, tangent_v, diff, fixed))
+    rows = _rows(diff)
+    fused_step = getattr(problem.update, "tangent_step", None) if fused else None
+    for step in range(problem.steps):
+        batch = problem.batch(step)
+        if fused_step is not None:
+            weights, velocity, tangent_w, tangent_v = fused_step(weights, velocity, batch, {**fixed, **diff},
+                                                                 tangent_w, tangent_v, rows)
+            watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
+            continue
+
+        def inner(w: Params, v: Params, h: Params, batch=batch) -> tuple[Params, Params]:
+            return problem.update(w, v, batch, {**fixed, **h})
+
+        def push(zw: Params, zv: Params, zh: Params, w=weights, v=velocity) -> tuple:
+            return jvp(inner, (w, v, diff), (zw, zv, zh))
+
+        (weights, velocity), (tangent_w, tangent_v) = vmap(push, out_dims=((None, None), (0, 0)))(
+            tangent_w, tangent_v, basis)
+        watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
+    loss, gradient = _final_gradient(problem, weights, watch)
+    flat = sum((tangent_w[name] * gradient[name]).flatten(1).sum(1) for name in weights)
+    return HypergradientResult(float(loss), _unflatten(flat, diff, "forward"), "forward", problem.steps,
+                               state_mib, time.perf_counter() - began, weights, velocity)
+
+
+def _unflatten(flat: torch.Tensor, diff: Mapping[str, torch.Tensor], mode: str) -> dict[str, torch.Tensor]:
+    if not bool(torch.isfinite(flat).all()):
+        raise NonFiniteError(f"non-finite hypergradient ({mode} mode)")
+    out, offset = {}, 0
+    for name, h in diff.items():
+        out[name] = flat[offset:offset + h.numel()].reshape(h.shape)
+        offset += h.numel()
+    return out
+
+
+def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor],
+                          wrt: Sequence[str] | None = None, checkpoint_every: int | None = 1) -> HypergradientResult:
+    """Reverse-HG: store the trajectory, then sweep back one vector-Jacobian product per step.
+
+    ``checkpoint_every=k`` stores every k-th state and recomputes each segment on the way
+    back. ``None`` keeps autograd's whole unrolled graph instead (as ``higher`` does): no
+    recomputation, but every step's activations stay alive; its ``state_mib`` counts the
+    tensors that graph saves.
+    """
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise SipgradError(f"checkpoint_every must be a positive integer or None, got {checkpoint_every!r}")
+    began = time.perf_counter()
+    diff, fixed = _prepare(problem, hyper, wrt)
+    step_fn = _step_function(problem, fixed)
+    if checkpoint_every is None:
+        loss, flat, state_mib, weights, velocity = _reverse_through_graph(problem, step_fn, diff, fixed)
+    else:
+        loss, flat, state_mib, weights, velocity = _reverse_by_trajectory(problem, step_fn, diff, fixed,
+                                                                          checkpoint_every)
+    return HypergradientResult(float(loss), _unflatten(flat, diff, "reverse"), "reverse", problem.steps,
+                               state_mib, time.perf_counter() - began, weights, velocity)
+
+
+def _reverse_by_trajectory(problem: InnerProblem, step_fn: Callable, diff: Params, fixed: Params, every: int):
+    weights = dict(problem.weights)
+    velocity = {name: torch.zeros_like(w) for name, w in weights.items()}
+    stored: dict[int, tuple[Params, Params]] = {}
+    watch = _FiniteWatch("weight or velocity")
+    with torch.no_grad():
+        for step in range(problem.steps):
+            if step % every == 0:
+                stored[step] = (weights, velocity)
+            weights, velocity = step_fn(step, weights, velocity, diff)
+            watch.add(step, _values(weights, velocity))
+    loss, adjoint_w = _final_gradient(problem, weights, watch)
+    adjoint_v = {name: torch.zeros_like(w) for name, w in weights.items()}
+    total = [torch.zeros_like(h) for h in diff.values()]
+    kept = _values(weights, velocity, adjoint_w, adjoint_v, diff, fixed)
+    state_mib = 0.0
+    watch = _FiniteWatch("adjoint (reverse sweep)")
+    for start in sorted(stored, reverse=True):
+        segment = [stored.pop(start)]
+        with torch.no_grad():
+            for step in range(start, min(start + every, problem.steps) - 1):
+                segment.append(step_fn(step, *segment[-1], diff))
+        held = [t for s in (*stored.values(), *segment) for part in s for t in part.values()]
+        state_mib = max(state_mib, tensor_mib(held + kept))
+        for offset in range(len(segment) - 1, -1, -1):
+            step = start + offset
+            adjoint_w, adjoint_v, adjoint_h = _step_vjp(step_fn, step, *segment.pop(), diff, adjoint_w, adjoint_v)
+            total = [a + b for a, b in zip(total, adjoint_h)]
+            watch.add(step, _values(adjoint_w, adjoint_v))
+    watch.check()
+    return loss, torch.cat([t.reshape(-1) for t in total]), state_mib, weights, velocity
+
+
+def _step_vjp(step_fn: Callable, step: int, weights: Params, velocity: Params, diff: Params, adjoint_w: Params,
+              adjoint_v: Params) -> tuple[Params, Params, list[torch.Tensor]]:
+    """(p_w, p_v) . dPhi_t/d(w, v, h) at the stored state: one reverse-over-reverse product."""
+    with torch.enable_grad():
+        w = {name: t.detach().requires_grad_() for name, t in weights.items()}
+        v = {name: t.detach().requires_grad_() for name, t in velocity.items()}
+        h = {name: t.detach().requires_grad_() for name, t in diff.items()}
+        new_w, new_v = step_fn(step, w, v, h)
+        outputs = [*new_w.values(), *new_v.values()]
+        cotangents = [*(adjoint_w[name] for name in new_w), *(adjoint_v[name] for name in new_v)]
+        inputs = [*w.values(), *v.values(), *h.values()]
+        grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
+    grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+    n = len(w)
+    return dict(zip(w, grads[:n])), dict(zip(v, grads[n:2 * n])), grads[2 * n:]
+
+
+def _reverse_through_graph(problem: InnerProblem, step_fn: Callable, diff: Params, fixed: Params):
+    watch = _FiniteWatch("weight or velocity")
+    with torch.enable_grad():
+        h = {name: t.detach().requires_grad_() for name, t in diff.items()}
+        weights = dict(problem.weights)
+        velocity = {name: torch.zeros_like(w) for name, w in weights.items()}
+        for step in range(problem.steps):
+            weights, velocity = step_fn(step, weights, velocity, h)
+            watch.add(step, _values(weights, velocity))
+        watch.check()
+        loss = problem.validation_loss(weights)
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteError(f"non-finite validation loss after {problem.steps} inner steps")
+    state_mib = graph_saved_mib(loss) + tensor_mib(_values(diff, fixed))
+    grads = torch.autograd.grad(loss, list(h.values()), allow_unused=True)
+    flat = torch.cat([(torch.zeros_like(x) if g is None else g).reshape(-1) for g, x in zip(grads, h.values())])
+    detached = ({n: t.detach() for n, t in weights.items()}, {n: t.detach() for n, t in velocity.items()})
+    return loss.detach(), flat, state_mib, *detached
+
+
+def graph_saved_mib(output: torch.Tensor) -> float:
+    """MiB of the tensors autograd's graph behind ``output`` keeps for the backward pass."""
+    seen_nodes, tensors, stack = set(), [], [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen_nodes:
+            continue
+        seen_nodes.add(node)
+        for attribute in dir(node):
+            if attribute.startswith("_saved_"):
+                value = getattr(node, attribute, None)
+                values = value if isinstance(value, (tuple, list)) else (value,)
+                tensors += [v for v in values if isinstance(v, torch.Tensor)]
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return tensor_mib(tensors)
+
+
+def _step_function(problem: InnerProblem, fixed: Mapping[str, torch.Tensor]) -> Callable:
+    def step_fn(step: int, w: Params, v: Params, h: Params) -> tuple[Params, Params]:
+        return problem.update(w, v, problem.batch(step), {**fixed, **h})
+    return step_fn
+
+
+MODES: dict[str, Callable[..., HypergradientResult]] = {
+    "forward": forward_hypergradient,
+    "reverse": reverse_hypergradient,
+}
+
+
+def hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor], mode: str = "reverse",
+                  wrt: Sequence[str] | None = None, **options) -> HypergradientResult:
+    """d validation_loss(w_T) / d hyper, by ``mode`` (``MODES``: ``forward`` or ``reverse``)."""
+    if mode not in MODES:
+        raise SipgradError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return MODES[mode](problem, hyper, wrt, **options)

@@ -1,0 +1,167 @@
+"""The unrolled training problem: start weights, an inner update, mini-batches, a validation loss.
+
+``InnerProblem`` is everything both hypergradient modes need, and nothing else; they see
+the training procedure only through ``update`` and ``batch(step)``, so the two modes
+differentiate exactly the same function of the hyperparameters.
+
+``classification_problem`` builds one from an ``nn.Module`` classifier and a
+``SmallDataset`` (``sipgrad.datasets``) the way RFHO's ``all_methods_on_mnist.py`` does:
+cross-entropy (mean over the mini-batch) plus per-layer penalties on the weight matrices,
+mini-batches visited in reshuffled epochs drawn from ``seed``, the validation error being
+the plain mean cross-entropy on the whole validation split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from sipgrad.datasets import SmallDataset, Split
+from sipgrad.engines.hypergrad.updates import (Batch, InnerUpdate, Params, layerwise_penalties, make_update,
+                                               penalized_parameters)
+from sipgrad.errors import SipgradError
+
+SEED_HIDDEN = (300, 300)
+
+
+@dataclass(frozen=True)
+class InnerProblem:
+    """T steps of ``update`` from ``weights`` on ``batch(t)``; the outer objective is ``validation_loss``.
+
+    ``weights`` are the start point (never modified); the velocity starts at zero.
+    ``validation_loss(weights)`` must not depend on the hyperparameters.
+    """
+
+    weights: Params
+    update: InnerUpdate
+    batch: Callable[[int], Batch]
+    validation_loss: Callable[[Params], torch.Tensor]
+    steps: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise SipgradError(f"steps must be a positive integer, got {self.steps!r}")
+        if not self.weights:
+            raise SipgradError("the inner problem has no weights to train")
+        dtypes = {w.dtype for w in self.weights.values()}
+        if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+            raise SipgradError(f"weights must share one floating dtype, got {sorted(map(str, dtypes))}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.weights.values())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.weights.values())).device
+
+    @property
+    def weight_count(self) -> int:
+        return sum(w.numel() for w in self.weights.values())
+
+
+def epoch_schedule(examples: int, batch_size: int, steps: int, seed: int) -> torch.Tensor:
+    """``steps x batch_size`` example indices: reshuffled epochs, consumed in order (RFHO's visiting)."""
+    if batch_size < 1 or batch_size > examples:
+        raise SipgradError(f"batch size {batch_size} must be between 1 and the {examples} training examples")
+    generator = torch.Generator().manual_seed(seed)
+    per_epoch = examples // batch_size
+    epochs = -(-steps // per_epoch)
+    rows = [torch.randperm(examples, generator=generator)[:per_epoch * batch_size].view(per_epoch, batch_size)
+            for _ in range(epochs)]
+    return torch.cat(rows)[:steps]
+
+
+def mlp(features: int, hidden: Sequence[int] = SEED_HIDDEN, classes: int = 10) -> nn.Sequential:
+    """RFHO's feed-forward net: ReLU hidden layers, linear output (784-300-300-10 on MNIST)."""
+    layers: list[nn.Module] = []
+    sizes = [features, *hidden]
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], classes))
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class ClassificationProblem:
+    """An ``InnerProblem`` for a classifier, plus what the report measures (accuracies, error)."""
+
+    inner: InnerProblem
+    model: nn.Module = field(repr=False)
+    data: SmallDataset = field(repr=False)
+    schedule: torch.Tensor = field(repr=False)
+
+    def logits(self, weights: Params, inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, weights, (inputs,))
+
+    def accuracy(self, weights: Params, split: Split) -> float:
+        with torch.no_grad():
+            inputs = _flat(split, self.inner.dtype)
+            return float((self.logits(weights, inputs).argmax(1) == split.labels).double().mean())
+
+    def error(self, weights: Params, split: Split) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(self.logits(weights, _flat(split, self.inner.dtype)), split.labels))
+
+
+def _flat(split: Split, dtype: torch.dtype) -> torch.Tensor:
+    return split.flat().to(dtype)
+
+
+def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200, seed: int = 0,
+                           hidden: Sequence[int] = SEED_HIDDEN, update: str = "rfho",
+                           dtype: torch.dtype = torch.float32, model: nn.Module | None = None,
+                           vector_penalties: bool = False) -> ClassificationProblem:
+    """RFHO's experiment on ``data``: an MLP (or ``model``), per-layer L1/L2 on its weight matrices.
+
+    The model's initial weights and the mini-batch order both come from ``seed``.
+    """
+    if model is None:
+        torch.manual_seed(seed)
+        model = mlp(data.features, hidden, data.classes)
+    model = model.to(dtype)
+    weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    train_x, train_y = _flat(data.train, dtype), data.train.labels
+    schedule = epoch_schedule(len(data.train), batch_size, steps, seed)
+    val_x, val_y = _flat(data.validation, dtype), data.validation.labels
+
+    def loss(current: Params, batch: Batch) -> torch.Tensor:
+        inputs, labels = batch
+        return F.cross_entropy(functional_call(model, {**current, **frozen, **buffers}, (inputs,)), labels)
+
+    def batch(step: int) -> Batch:
+        index = schedule[step]
+        return train_x[index], train_y[index]
+
+    def validation_loss(current: Params) -> torch.Tensor:
+        return loss(current, (val_x, val_y))
+
+    penalties = layerwise_penalties(penalized_parameters(weights), vector=vector_penalties)
+    inner = InnerProblem(weights, make_update(update, loss, penalties), batch, validation_loss, steps)
+    return ClassificationProblem(inner, model, data, schedule)
+
+
+def seed_hyperparameters(problem: InnerProblem, eta: float = 0.01, mu: float = 0.5, l1: float = 0.0,
+                         l2: float = 0.0) -> dict[str, torch.Tensor]:
+    """RFHO's starting point: eta 0.01, mu 0.5, every penalty coefficient 0."""
+    names = getattr(problem.update, "hyperparameters", ())
+    values: dict[str, torch.Tensor] = {}
+    for name in names:
+        start = {"eta": eta, "mu": mu}.get(name, l1 if name.startswith("rho_l1") else l2)
+        penalties = [p for p in getattr(problem.update, "penalties", ()) if p.hyper == name and p.index is not None]
+        shape = (max(p.index for p in penalties) + 1,) if penalties else ()
+        values[name] = torch.full(shape, start, dtype=problem.dtype, device=problem.device)
+    return values
+
+
+def check_hyperparameters(hyper: Mapping[str, torch.Tensor], needed: Sequence[str]) -> None:
+    missing = [name for name in needed if name not in hyper]
+    if missing:
+        raise SipgradError(f"missing hyperparameter(s) {', '.join(missing)}")
