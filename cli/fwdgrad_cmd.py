@@ -1,12 +1,227 @@
-"""`sipgrad fwdgrad`: placeholder, being built."""
+"""`sipgrad fwdgrad`: forward-gradient experiments (cosine table, training beside backprop)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from sipgrad_cli.common import fail
+from sipgrad_cli.common import guarded, progress_bar
+
+SAMPLER_HELP = "gaussian, rademacher, layerwise, orthonormal, activity, orthogonal, orthogonal:NAME"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def positive_int_list(text: str) -> list[int]:
+    return [positive_int(part) for part in text.split(",") if part.strip()] or [positive_int("")]
+
+
+def trial_count(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a standard error needs at least 2 trials, got {value}")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return names
+
+
+def bits_list(text: str) -> list[int | None]:
+    values: list[int | None] = []
+    for part in name_list(text):
+        if part == "32":
+            values.append(None)
+            continue
+        value = positive_int(part)
+        if not 2 <= value <= 16:
+            raise argparse.ArgumentTypeError(f"latent bits must be 2..16 (or 32 for float), got {value}")
+        values.append(value)
+    return values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("fwdgrad", help="(being built)")
-    parser.set_defaults(run=lambda args: fail("sipgrad fwdgrad is not built yet"))
+    from sipgrad.engines.forward.models import MODELS
+
+    parser = subparsers.add_parser(
+        "fwdgrad", help="forward-gradient experiments: cosine table, training beside backprop",
+        description="Forward gradients (grad . v) v from JVPs, without backprop: how well each direction "
+                    "sampler points (cosine) and how well it trains.")
+    commands = parser.add_subparsers(title="experiments", dest="experiment", metavar="EXPERIMENT")
+    parser.set_defaults(run=lambda args: parser.print_help() or 2)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model", default="mlp", choices=list(MODELS), help="model (default: mlp)")
+        sub.add_argument("--data", default="digits", metavar="SPEC",
+                         help="digits (offline default), mnist:DIR (IDX files) or cifar10:DIR (binary version)")
+        sub.add_argument("--directions", type=positive_int, default=None, metavar="K", help="directions per estimate")
+        sub.add_argument("--seed", type=int, default=0, help="seed for data split, model and directions (default 0)")
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        sub.add_argument("--out", metavar="DIR", help="write JSON and figures here")
+
+    cosine = commands.add_parser("cosine", help="mean cosine of forward gradient vs true gradient, per B and sampler")
+    common(cosine)
+    cosine.add_argument("--batch-sizes", type=positive_int_list, default=[128, 256, 512, 800, 1024], metavar="B,B",
+                        help="comma-separated batch sizes (default 128,256,512,800,1024)")
+    cosine.add_argument("--samplers", type=name_list, default=["gaussian", "activity"], metavar="NAMES",
+                        help=f"comma-separated samplers: {SAMPLER_HELP} (default gaussian,activity)")
+    cosine.add_argument("--trials", type=trial_count, default=20, metavar="R", help="trials per cell (default 20)")
+    cosine.set_defaults(run=run_cosine)
+
+    train = commands.add_parser("train", help="train with forward gradients (and/or backprop); accuracy vs step")
+    common(train)
+    train.add_argument("--grad", type=name_list, default=["forward", "backprop"], metavar="forward,backprop",
+                       help="gradient sources to run, comma-separated (default forward,backprop)")
+    train.add_argument("--sampler", type=name_list, default=["gaussian"], metavar="NAMES",
+                       help=f"comma-separated samplers for forward runs: {SAMPLER_HELP} (default gaussian)")
+    train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"], help="default adam")
+    train.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-3 for Adam; SGD 5e-3 "
+                                                         "forward, 5e-2 backprop)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
+    train.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
+    train.add_argument("--eval-every", type=positive_int, default=100, metavar="N", help="default 100")
+    train.add_argument("--soft", type=name_list, default=["off"], metavar="off,on",
+                       help="binary models: soft weights tanh(beta w) annealed to sign: off, on or off,on")
+    train.add_argument("--latent-bits", type=bits_list, default=[None], metavar="B,B",
+                       help="binary models: store latent weights at B bits (2..16, 32 = float), e.g. 5,6,7,8")
+    train.set_defaults(run=run_train)
+
+
+def _write_json(path: Path, document: dict) -> None:
+    from sipgrad.io.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=2))
+
+
+@guarded
+def run_cosine(args: argparse.Namespace) -> int:
+    from sipgrad.datasets import load_dataset
+    from sipgrad.engines.forward.cosine import cosine_table, gradient_row_correlations
+    from sipgrad.engines.forward.figures import save_row_correlations
+    from sipgrad.engines.forward.models import build_model
+    from sipgrad.engines.forward.samplers import make_sampler
+
+    for name in args.samplers:
+        make_sampler(name)  # unknown names fail before any work
+    directions = args.directions or 1
+    data = load_dataset(args.data, seed=args.seed)
+    model = build_model(args.model, data.image_shape, data.classes, seed=args.seed).train()
+    with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table") as bar:
+        bar.unit = "cell"
+        table = cosine_table(model, data.train, args.batch_sizes, args.samplers, directions, args.trials,
+                             seed=args.seed, progress=lambda: bar.update(1))
+    document = {"model": args.model, "data": data.name, "trials": args.trials, **table.to_json()}
+    if args.out:
+        out = Path(args.out)
+        _write_json(out / "cosine.json", document)
+        batch = data.train.subset(slice(0, args.batch_sizes[0]))
+        correlations = gradient_row_correlations(model, batch.inputs, batch.labels)
+        save_row_correlations(out / "gradient_row_correlation.png", correlations,
+                              f"{args.model} on {data.name}: row-wise correlation of each layer's weight "
+                              f"gradient (B = {args.batch_sizes[0]}, at initialisation)")
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"{args.model} on {data.name}: n = {table.parameters} parameters, K = {directions}, "
+          f"{args.trials} trials; mean cosine +- standard error")
+    print(f"isotropic closed form E[cos] = {table.closed_form:.6f}")
+    cells = {(row.batch_size, row.sampler): row for row in table.rows}
+    width = max(20, *(len(name) + 2 for name in args.samplers))
+    print("B".rjust(6) + "".join(name.rjust(width) for name in args.samplers))
+    for batch_size in args.batch_sizes:
+        print(str(batch_size).rjust(6) + "".join(
+            f"{cells[batch_size, name].cosine:.5f} +- {cells[batch_size, name].stderr:.5f}".rjust(width)
+            for name in args.samplers))
+    return 0
+
+
+@guarded
+def run_train(args: argparse.Namespace) -> int:
+    from sipgrad.datasets import load_dataset
+    from sipgrad.engines.forward.figures import save_accuracy_curves
+    from sipgrad.engines.forward.training import TrainConfig, train
+    from sipgrad.errors import SipgradError
+
+    soft_options = {"off": False, "on": True}
+    for value in args.soft:
+        if value not in soft_options:
+            raise SipgradError(f"--soft takes off, on or off,on; got {value!r}")
+    configs = []
+    for gradient in dict.fromkeys(args.grad):
+        samplers = args.sampler if gradient == "forward" else ["gaussian"]
+        for sampler in samplers:
+            for soft in dict.fromkeys(args.soft):
+                for bits in dict.fromkeys(args.latent_bits):
+                    configs.append(TrainConfig(
+                        model=args.model, gradient=gradient, sampler=sampler, directions=args.directions or 32,
+                        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, steps=args.steps,
+                        batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
+                        soft_weights=soft_options[soft], latent_bits=bits))
+    data = load_dataset(args.data, seed=args.seed)
+    results = []
+    out = Path(args.out) if args.out else None
+    document: dict = {"model": args.model, "data": data.name, "runs": []}
+    interrupted = False
+    with progress_bar(len(configs) * args.steps, "training") as bar:
+        bar.unit = "step"
+        for config in configs:
+            bar.set_postfix_str(config.label)
+            result = train(config, data, progress=lambda _step: bar.update(1))
+            results.append(result)
+            document["runs"].append(result.to_json())
+            if out:  # after every run, so an interrupted session keeps what it finished
+                _write_json(out / "forward_train.json", document)
+            if result.interrupted:
+                interrupted = True
+                break
+    backprop = next((r for r in results if r.config.gradient == "backprop"), None)
+    for run in document["runs"]:
+        run["time_vs_backprop"] = run["seconds_per_step"] / backprop.seconds_per_step if backprop else None
+    if out:
+        _write_json(out / "forward_train.json", document)
+        save_accuracy_curves(out / "forward_train.png",
+                             [(r.config.label, r.steps, r.test_accuracy) for r in results],
+                             f"{args.model} on {data.name}: test accuracy")
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{args.model} on {data.name}, {args.steps} steps of batch {args.batch_size}")
+        header = f"{'run':<44}{'test acc':>9}{'steps to 90%':>14}{'ms/step':>9}{'x backprop':>11}{'peak MiB':>10}"
+        print(header)
+        for run in document["runs"]:
+            ratio = f"{run['time_vs_backprop']:.2f}" if run["time_vs_backprop"] else "-"
+            reached = run["steps_to_90"] if run["steps_to_90"] is not None else "-"
+            print(f"{run['label']:<44}{run['final_accuracy']:>9.3f}{reached!s:>14}"
+                  f"{1000 * run['seconds_per_step']:>9.2f}{ratio:>11}{run['peak_memory_mib']:>10.0f}")
+        binary = [r for r in document["runs"] if r["memory"]["latent_parameters"]]
+        if binary:
+            print("memory (counted): run, weights KiB (float32 KiB), optimizer state KiB")
+            for run in binary:
+                memory = run["memory"]
+                print(f"  {run['label']:<42}{memory['weight_bytes'] / 1024:>8.1f} "
+                      f"({memory['weight_bytes_float32'] / 1024:.1f}){memory['optimizer_state_bytes'] / 1024:>10.1f}")
+    return 130 if interrupted else 0
