@@ -1,0 +1,222 @@
+"""Forward-HG and reverse-HG: exact, equal to each other, to finite differences and to a matrix recurrence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipgrad.datasets import load_digits
+from sipgrad.engines.hypergrad import (HeavyBall, InnerProblem, NonFiniteError, Penalty, classification_problem,
+                                       epoch_schedule, forward_hypergradient, hypergradient, reverse_hypergradient,
+                                       seed_hyperparameters)
+from sipgrad.engines.hypergrad.modes import tensor_mib
+from sipgrad.errors import SipgradError
+from tests.engines.hypergrad.conftest import nonzero_hyper, smooth_problem
+
+F64 = torch.float64
+
+
+def _close(a: dict, b: dict, rel: float) -> None:
+    for name in a:
+        scale = max(float(b[name].abs().max()), 1e-6)
+        assert float((a[name] - b[name]).abs().max()) <= rel * scale, (name, a[name], b[name])
+
+
+def test_forward_and_reverse_match_central_differences_in_float64(smooth):
+    hyper = nonzero_hyper(smooth)
+    forward = forward_hypergradient(smooth.inner, hyper)
+    reverse = reverse_hypergradient(smooth.inner, hyper)
+    eps = 1e-6
+    for name, value in hyper.items():
+        up = forward_hypergradient(smooth.inner, {**hyper, name: value + eps}).validation_loss
+        down = forward_hypergradient(smooth.inner, {**hyper, name: value - eps}).validation_loss
+        numeric = (up - down) / (2 * eps)
+        assert abs(numeric) > 1e-7, name  # every hyperparameter matters here
+        for result in (forward, reverse):
+            assert float(result.hypergradient[name]) == pytest.approx(numeric, rel=1e-5, abs=1e-9), (name, result.mode)
+
+
+def test_all_modes_and_variants_agree_to_1e_9_in_float64(smooth):
+    hyper = nonzero_hyper(smooth)
+    reference = forward_hypergradient(smooth.inner, hyper)
+    variants = [forward_hypergradient(smooth.inner, hyper, fused=False), reverse_hypergradient(smooth.inner, hyper),
+                reverse_hypergradient(smooth.inner, hyper, checkpoint_every=3),
+                reverse_hypergradient(smooth.inner, hyper, checkpoint_every=None)]
+    for result in variants:
+        _close(result.hypergradient, reference.hypergradient, 1e-9)
+        assert result.validation_loss == pytest.approx(reference.validation_loss, rel=1e-13)
+        for name, w in reference.weights.items():
+            torch.testing.assert_close(result.weights[name], w, rtol=1e-12, atol=1e-13)
+
+
+def test_forward_and_reverse_agree_to_1e_4_in_float32_at_t_100():
+    problem = classification_problem(load_digits(), steps=100, batch_size=50, seed=1, hidden=(24, 24))
+    hyper = seed_hyperparameters(problem.inner, eta=0.05, mu=0.5, l1=1e-4, l2=1e-3)
+    forward = forward_hypergradient(problem.inner, hyper)
+    reverse = reverse_hypergradient(problem.inner, hyper)
+    _close(forward.hypergradient, reverse.hypergradient, 1e-4)
+    assert float(forward.hypergradient["eta"]) < 0  # a small learning rate: raising it helps
+
+
+def test_trained_weights_are_sgd_on_the_scheduled_mini_batches_in_order():
+    problem = smooth_problem(steps=7, update="torch", batch_size=15, seed=2)
+    hyper = {name: torch.zeros((), dtype=F64) for name in problem.inner.update.hyperparameters}
+    hyper.update(eta=torch.tensor(0.3, dtype=F64), mu=torch.tensor(0.8, dtype=F64))
+    schedule = epoch_schedule(len(problem.data.train), 15, 7, seed=2)  # 4 batches an epoch: crosses an epoch
+    assert all(sorted(torch.cat(list(schedule[:4])).tolist()) == sorted(set(torch.cat(list(schedule[:4])).tolist()))
+               for _ in [0])
+    model = problem.model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.8)
+    inputs, labels = problem.data.train.flat().double(), problem.data.train.labels
+    for row in schedule:
+        optimizer.zero_grad()
+        F.cross_entropy(model(inputs[row]), labels[row]).backward()
+        optimizer.step()
+    for result in (forward_hypergradient(problem.inner, hyper), reverse_hypergradient(problem.inner, hyper)):
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(result.weights[name], p.detach(), rtol=1e-12, atol=1e-12)
+
+
+def _quadratic_problem(a: np.ndarray, b: np.ndarray, c: np.ndarray, steps: int) -> InnerProblem:
+    a_t, b_t, c_t = (torch.tensor(x) for x in (a, b, c))
+
+    def loss(p, batch):
+        (t,) = batch
+        w = p["w"][:, 0]
+        return 0.5 * w @ a_t @ w - (b_t[t % len(b_t)]) @ w
+
+    update = HeavyBall(loss, (Penalty("l2", "rho", ("w",)), Penalty("l1", "l1", ("w",))))
+    return InnerProblem({"w": torch.ones(len(c), 1, dtype=F64)}, update, lambda t: (t,),
+                        lambda p: 0.5 * ((p["w"][:, 0] - c_t) ** 2).sum(), steps)
+
+
+def _explicit_recurrence(a, b, c, eta, mu, rho, l1, steps):
+    """The tangent recurrence with explicit matrices: Z = d(w, v)/d(eta, mu, rho, l1), n x 4 each."""
+    n = len(c)
+    w, v = np.ones(n), np.zeros(n)
+    zw, zv = np.zeros((n, 4)), np.zeros((n, 4))
+    hessian = a + 2 * rho * np.eye(n)
+    for t in range(steps):
+        g = a @ w - b[t % len(b)] + 2 * rho * w + l1 * np.sign(w)
+        dg = hessian @ zw
+        dg[:, 2] += 2 * w
+        dg[:, 3] += np.sign(w)
+        zv = mu * zv + dg
+        zv[:, 1] += v
+        v = mu * v + g
+        zw = zw - eta * zv
+        zw[:, 0] -= v
+        w = w - eta * v
+    return 0.5 * ((w - c) ** 2).sum(), (w - c) @ zw
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), eta=st.floats(0.01, 0.2), mu=st.floats(0.0, 0.9), rho=st.floats(0.0, 0.5),
+       l1=st.floats(0.0, 0.1), steps=st.integers(1, 12))
+def test_quadratic_problem_matches_the_explicit_matrix_recurrence(seed, eta, mu, rho, l1, steps):
+    rng = np.random.default_rng(seed)
+    n = 4
+    q = rng.standard_normal((n, n))
+    a, b, c = q @ q.T / n + 0.5 * np.eye(n), rng.standard_normal((3, n)), rng.standard_normal(n)
+    problem = _quadratic_problem(a, b, c, steps)
+    hyper = {"eta": eta, "mu": mu, "rho": rho, "l1": l1}
+    loss, want = _explicit_recurrence(a, b, c, eta, mu, rho, l1, steps)
+    for mode in ("forward", "reverse"):
+        result = hypergradient(problem, {k: torch.tensor(v, dtype=F64) for k, v in hyper.items()}, mode)
+        assert result.validation_loss == pytest.approx(loss, rel=1e-10, abs=1e-12)
+        got = np.array([float(result.hypergradient[k]) for k in hyper])
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_state_memory_is_m_plus_1_states_forward_and_t_plus_2_reverse():
+    hyper = None
+    state_mib = None
+    for steps in (3, 9):
+        problem = smooth_problem(steps=steps)
+        hyper = nonzero_hyper(problem)
+        state_mib = 2 * tensor_mib(problem.inner.weights.values())  # weights and velocity
+        hyper_mib = tensor_mib(hyper.values())
+        forward = forward_hypergradient(problem.inner, hyper)
+        reverse = reverse_hypergradient(problem.inner, hyper)
+        assert forward.state_mib == pytest.approx((len(hyper) + 1) * state_mib + hyper_mib, rel=1e-12)
+        assert reverse.state_mib == pytest.approx((steps + 2) * state_mib + hyper_mib, rel=1e-12)
+    # checkpointing every 3 of 9 steps keeps 3 checkpoints, the 2 recomputed states of a segment, final and adjoint
+    checkpointed = reverse_hypergradient(problem.inner, hyper, checkpoint_every=3)
+    assert checkpointed.state_mib == pytest.approx((3 + 2 + 2) * state_mib + tensor_mib(hyper.values()), rel=1e-12)
+
+
+def test_results_do_not_depend_on_threads_or_on_which_hyperparameters_share_the_tangent_batch(smooth):
+    hyper = nonzero_hyper(smooth)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = forward_hypergradient(smooth.inner, hyper)
+        torch.set_num_threads(2)
+        two = forward_hypergradient(smooth.inner, hyper)
+    finally:
+        torch.set_num_threads(before)
+    _close(one.hypergradient, two.hypergradient, 1e-12)
+    alone = forward_hypergradient(smooth.inner, hyper, wrt=("mu", "rho_l2_1"))
+    assert set(alone.hypergradient) == {"mu", "rho_l2_1"}
+    for name in alone.hypergradient:
+        assert float(alone.hypergradient[name]) == pytest.approx(float(one.hypergradient[name]), rel=1e-12)
+    reverse_alone = reverse_hypergradient(smooth.inner, hyper, wrt=("eta",))
+    assert float(reverse_alone.hypergradient["eta"]) == pytest.approx(float(one.hypergradient["eta"]), rel=1e-10)
+
+
+def test_per_layer_vectors_equal_scalar_coefficients():
+    scalar = smooth_problem()
+    vector = classification_problem(scalar.data, steps=8, batch_size=15, seed=0, dtype=F64, model=scalar.model,
+                                    vector_penalties=True)
+    hyper = nonzero_hyper(scalar)
+    as_vectors = {"eta": hyper["eta"], "mu": hyper["mu"],
+                  "rho_l1": torch.stack([hyper[f"rho_l1_{k}"] for k in range(3)]),
+                  "rho_l2": torch.stack([hyper[f"rho_l2_{k}"] for k in range(3)])}
+    want = forward_hypergradient(scalar.inner, hyper).hypergradient
+    for mode in ("forward", "reverse"):
+        got = hypergradient(vector.inner, as_vectors, mode).hypergradient
+        assert got["rho_l2"].shape == (3,)
+        for k in range(3):
+            assert float(got["rho_l1"][k]) == pytest.approx(float(want[f"rho_l1_{k}"]), rel=1e-10)
+            assert float(got["rho_l2"][k]) == pytest.approx(float(want[f"rho_l2_{k}"]), rel=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_divergence_is_an_error_naming_the_step_never_a_clipped_number(mode):
+    problem = smooth_problem(steps=40, dtype=torch.float32)
+    hyper = {name: value.float() for name, value in nonzero_hyper(problem, eta=10.0).items()}
+    hyper.update({f"rho_l2_{k}": torch.tensor(10.0) for k in range(3)})  # |1 - 2 eta rho| = 199: w grows 199x a step
+    with pytest.raises(NonFiniteError, match=r"non-finite .* at inner step (1[0-9]|2[0-9])\b"):
+        hypergradient(problem.inner, hyper, mode)
+    with pytest.raises(NonFiniteError, match="hyperparameter eta is not finite"):
+        hypergradient(problem.inner, {**hyper, "eta": torch.tensor(float("nan"))}, mode)
+
+
+def test_an_outer_jvp_through_the_hypergradient_is_an_error_not_a_silent_zero(smooth):
+    hyper = nonzero_hyper(smooth)
+
+    def value(eta):
+        return torch.tensor(hypergradient(smooth.inner, {**hyper, "eta": eta}).validation_loss)
+
+    with pytest.raises(SipgradError, match="carries a derivative"):
+        torch.func.jvp(value, (hyper["eta"],), (torch.ones((), dtype=F64),))
+    with pytest.raises(SipgradError, match="carries a derivative"):
+        hypergradient(smooth.inner, {**hyper, "mu": hyper["mu"].clone().requires_grad_()})
+
+
+def test_bad_arguments_are_clear_errors(smooth):
+    hyper = nonzero_hyper(smooth)
+    with pytest.raises(SipgradError, match="mode must be"):
+        hypergradient(smooth.inner, hyper, "sideways")
+    with pytest.raises(SipgradError, match="missing hyperparameter"):
+        hypergradient(smooth.inner, {"eta": hyper["eta"]})
+    with pytest.raises(SipgradError, match="wrt must name"):
+        hypergradient(smooth.inner, hyper, wrt=("nope",))
+    with pytest.raises(SipgradError, match="checkpoint_every"):
+        reverse_hypergradient(smooth.inner, hyper, checkpoint_every=0)
+    with pytest.raises(SipgradError, match="steps must be"):
+        InnerProblem(smooth.inner.weights, smooth.inner.update, smooth.inner.batch, smooth.inner.validation_loss, 0)
