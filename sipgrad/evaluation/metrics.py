@@ -3,6 +3,14 @@
 All maps are 2-D saliency maps at model-input resolution (B x H x W) and boxes are in
 input pixels, padded to (B, N, 4) with a (B, N) validity mask (see ``cases.pad_boxes``).
 A pixel (row i, column j) belongs to a box when its centre (j + 0.5, i + 0.5) does.
+
+Determinism: given the same maps, every score here is bit-identical whatever the thread
+count and whatever other images share the batch. Sums over pixels accumulate in float64
+(so the order a parallel reduction happens to use cannot show in the float32 result), the
+deletion/insertion order is a stable sort (ties keep pixel order), and the model sees every
+perturbation chunk at its full size (the last one padded), so a row never meets a
+differently shaped kernel call. What remains is the model's own rounding; see
+docs/evaluation.md ("Determinism").
 """
 
 from __future__ import annotations
@@ -61,10 +69,11 @@ def centre_baseline(boxes: torch.Tensor, valid: torch.Tensor, height: int, width
 
 def energy_pointing_game(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of the map's positive mass inside the boxes (Score-CAM's energy-based pointing game)."""
-    positive = maps.clamp_min(0)
+    positive = maps.clamp_min(0).double()
     total = positive.sum(dim=(1, 2))
     inside = (positive * mask).sum(dim=(1, 2))
-    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.zeros_like(total))
+    share = torch.where(total > 0, inside / total.clamp_min(1e-300), torch.zeros_like(total))
+    return share.to(maps.dtype)
 
 
 def mu_in(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,12 +81,12 @@ def mu_in(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
     mu_in_w is 1 for a uniform map and above 1 when the map concentrates on the boxes.
     """
-    magnitude = maps.abs()
-    total = magnitude.sum(dim=(1, 2)).clamp_min(1e-30)
+    magnitude = maps.abs().double()
+    total = magnitude.sum(dim=(1, 2)).clamp_min(1e-300)
     share = (magnitude * mask).sum(dim=(1, 2)) / total
     area = mask.shape[1] * mask.shape[2]
     box_area = mask.sum(dim=(1, 2)).clamp_min(1)
-    return share, share * area / box_area
+    return share.to(maps.dtype), (share * area / box_area).to(maps.dtype)
 
 
 def _blur(inputs: torch.Tensor, sigma: float = 8.0) -> torch.Tensor:
@@ -110,11 +119,18 @@ def _step_counts(pixels: int, steps: int, device: torch.device) -> torch.Tensor:
 
 def _target_probabilities(predict: Callable[[torch.Tensor], torch.Tensor], rows: int, make_rows: Callable,
                           row_targets: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Target-class probability of ``rows`` model inputs, built ``chunk`` at a time by ``make_rows``."""
+    """Target-class probability of ``rows`` model inputs, built ``chunk`` at a time by ``make_rows``.
+
+    Every call gets exactly ``chunk`` rows (the last chunk repeats its first row to fill up):
+    CPU kernels may round differently for different batch shapes, and a row's score must not
+    depend on how many rows happen to be left over.
+    """
     probabilities = []
     for begin in range(0, rows, chunk):
         index = torch.arange(begin, min(begin + chunk, rows), device=row_targets.device)
-        probs = predict(make_rows(index)).float().softmax(dim=1)
+        count = index.numel()
+        padded = torch.cat((index, index[:1].expand(chunk - count))) if count < chunk else index
+        probs = predict(make_rows(padded))[:count].float().softmax(dim=1)
         probabilities.append(probs.gather(1, row_targets[index][:, None])[:, 0])
     return torch.cat(probabilities) if probabilities else row_targets.new_zeros(0, dtype=torch.float32)
 

@@ -112,10 +112,69 @@ def test_curve_set_equals_four_separate_curves(batch, steps, chunk, seed):
         return x.flatten(1) @ weights.T
 
     curve_set = metrics.perturbation_curve_set(model, inputs, maps, targets, steps=steps, chunk=chunk)
-    assert sum(calls) == batch * (4 * steps - 2) + 1 and max(calls) <= max(chunk, 1)
+    rows = batch * (4 * steps - 2)  # distinct model rows; every call but the one-row baseline is a full chunk
+    assert calls == [chunk] * -(-rows // chunk) + [1]
     for name in metrics.CURVES:
         mode = name.split("_")[0]
         separate = metrics.perturbation_curves(model, inputs, maps, targets, steps=steps, mode=mode,
                                                most_relevant_first=not name.endswith("lerf"), chunk=chunk)
         assert curve_set[name].shape == (batch, steps + 1)
         assert torch.allclose(curve_set[name], separate, atol=1e-6), name
+
+
+def _shape_sensitive_model(weights):
+    """A linear model whose result depends on the call's batch size, as CPU kernels' rounding may
+    (each row is reduced on its own, so a row's position within a call does not matter)."""
+    return lambda x: (x.flatten(1)[:, None, :] * weights).sum(dim=-1) + 1e-4 * x.shape[0]
+
+
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(2, 4), steps=st.integers(1, 4), chunk=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_a_case_scores_the_same_alone_or_in_any_batch(batch, steps, chunk, seed):
+    """Records must not depend on the batch size: each image's curves, energy and mu_in are
+    bit-identical whether it is scored alone or with others."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, 3, 6, 5, generator=generator)
+    maps = torch.randint(0, 4, (batch, 6, 5), generator=generator).float() * torch.rand(batch, 6, 5, generator=generator)
+    targets = torch.randint(0, 3, (batch,), generator=generator)
+    model = _shape_sensitive_model(torch.randn(3, 3 * 6 * 5, generator=generator))
+    boxes, valid = pad_boxes([[(1.0, 1.0, 4.0, 3.5)]] * batch)
+    mask = metrics.box_mask(boxes, valid, 6, 5)
+    together = metrics.perturbation_curve_set(model, inputs, maps, targets, steps=steps, chunk=chunk)
+    energy, (share, weighted) = metrics.energy_pointing_game(maps, mask), metrics.mu_in(maps, mask)
+    for i in range(batch):
+        alone = metrics.perturbation_curve_set(model, inputs[i:i + 1], maps[i:i + 1], targets[i:i + 1],
+                                               steps=steps, chunk=chunk)
+        for name in metrics.CURVES:
+            assert torch.equal(alone[name][0], together[name][i]), name
+        assert torch.equal(metrics.energy_pointing_game(maps[i:i + 1], mask[i:i + 1])[0], energy[i])
+        assert torch.equal(metrics.mu_in(maps[i:i + 1], mask[i:i + 1])[0][0], share[i])
+        assert torch.equal(metrics.mu_in(maps[i:i + 1], mask[i:i + 1])[1][0], weighted[i])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_scores_do_not_depend_on_the_thread_count(threads):
+    """Every metric of the same maps is bit-identical under any number of threads (large maps, so
+    parallel reductions really split)."""
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.rand(2, 224, 224, generator=generator) ** 8
+    inputs = torch.randn(2, 3, 224, 224, generator=generator)
+    boxes, valid = pad_boxes([[(10.3, 20.2, 150.7, 200.1)], [(50.0, 50.0, 60.0, 60.0), (100.0, 100.0, 200.0, 224.0)]])
+    weights = torch.randn(4, 3, generator=generator)
+    model = lambda x: x.mean(dim=(2, 3)) @ weights.T  # noqa: E731
+
+    def scores():
+        mask = metrics.box_mask(boxes, valid, 224, 224)
+        curves = metrics.perturbation_curve_set(model, inputs, maps, torch.tensor([0, 3]), steps=3, chunk=4)
+        return torch.cat([metrics.energy_pointing_game(maps, mask), *metrics.mu_in(maps, mask),
+                          metrics.pointing_game(maps, boxes, valid).float(), metrics._blur(inputs).flatten(),
+                          *[curves[name].flatten() for name in metrics.CURVES]])
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = scores()
+        torch.set_num_threads(threads)
+        assert torch.equal(scores(), reference)
+    finally:
+        torch.set_num_threads(before)

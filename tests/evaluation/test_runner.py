@@ -83,33 +83,34 @@ def test_reports_are_written(lite0, box_data, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_two_process_torchrun_gives_the_same_summary(box_data, tmp_path):
+def test_two_process_torchrun_gives_the_same_records(box_data, tmp_path):
+    """Sharding over processes changes nothing: at the same thread count per process, the records of
+    a 2-process torchrun equal the single process's bit for bit.
+
+    The thread count is pinned (torchrun would give its workers 1 thread and a plain run all cores):
+    the model's CPU kernels round differently with the thread count, which no record can hide
+    (docs/evaluation.md, "Determinism"); the metrics themselves are thread-independent
+    (tests/evaluation/test_metrics.py).
+    """
+    import os
+
     images, boxes = box_data
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["evaluate", "--images", str(images), "--boxes", str(boxes), "--format", "csv", "--method", "grad",
               "--sip", "none,topq:0.25", "--steps", "2", "--batch-size", "1"]
     one = subprocess.run([sys.executable, "-m", "sipgrad_cli", *common, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "sipgrad_cli", *common,
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-2000:]
     assert not list((tmp_path / "two").glob("records.rank*.jsonl"))
-    first = json.loads((tmp_path / "one" / "summary.json").read_text())
-    second = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert first["configs"].keys() == second["configs"].keys()
-    for key, entry in first["configs"].items():
-        assert entry["n"] == second["configs"][key]["n"] == 5
-        for metric, values in entry["metrics"].items():
-            # Batch size 1 in both runs: the same kernels see the same inputs, so the numbers agree up
-            # to float32 rounding (torchrun sets OMP_NUM_THREADS=1, which reorders reductions; CPU kernels
-            # for other batch sizes may differ more, see docs/sip.md).
-            # Deletion/insertion orders pixels by the map: near-ties can swap with the last bits.
-            tolerance = 1e-3 if "sertion" in metric or "deletion" in metric else 1e-4
-            assert values["mean"] == pytest.approx(second["configs"][key]["metrics"][metric]["mean"], rel=tolerance)
     lines_one = _strip([json.loads(x) for x in (tmp_path / "one" / "records.jsonl").read_text().splitlines()])
     lines_two = _strip([json.loads(x) for x in (tmp_path / "two" / "records.jsonl").read_text().splitlines()])
-    assert [(r["case"], r["config"]) for r in lines_one] == [(r["case"], r["config"]) for r in lines_two]
-    assert [r["pointing"] for r in lines_one] == [r["pointing"] for r in lines_two]
+    assert len(lines_one) == 10 and lines_one == lines_two
+    first = json.loads((tmp_path / "one" / "summary.json").read_text())
+    second = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert first["configs"] == second["configs"]
 
 
 def test_each_torchrun_process_gets_its_own_gpu_and_the_right_backend(monkeypatch):
