@@ -68,9 +68,9 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     """SHA-256 of every parameter and buffer (names, shapes, bytes): which weights made the records."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        array = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}{tuple(array.shape)}{array.dtype}".encode())
-        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+        array = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}{tuple(tensor.shape)}{array.dtype}".encode())
+        digest.update(array.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

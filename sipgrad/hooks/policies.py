@@ -260,10 +260,11 @@ class LowRankFilter(GradientFilter):
         k = min(self.rank, channels, height * width)
         if k == min(channels, height * width):
             return grad  # full rank: nothing to truncate
-        u, s, vh = torch.linalg.svd(matrix.float(), full_matrices=False)
+        work = matrix if matrix.dtype in (torch.float32, torch.float64) else matrix.float()  # SVD needs 32+ bits
+        u, s, vh = torch.linalg.svd(work, full_matrices=False)
         low = (u[:, :, :k] * s[:, None, :k]) @ vh[:, :k, :]
         if self.variance_conservation:
-            before = matrix.float().sum(dim=1)
+            before = work.sum(dim=1)
             after = low.sum(dim=1)
             spread = (lambda x: x.var(dim=1)) if height * width > 1 else (lambda x: x[:, 0].abs())
             low = low * torch.sqrt((spread(before) + self.eps) / (spread(after) + self.eps))[:, None, None]

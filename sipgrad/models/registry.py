@@ -248,7 +248,7 @@ def _download(spec: ModelSpec, destination: Path) -> None:
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise WeightsUnavailableError(
             f"{spec.name}: pretrained weights are not cached and could not be downloaded ({error.__class__.__name__}); "
-            f"pass --weights FILE to load a local state dict, or --pretrained none for random weights"
+            f"pass weights=FILE to load a local state dict, or pretrained=False for random weights"
         ) from None
 
 
@@ -260,12 +260,33 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, refused globals
-        raise SipgradError(f"{path}: not a loadable state dict ({str(error).splitlines()[0][:200]})") from None
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Weights only load failed" in reason:
+            # torch's message advises weights_only=False, i.e. running the file's code: never do that.
+            reason = "it holds Python objects besides tensors, and sipgrad loads only plain tensors"
+        raise SipgradError(f"{path}: not a loadable state dict ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise SipgradError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
+
+
+def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: str, name: str) -> None:
+    """Refuse weights that do not fit ``module``, naming the first tensor that differs and both shapes."""
+    expected = module.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise SipgradError(f"{source}: does not fit {name}: tensor {key!r} {tuple(tensor.shape)} is missing")
+        given = state[key]
+        if not isinstance(given, torch.Tensor):
+            raise SipgradError(f"{source}: does not fit {name}: {key!r} is a {type(given).__name__}, not a tensor")
+        if tuple(given.shape) != tuple(tensor.shape):
+            raise SipgradError(f"{source}: does not fit {name}: tensor {key!r} has shape {tuple(given.shape)}, "
+                               f"the model needs {tuple(tensor.shape)}")
+    unexpected = [key for key in state if key not in expected]
+    if unexpected:
+        raise SipgradError(f"{source}: does not fit {name}: unexpected tensor {unexpected[0]!r}")
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None, pretrained: bool = True,
@@ -289,7 +310,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
         state = load_state_dict_file(weights)
     elif pretrained and spec.trained_by is not None:
         raise SipgradError(f"{name} has no published weights: train it with {spec.trained_by} and pass "
-                           f"--weights FILE, or use --pretrained none for random weights")
+                           f"weights=FILE, or use pretrained=False for random weights")
     elif pretrained:
         path = cached_weights_path(spec)
         if spec.weights_url is not None and not path.is_file():
@@ -298,10 +319,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
     else:
         state = None
     if state is not None:
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            source = weights if weights is not None else "pretrained weights"
-            raise SipgradError(f"{source}: does not fit {name} ({str(error).splitlines()[0][:200]})") from None
+        check_state_dict(module, state, f"{weights if weights is not None else 'pretrained weights'}", name)
+        module.load_state_dict(state, strict=True)
     module.eval().to(device)
     return Classifier(module, name, spec.preprocessing, spec.classes(), spec.gradcam_layer, spec.sip_layers(module))

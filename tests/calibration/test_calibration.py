@@ -107,3 +107,25 @@ def test_calibrate_then_explain_with_cls_from_the_cli(tiny_dataset, tmp_path, as
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
     assert "statistics were computed for efficientnet_lite0" in refused.stderr
+
+
+def test_calibrating_never_changes_the_model(tmp_path):
+    """A model left in train mode (BatchNorm would update its running statistics) comes back bit-identical."""
+    import torch
+
+    from sipgrad import Classifier, Preprocessing
+    from sipgrad.models import ClassNames
+    from tests.conftest import make_small_cnn
+
+    module = make_small_cnn().train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        items.append((tmp_path / f"{i}.png", i % 2))
+    classifier = Classifier.wrap(module, Preprocessing(input_size=32), ClassNames.generic(10), sip_layers=("conv3",))
+    calibrate(classifier, items, tmp_path / "stats.npz", batch_size=4, crop=False)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert module.training  # the caller's mode is restored

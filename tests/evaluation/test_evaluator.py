@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ def test_perturbation_scores_equal_separate_curves_on_the_plain_model(lite0):
     cases = builtin_cases("photos", lite0.classes)[:2]
     evaluator = Evaluator(lite0, EvalSettings(methods=("grad",), sips=("none",), steps=3))
     records = evaluator.evaluate(cases, keep_maps=True)
-    inputs, _, _, _ = evaluator.prepare(cases)
+    inputs = evaluator.prepare(cases).inputs
     maps = torch.stack([torch.as_tensor(r["_map"]) for r in records])
     targets = torch.tensor([c.target for c in cases])
     with torch.inference_mode():
@@ -21,3 +22,74 @@ def test_perturbation_scores_equal_separate_curves_on_the_plain_model(lite0):
                                                  most_relevant_first=first, chunk=1)
             expected = metrics.curve_auc(curves)
             assert [r[key] for r in records] == pytest.approx(expected.tolist(), abs=1e-4), key
+
+
+def _small_cases(tmp_path, count=4):
+    from PIL import Image
+
+    from sipgrad.evaluation.cases import Case
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(count):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+        cases.append(Case(f"c{i}", path, i % 10, ((4.0, 4.0, 30.0, 30.0),)))
+    return cases
+
+
+@pytest.fixture
+def small_classifier(small_cnn):
+    from sipgrad import Classifier, Preprocessing
+    from sipgrad.models import ClassNames
+
+    return Classifier.wrap(small_cnn, Preprocessing(input_size=32), ClassNames.generic(10), name="small",
+                           sip_layers=("conv2", "conv3"))
+
+
+def test_each_image_is_loaded_once_per_run_for_every_config(small_classifier, tmp_path, monkeypatch):
+    from sipgrad.evaluation import EvalSettings, evaluate
+    from sipgrad.evaluation import cases as cases_module
+
+    loads = []
+    original = cases_module.Case.load
+    monkeypatch.setattr(cases_module.Case, "load", lambda self: loads.append(self.case_id) or original(self))
+    settings = EvalSettings(methods=("grad", "gradcam"), sips=("none", "topq:0.25", "pca:2"), steps=2)
+    records = evaluate(small_classifier, _small_cases(tmp_path), settings, tmp_path / "out", dataset="t",
+                       batch_size=3)
+    assert len(records) == 4 * 6
+    assert sorted(loads) == ["c0", "c1", "c2", "c3"]  # once each, not once per config
+
+
+def test_an_unreadable_image_is_recorded_and_the_rest_evaluated(small_classifier, tmp_path):
+    from sipgrad.evaluation import EvalSettings, evaluate
+
+    cases = _small_cases(tmp_path)
+    cases[1].image.write_bytes(b"not an image")
+    settings = EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=0)
+    records = evaluate(small_classifier, cases, settings, tmp_path / "out", dataset="t", batch_size=2)
+    failed = [r for r in records if "error" in r]
+    assert {r["case"] for r in failed} == {"c1"} and len(failed) == 2
+    assert "1.png" in failed[0]["error"] and "\n" not in failed[0]["error"]
+    assert sum("energy" in r for r in records) == 6  # 3 readable cases x 2 configs
+    # a later run retries the failed image once it is fixed
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(cases[1].image)
+    again = evaluate(small_classifier, cases, settings, tmp_path / "out", dataset="t", batch_size=2)
+    assert not any("error" in r for r in again) and len(again) == 8
+
+
+def test_resume_refuses_records_of_other_weights(small_classifier, tmp_path):
+    import torch
+
+    from sipgrad.evaluation import EvalSettings, evaluate
+    from sipgrad.errors import SipgradError
+
+    cases = _small_cases(tmp_path, 2)
+    settings = EvalSettings(methods=("grad",), steps=0)
+    evaluate(small_classifier, cases, settings, tmp_path / "out", dataset="t")
+    with torch.no_grad():
+        small_classifier.module.fc.bias.add_(1.0)
+    with pytest.raises(SipgradError, match="model weights differs"):
+        evaluate(small_classifier, cases, settings, tmp_path / "out", dataset="t")

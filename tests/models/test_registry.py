@@ -3,8 +3,8 @@ import urllib.error
 import pytest
 import torch
 
-from sipgrad import SipgradError, WeightsUnavailableError, load_model
-from sipgrad.models import MODELS, imagenet_classes, weights_available_offline
+from sipgrad import Classifier, SipgradError, WeightsUnavailableError, load_model
+from sipgrad.models import MODELS, ClassNames, imagenet_classes, weights_available_offline
 from sipgrad.models.preprocessing import Preprocessing
 
 
@@ -19,7 +19,7 @@ def test_offline_without_cached_weights_names_both_ways_out(monkeypatch, tmp_pat
     with pytest.raises(WeightsUnavailableError) as info:
         load_model("resnet18")
     message = str(info.value)
-    assert "\n" not in message and "--weights FILE" in message and "--pretrained none" in message
+    assert "\n" not in message and "weights=FILE" in message and "pretrained=False" in message
 
 
 def test_cached_torchvision_weights_are_used_without_download(monkeypatch, tmp_path):
@@ -83,3 +83,39 @@ def test_crop_geometry_matches_torchvision_transform(size):
     # The crop region, mapped back, is exactly the input frame.
     x0, y0, x1, y1 = geometry.box_to_input(geometry.region)
     assert (round(x0, 6), round(y0, 6), round(x1, 6), round(y1, 6)) == (0, 0, 224, 224)
+
+
+def test_weights_of_the_wrong_shape_name_the_tensor_and_both_shapes(tmp_path):
+    state = load_model("resnet18", pretrained=False).module.state_dict()
+    state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(SipgradError) as caught:
+        load_model("resnet18", weights=tmp_path / "w.pth")
+    message = str(caught.value)
+    assert "'layer2.0.conv1.weight'" in message and "(128, 64, 5, 5)" in message and "(128, 64, 3, 3)" in message
+    del state["layer2.0.conv1.weight"]
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(SipgradError, match="'layer2.0.conv1.weight' .* is missing"):
+        load_model("resnet18", weights=tmp_path / "w.pth")
+
+
+def test_a_pickle_with_code_is_refused_without_torchs_unsafe_advice(tmp_path):
+    torch.save({"conv.weight": torch.zeros(2), "extra": object.__new__(ClassNames)}, tmp_path / "p.pth")
+    with pytest.raises(SipgradError) as caught:
+        load_model("resnet18", weights=tmp_path / "p.pth")
+    assert "weights_only" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "Python objects" in str(caught.value)
+
+
+@pytest.mark.parametrize("builder, expected", [("resnet18", "layer4"), ("vgg16", "features")])
+def test_wrapped_models_use_the_last_block_after_its_activation_for_gradcam(builder, expected):
+    import torchvision
+
+    module = getattr(torchvision.models, builder)()
+    assert Classifier.wrap(module).gradcam_layer == expected
+
+
+def test_wrapped_lite0_uses_its_head_activation_for_gradcam():
+    from sipgrad.models.efficientnet_lite import EfficientNetLite0
+
+    assert Classifier.wrap(EfficientNetLite0()).gradcam_layer == "_head_act"

@@ -1,0 +1,131 @@
+"""The SIP filter registry: one share convention, the p-value convention (pinned), the pca:K rank
+filter, and configs that refuse bad values when constructed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipgrad import MethodOptions, SIPConfig, SipgradError
+from sipgrad.calibration.stats import LayerStatistics, SIPStatistics
+from sipgrad.evaluation.evaluator import EvalSettings
+from sipgrad.hooks.policies import (POLICIES, ClassPolicy, ContributionPolicy, InstancePolicy, LowRankFilter,
+                                    channel_count)
+
+
+def test_one_share_convention_floor_with_at_least_one():
+    assert channel_count(0.25, 24) == 6
+    assert channel_count(0.3, 24) == 7  # 7.2 -> 7 (the reference's int(q * C))
+    assert channel_count(0.3, 10) == 3  # 0.3 * 10 is 2.9999999999999996 in floating point
+    assert channel_count(0.01, 24) == 1
+    assert channel_count(1.0, 24) == 24
+    scores = torch.arange(24.0)[None]
+    assert ContributionPolicy(0.3).keep_mask("x", torch.ones(1, 24, 1, 1), scores[..., None, None], None).sum() == 7
+
+
+def _statistics(mean, std, shapiro=None, class_pvalues=None) -> SIPStatistics:
+    c = len(mean)
+    layer = LayerStatistics(np.asarray(mean, float), np.asarray(std, float),
+                            np.zeros(c) if shapiro is None else np.asarray(shapiro, float),
+                            np.zeros((c, 2)) if class_pvalues is None else np.asarray(class_pvalues, float), 10)
+    return SIPStatistics("m", ("x",), "f", {"x": layer}, 2)
+
+
+def test_ins_keeps_exactly_the_quantile_share_with_less_or_equal():
+    # 8 live channels with distinct p-values: quantile 0.5 keeps exactly 4 (the reference's `<` kept 3).
+    stats = _statistics(mean=np.zeros(8), std=np.ones(8))
+    gap = torch.linspace(0.1, 0.8, 8)[None]  # higher activation -> smaller p
+    activation = gap[..., None, None].expand(1, 8, 2, 2)
+    keep = InstancePolicy(stats, quantile=0.5, shapiro_threshold=None).keep_mask("x", activation, torch.zeros_like(activation), None)
+    assert keep[0].tolist() == [False] * 4 + [True] * 4
+
+
+def test_dead_channels_are_never_kept_and_never_shift_the_cut():
+    # channels 0-3 dead (std 0, activation at their mean 0): p = NaN; 4-7 live, with p > 0.5 (below
+    # their mean), so ranking dead channels anywhere but last would move the cut.
+    stats = _statistics(mean=[0, 0, 0, 0, 1, 1, 1, 1], std=[0, 0, 0, 0, 1, 1, 1, 1])
+    gap = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.4, 0.3, 0.2, 0.1]])
+    activation = gap[..., None, None].expand(1, 8, 2, 2)
+    keep = InstancePolicy(stats, quantile=0.25, shapiro_threshold=None).keep_mask("x", activation, torch.zeros_like(activation), None)
+    assert keep[0].tolist() == [False] * 4 + [True, True, False, False]  # 2 of 8: the two smallest live p
+    # a dead channel that turns active (gap > mean with std 0) is infinitely unusual: p = 0, kept first
+    gap[0, 0] = 0.5
+    activation = gap[..., None, None].expand(1, 8, 2, 2)
+    keep = InstancePolicy(stats, quantile=0.125, shapiro_threshold=None).keep_mask(
+        "x", activation, torch.zeros_like(activation), None)
+    assert keep[0].tolist() == [True] + [False] * 7
+    # NaN class p-values (a class with too few calibration images) are never kept either
+    cls_stats = _statistics(mean=np.zeros(4), std=np.ones(4),
+                            class_pvalues=[[0.01, np.nan], [0.02, np.nan], [0.5, np.nan], [np.nan, np.nan]])
+    cls_stats._torch_cache.clear()
+    keep = ClassPolicy(cls_stats, alpha=0.05, shapiro_threshold=None).keep_mask(
+        "x", None, torch.zeros(1, 4, 1, 1), torch.tensor([0]))
+    assert keep[0].tolist() == [True, True, False, False]
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), channels=st.integers(2, 9), side=st.integers(1, 5), rank=st.integers(1, 4),
+       seed=st.integers(0, 1000))
+def test_rank_filter_equals_a_truncated_svd_of_each_samples_gradient(batch, channels, side, rank, seed):
+    grad = torch.randn(batch, channels, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ours = LowRankFilter(rank, variance_conservation=False).apply("x", None, grad, None)
+    for i in range(batch):
+        u, s, vh = np.linalg.svd(grad[i].reshape(channels, -1).numpy(), full_matrices=False)
+        k = min(rank, len(s))
+        expected = (u[:, :k] * s[:k]) @ vh[:k]
+        assert np.allclose(ours[i].reshape(channels, -1).numpy(), expected, atol=1e-10)
+
+
+def test_rank_filter_with_variance_conservation_keeps_the_summed_variance():
+    grad = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = LowRankFilter(2).apply("x", None, grad, None)
+    assert torch.allclose(out.sum(1).flatten(1).var(1), grad.sum(1).flatten(1).var(1))
+    assert torch.linalg.matrix_rank(out[0].reshape(6, -1)) == 2
+
+
+def test_every_registered_policy_parses_and_labels_itself():
+    stats = _statistics(mean=np.zeros(2), std=np.ones(2))
+    assert set(POLICIES) == {"cls", "ins", "topq", "absq", "act", "pca"}
+    assert SIPConfig.parse("pca:8").rank == 8 and SIPConfig.parse("pca:8").label == "pca:8"
+    assert SIPConfig.parse("ins:0.1", stats=stats).quantile == 0.1
+    assert SIPConfig.parse("act:0.5").label == "act:0.5"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SIPConfig(gamma=-1), "gamma must be positive"),
+    (lambda: SIPConfig(policy="cls"), "needs calibration statistics"),
+    (lambda: SIPConfig(policy="nope"), "unknown SIP policy"),
+    (lambda: SIPConfig(fraction=0), "fraction must be in"),
+    (lambda: SIPConfig(policy="pca", rank=0), "rank must be"),
+    (lambda: SIPConfig(layer_ratio=2.0), "layer_ratio must be"),
+    (lambda: SIPConfig.parse("pca:2.5"), "whole number"),
+    (lambda: SIPConfig.parse("topq:nan"), "finite"),
+    (lambda: MethodOptions(ig_steps=0), "ig_steps must be"),
+    (lambda: MethodOptions(smoothgrad_noise=-0.1), "smoothgrad_noise"),
+    (lambda: MethodOptions(ig_baseline="white"), "unknown ig_baseline"),
+    (lambda: EvalSettings(steps=-1), "steps must be"),
+    (lambda: EvalSettings(methods=("grad", "nope")), "unknown method"),
+    (lambda: EvalSettings(method_options={"ig_steps": 0}), "ig_steps must be"),
+    (lambda: EvalSettings(sips=("topq:0.25", "topq:0.25")), "listed twice"),
+])
+def test_configs_refuse_bad_values_when_constructed(make, message):
+    with pytest.raises(SipgradError, match=message):
+        make()
+
+
+def test_library_errors_speak_of_parameters_not_flags():
+    with pytest.raises(SipgradError) as caught:
+        SIPConfig(policy="cls")
+    assert "--" not in str(caught.value)
+    with pytest.raises(SipgradError) as caught:
+        SIPConfig(layer_ratio=0)
+    assert "--" not in str(caught.value) and "layer_ratio" in str(caught.value)
+
+
+def test_gamma_default_is_infinite():
+    assert math.isinf(SIPConfig().gamma)
