@@ -55,89 +55,104 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def plot_metrics(out: Path, summary: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
-    """``metrics.png``: one panel per metric, each config's mean with its 95% interval (configs
-    on one shared axis, coloured by method, marked by SIP); ``energy_vs_box_area.png``: energy
-    inside the boxes against the boxes' share of the image, one panel per method."""
+    """Write ``metrics.png`` (see ``metrics_figure``) and ``energy_vs_box_area.png`` (see
+    ``energy_figure``) into ``out``; returns their paths."""
+    plt = pyplot()
+    paths = []
+    for name, figure in (("metrics.png", lambda: metrics_figure(summary)),
+                         ("energy_vs_box_area.png", lambda: energy_figure(summary, records))):
+        fig = figure()
+        paths.append(Path(out) / name)
+        _save_figure(fig, paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def metrics_figure(summary: dict[str, Any]):
+    """One panel per shown metric: each config's mean with its 95% interval.
+
+    The configs share one vertical axis (first on top), so every config has its own row and no
+    two intervals hide each other; colour says the method, marker and shade the SIP setting.
+    """
     plt = pyplot()
     keys = list(summary["configs"])
     names = shown_metrics(summary)
     styles = _config_styles(summary)
-    paths = []
     with plt.rc_context(READABLE_FONTS):
         columns = 2 if len(names) > 1 else 1
-        rows = -(-len(names) // columns)
+        rows = max(1, -(-len(names) // columns))
         panel_height = 0.9 + 0.24 * len(keys)
-        fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, panel_height * rows), sharey=True,
-                                 squeeze=False)
-        positions = np.arange(len(keys))[::-1]  # first config on top
+        fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, panel_height * rows + 0.4),
+                                 sharey=True, squeeze=False)
+        positions = np.arange(len(keys))[::-1]
+        has_centre = "pointing" in names and "centre" in summary["metrics"]
         for ax, name in zip(axes.flat, names):
             entry = METRICS[name]
             for y, key in zip(positions, keys):
                 stats = summary["configs"][key]["metrics"][name]
-                style = styles[key]
                 ax.errorbar(stats["mean"], y, xerr=[[stats["mean"] - stats["low"]], [stats["high"] - stats["mean"]]],
-                            color=style.color, marker=style.marker, markersize=6, capsize=3, linestyle="none")
-            title = f"{entry.label} {entry.arrow}"
-            if name == "pointing" and "centre" in summary["metrics"]:
-                centre = summary["configs"][keys[0]]["metrics"]["centre"]["mean"]
-                ax.axvline(centre, color="0.4", linestyle="--", linewidth=1)
+                            color=styles[key].color, marker=styles[key].marker, markersize=6, capsize=3,
+                            linestyle="none")
+            if name == "pointing" and has_centre:
+                ax.axvline(summary["configs"][keys[0]]["metrics"]["centre"]["mean"], color="0.4", linestyle="--",
+                           linewidth=1)
             low, high = entry.range
             if np.isfinite(low) and np.isfinite(high):
                 ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
-            ax.set_title(title, loc="left")
+            ax.set_title(f"{entry.label} {entry.arrow}", loc="left")
             ax.grid(axis="x", alpha=0.3)
             ax.set_yticks(positions, keys)
             ax.set_ylim(-0.7, len(keys) - 0.3)
         for ax in list(axes.flat)[len(names):]:
             ax.axis("off")
-        fig.supxlabel("mean over cases with 95% bootstrap interval; \u2191 higher is better, \u2193 lower is better;\n"
-                      "dashed line: pointing at the image centre (the pointing game's baseline)",
-                      fontsize=10)
+        note = "mean over cases with 95% bootstrap interval; \u2191 higher is better, \u2193 lower is better"
+        if has_centre:
+            note += ";\ndashed line: pointing at the image centre (the pointing game's baseline)"
+        fig.supxlabel(note, fontsize=10)
         fig.tight_layout()
-        paths.append(out / "metrics.png")
-        _save_figure(fig, paths[-1])
-        plt.close(fig)
-        paths.append(out / "energy_vs_box_area.png")
-        _plot_energy_by_box_area(plt, paths[-1], summary, scored_records(records), styles)
-    return paths
+    return fig
 
 
-def _plot_energy_by_box_area(plt, path: Path, summary: dict[str, Any], records: list[dict[str, Any]],
-                             styles: dict) -> None:
-    """Small multiples, one per method: mean energy per box-size bin, one line per SIP setting,
-    nudged sideways so equal values do not hide each other."""
+def energy_figure(summary: dict[str, Any], records: list[dict[str, Any]]):
+    """Energy inside the boxes against the boxes' share of the image, as small multiples: one
+    panel per method, one line per SIP setting (own shade, marker and dash), nudged sideways so
+    equal values do not hide each other. The dotted diagonal is what a uniform map scores."""
+    plt = pyplot()
     configs = summary["configs"]
-    methods = list(dict.fromkeys(entry["method"] for entry in configs.values()))
-    columns = min(len(methods), 2)
-    rows = -(-len(methods) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, 3.3 * rows), sharey=True, squeeze=False)
-    bins = np.array([0, 0.1, 0.25, 0.5, 1.0])
-    centres = (bins[:-1] + bins[1:]) / 2
-    for ax, method in zip(axes.flat, methods):
-        keys = [k for k, entry in configs.items() if entry["method"] == method]
-        for i, key in enumerate(keys):
-            rows_of = [r for r in records if r["config"] == key]
-            fractions = np.array([r["box_fraction"] for r in rows_of])
-            energy = np.array([r["energy"] for r in rows_of])
-            which = np.clip(np.digitize(fractions, bins) - 1, 0, len(bins) - 2)
-            means = [energy[which == b].mean() if (which == b).any() else np.nan for b in range(len(bins) - 1)]
-            nudge = (i - (len(keys) - 1) / 2) * 0.012
-            ax.plot(centres + nudge, means, label=configs[key]["sip"], markersize=6, linewidth=1.5,
-                    **styles[key].kwargs())
-        ax.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1, label="uniform map")
-        ax.set_title(method, loc="left")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("box area / image area")
-        ax.grid(alpha=0.3)
-        ax.legend(title="SIP", loc="lower right")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("energy inside boxes")
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
-    fig.tight_layout()
-    _save_figure(fig, path)
-    plt.close(fig)
+    records = scored_records(records)
+    styles = _config_styles(summary)
+    methods = list(dict.fromkeys(entry["method"] for entry in configs.values())) or ["(no records)"]
+    with plt.rc_context(READABLE_FONTS):
+        columns = min(len(methods), 2)
+        rows = -(-len(methods) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, 3.3 * rows), sharey=True,
+                                 squeeze=False)
+        bins = np.array([0, 0.1, 0.25, 0.5, 1.0])
+        centres = (bins[:-1] + bins[1:]) / 2
+        for ax, method in zip(axes.flat, methods):
+            keys = [k for k, entry in configs.items() if entry["method"] == method]
+            for i, key in enumerate(keys):
+                rows_of = [r for r in records if r["config"] == key]
+                fractions = np.array([r["box_fraction"] for r in rows_of])
+                energy = np.array([r["energy"] for r in rows_of])
+                which = np.clip(np.digitize(fractions, bins) - 1, 0, len(bins) - 2)
+                means = [energy[which == b].mean() if (which == b).any() else np.nan for b in range(len(bins) - 1)]
+                nudge = (i - (len(keys) - 1) / 2) * 0.012
+                ax.plot(centres + nudge, means, label=configs[key]["sip"], markersize=6, linewidth=1.5,
+                        **styles[key].kwargs())
+            ax.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1, label="uniform map")
+            ax.set_title(method, loc="left")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("box area / image area")
+            ax.grid(alpha=0.3)
+            ax.legend(title="SIP", loc="upper left")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("energy inside boxes")
+        for ax in list(axes.flat)[len(methods):]:
+            ax.axis("off")
+        fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, higher_is_better: bool = Tru
     """
     difference = np.asarray(b, np.float64) - np.asarray(a, np.float64)
     improvement = difference if higher_is_better else -difference
-    wins, losses = float((improvement > 0).mean()), float((improvement < 0).mean())
+    wins, losses, ties = (float((improvement > 0).mean()), float((improvement < 0).mean()),
+                          float((improvement == 0).mean()))
     identical = not np.any(difference != 0)
     p = 1.0
     if not identical:
@@ -72,7 +73,7 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, higher_is_better: bool = Tru
                 p = 1.0
         p = 1.0 if math.isnan(p) else p
     low, high = bootstrap_interval(difference)
-    return {"win_rate": wins, "loss_rate": losses, "tie_rate": 1.0 - wins - losses,
+    return {"win_rate": wins, "loss_rate": losses, "tie_rate": ties,
             "mean_difference": float(difference.mean()), "difference_low": low, "difference_high": high,
             "wilcoxon_p": p, "effect_size": rank_biserial(improvement), "identical": bool(identical)}
 

@@ -1,0 +1,345 @@
+"""The report a person reads, parsed as HTML: real tables, formatted intervals, the better value
+marked in each metric's own direction, the paired test, thumbnails, everything embedded; and
+plots whose labels are legible and whose configs never share a colour."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sipgrad.evaluation.catalog import METRICS
+from sipgrad.evaluation.report import (Gallery, GalleryCase, build_gallery, choose_cases, energy_figure,
+                                       metrics_figure, plot_metrics, render_html, write_html)
+from sipgrad.evaluation.summary import format_p, rank_biserial, summarize
+from sipgrad.io.names import slug
+
+VOID = {"img", "meta", "br", "hr", "link", "input", "source", "wbr"}
+CONFIGS = ("grad/none", "grad/topq:0.25", "gradcam/none", "gradcam/topq:0.25")
+CASES = 8
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict
+    children: list = field(default_factory=list)  # Nodes and strings, in document order
+
+    def all(self, tag: str) -> list["Node"]:
+        found = [self] if self.tag == tag else []
+        for child in self.children:
+            if isinstance(child, Node):
+                found += child.all(tag)
+        return found
+
+    def raw(self) -> str:
+        return "".join(child if isinstance(child, str) else child.raw() for child in self.children)
+
+    def content(self) -> str:
+        """The text a reader sees, white space collapsed (a <br> reads as a space)."""
+        return re.sub(r"\s+", " ", self.raw()).strip()
+
+    def cells(self) -> list["Node"]:
+        return [c for c in self.children if isinstance(c, Node) and c.tag in ("th", "td")]
+
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+
+class _Tree(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Node("root", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        if tag == "br":
+            node.children.append(" ")
+        if tag not in VOID:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.stack[-1].children.append(data)
+
+
+def parse(page: str) -> Node:
+    tree = _Tree()
+    tree.feed(page)
+    tree.close()
+    assert tree.stack == [tree.root], "unclosed elements"
+    return tree.root
+
+
+def make_records(signed: bool = False) -> list[dict]:
+    """Eight cases, four configs with known orderings: gradcam has the most energy and the lowest
+    deletion AUC; grad with SIP gains 0.05 energy on every case; gradcam with SIP changes nothing."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(CASES):
+        plain = {name: float(rng.uniform(0.2, 0.4)) for name in METRICS}
+        plain.update(pointing=float(i % 2), centre=float(i % 3 == 0), mu_in_w=1.0 + i / 10)
+        per_config = {
+            "grad/none": dict(plain, deletion_auc=0.30 + 0.01 * i),
+            "grad/topq:0.25": dict(plain, energy=plain["energy"] + 0.05, deletion_auc=0.25 + 0.01 * i),
+            "gradcam/none": dict(plain, energy=0.6 + 0.01 * i, deletion_auc=0.10 + 0.005 * i),
+        }
+        per_config["gradcam/topq:0.25"] = dict(per_config["gradcam/none"])
+        for key in CONFIGS:
+            method, sip = key.split("/")
+            scores = per_config[key]
+            scores["mu_in"] = scores["energy"] - (0.1 if signed else 0.0)
+            records.append({"case": f"set/img{i}#cat", "config": key, "method": method, "sip": sip,
+                            "target_name": "cat", "box_fraction": 0.1 * i, **scores})
+    return records
+
+
+def fake_gallery(records) -> Gallery:
+    rng = np.random.default_rng(1)
+    cases = []
+    for case in dict.fromkeys(r["case"] for r in records):
+        entry = GalleryCase(case, "cat", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        for key in CONFIGS:
+            entry.maps[key] = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            entry.records[key] = next(r for r in records if r["case"] == case and r["config"] == key)
+        cases.append(entry)
+    return Gallery(list(CONFIGS), cases, "every case", "recomputed")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    records = make_records()
+    summary = summarize(records)
+    plots = plot_metrics(out, summary, records)
+    path = write_html(out, summary, fake_gallery(records), plots, "Lite0 on <photos>")
+    page = path.read_text(encoding="utf-8")
+    return SimpleNamespace(page=page, tree=parse(page), summary=summary, records=records)
+
+
+def _table(report, first_header: str) -> Node:
+    for table in report.tree.all("table"):
+        if table.all("th") and table.all("th")[0].content() == first_header:
+            return table
+    raise AssertionError(f"no table starting with {first_header!r}")
+
+
+def _columns(table: Node) -> list[str]:
+    return [th.content() for th in table.all("thead")[0].all("th")]
+
+
+def _row(table: Node, first_cell: str) -> list[Node]:
+    for tr in table.all("tr"):
+        cells = tr.cells()
+        if cells and cells[0].content() == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r}")
+
+
+def test_tables_are_real_html_with_no_markdown_left(report):
+    tables = report.tree.all("table")
+    assert len(tables) == 3  # against the boxes, deletion/insertion, SIP against plain
+    for table in tables:
+        assert table.all("thead") and table.all("tbody") and table.all("th")
+    text = report.tree.content()
+    assert "|---" not in report.page and "`" not in text and "**" not in text
+    assert "Lite0 on &lt;photos&gt;" in report.page  # escaped, not injected
+    assert "How to read this" in [h.content() for h in report.tree.all("h2")]
+
+
+def test_everything_is_embedded(report):
+    images = report.tree.all("img")
+    assert len(images) > 2 and all(img.attrs["src"].startswith("data:image/") for img in images)
+    assert not re.search(r"""(href|src)=['"]?(https?:|//|[\w./-]+\.(png|css|js)\b)""", report.page)
+    assert "<link" not in report.page and "<script" not in report.page
+
+
+def test_intervals_are_formatted_and_match_the_summary(report):
+    table = _table(report, "config")
+    assert _columns(table)[:4] == ["config", "n", "pointing game \u2191", "energy in boxes \u2191"]
+    cells = _row(table, "grad/none")
+    assert cells[1].content() == str(CASES)
+    stats_ = report.summary["configs"]["grad/none"]["metrics"]["energy"]
+    assert cells[3].content() == f"{stats_['mean']:.2f} [{stats_['low']:.2f}, {stats_['high']:.2f}]"
+    for tr in table.all("tbody")[0].all("tr")[:-1]:
+        for cell in [c for c in tr.cells() if c.tag == "td"][1:]:
+            assert re.fullmatch(r"\d+\.\d{2,3} \[\d+\.\d{2,3}, \d+\.\d{2,3}\]", cell.content()), cell.content()
+    centre = _row(table, "pointing at the centre (baseline)")
+    assert centre[2].content().startswith(f"{report.summary['configs']['grad/none']['metrics']['centre']['mean']:.2f} [")
+
+
+def test_the_better_value_is_marked_in_each_metrics_own_direction(report):
+    boxes = _table(report, "config")
+    energy = _columns(boxes).index("energy in boxes \u2191")
+    best = {key for key in CONFIGS if "best" in _row(boxes, key)[energy].classes()}
+    assert best == {"gradcam/none", "gradcam/topq:0.25"}  # highest energy, tied
+    perturbation = [t for t in report.tree.all("table") if "deletion AUC \u2193" in _columns(t)][0]
+    deletion = _columns(perturbation).index("deletion AUC \u2193")
+    best = {key for key in CONFIGS if "best" in _row(perturbation, key)[deletion].classes()}
+    assert best == {"gradcam/none", "gradcam/topq:0.25"}  # lowest deletion AUC: lower is better
+    assert "best" not in _row(perturbation, "grad/none")[deletion].classes()
+
+
+def test_the_paired_test_shows_difference_p_and_effect_size(report):
+    table = [t for t in report.tree.all("table") if "p (Wilcoxon)" in _columns(t)][0]
+    assert _columns(table) == ["metric", "difference SIP \u2212 plain [95% interval]", "wins / ties / losses (%)",
+                               "p (Wilcoxon)", "effect r", "reading"]
+    energy = _row(table, "energy in boxes \u2191")
+    by_config = {(r["case"], r["config"]): r["energy"] for r in report.records}
+    improvement = np.array([by_config[(f"set/img{i}#cat", "grad/topq:0.25")] - by_config[(f"set/img{i}#cat", "grad/none")]
+                            for i in range(CASES)])
+    assert energy[1].content().startswith("+0.05 [")
+    assert energy[2].content() == "100 / 0 / 0"
+    assert energy[3].content() == format_p(stats.wilcoxon(improvement).pvalue)
+    assert energy[4].content() == f"+{rank_biserial(improvement):.2f}" == "+1.00"
+    assert energy[5].content() == "better with SIP"
+    deletion = _row(table, "deletion AUC \u2193")  # 0.05 lower on every case: better, though the difference is negative
+    assert deletion[1].content().startswith("\u22120.05") and deletion[5].content() == "better with SIP"
+    text = table.content()
+    assert "Identical to gradcam/none on every case and metric" in text
+    assert "0.00 / 1" not in report.page
+
+
+def test_mu_in_is_shown_once_with_the_reason_and_both_when_they_differ(report):
+    headers = [h for t in report.tree.all("table") for h in _columns(t)]
+    assert "mu_in \u2191" not in headers and "energy in boxes \u2191" in headers
+    assert "for non-negative maps (every map here) they are the same" in report.tree.content()
+    signed = summarize(make_records(signed=True))
+    tree = parse(render_html(signed, None, [], "signed"))
+    assert "mu_in \u2191" in [h for t in tree.all("table") for h in _columns(t)]
+    assert "No thumbnails" in tree.content()  # no gallery: the report still renders
+
+
+def test_thumbnails_show_the_input_and_one_map_per_config(report):
+    strips = [div for div in report.tree.all("div") if "case" in div.classes()]
+    assert len(strips) == CASES
+    for strip in strips:
+        figures = strip.all("figure")
+        assert len(figures) == 1 + len(CONFIGS)
+        assert figures[0].content() == "input and boxes"
+        assert [f.content().split(" energy")[0] for f in figures[1:]] == list(CONFIGS)
+        assert all(f.all("img")[0].attrs["src"].startswith("data:image/jpeg;base64,") for f in figures)
+    first = strips[0].all("figure")[3].content()  # gradcam/none on case 0: energy 0.60, pointing 0 = miss
+    assert first == "gradcam/none energy 0.60 \u00b7 miss"
+    assert report.tree.all("div")[0] is not None and "colour scale" in report.page
+
+
+def test_skipped_cases_are_reported():
+    records = make_records() + [{"case": "set/gone#cat", "config": key, "method": key.split("/")[0],
+                                 "sip": key.split("/")[1], "error": "gone.png: no such file"} for key in CONFIGS]
+    tree = parse(render_html(summarize(records), None, [], "t"))
+    assert "1 case(s) skipped" in tree.content() and "set/gone#cat: gone.png: no such file" in tree.content()
+
+
+def _texts_px(fig) -> list[tuple[str, float]]:
+    from matplotlib.text import Text
+
+    return [(t.get_text(), t.get_fontsize() * 100 / 72) for t in fig.findobj(Text)
+            if t.get_visible() and t.get_text().strip()]
+
+
+def _twelve_configs():
+    records = []
+    for m, method in enumerate(("grad", "ig", "gradcam")):
+        for s, sip in enumerate(("none", "topq:0.1", "topq:0.25", "absq:0.25")):
+            for i in range(4):
+                records.append({"case": f"c{i}", "config": f"{method}/{sip}", "method": method, "sip": sip,
+                                "box_fraction": 0.2 * i + 0.05, **{n: 0.1 * m + 0.02 * s + 0.01 * i for n in METRICS}})
+    return records
+
+
+def test_plots_have_legible_labels_and_no_two_configs_share_a_colour():
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    records = _twelve_configs()
+    summary = summarize(records)
+    fig = metrics_figure(summary)
+    try:
+        texts = _texts_px(fig)
+        assert "grad/topq:0.1" in [t for t, _ in texts] and "gradcam/absq:0.25" in [t for t, _ in texts]
+        assert min(px for _, px in texts) >= 10
+        colours = [to_hex(container.lines[0].get_color()) for container in fig.axes[0].containers]
+        assert len(colours) == 12 and len(set(colours)) == 12
+    finally:
+        plt.close(fig)
+    fig = energy_figure(summary, records)
+    try:
+        assert min(px for _, px in _texts_px(fig)) >= 10
+        series = [(to_hex(line.get_color()), line.get_marker()) for ax in fig.axes for line in ax.lines
+                  if line.get_label() != "uniform map"]
+        assert len(series) == 12 and len({colour for colour, _ in series}) == 12
+        for ax in fig.axes[:3]:  # within a panel, markers tell the SIP settings apart too
+            assert len({line.get_marker() for line in ax.lines if line.get_label() != "uniform map"}) == 4
+    finally:
+        plt.close(fig)
+
+
+class _FakeEvaluator:
+    """Just what ``build_gallery`` uses: configs, prepare, maps and a classifier with classes."""
+
+    def __init__(self, keys, unreadable=()):
+        self.configs = [SimpleNamespace(key=key) for key in keys]
+        self.unreadable = set(unreadable)
+        self.classifier = SimpleNamespace(classes=["cat", "dog"], device="cpu",
+                                          preprocessing=SimpleNamespace(denormalize=lambda x: x))
+        self.calls = []
+
+    def prepare(self, cases):
+        readable = [c for c in cases if c.case_id not in self.unreadable]
+        inputs = torch.stack([torch.full((3, 16, 16), 0.5) for _ in readable])
+        boxes = torch.tensor([[[2.0, 2.0, 10.0, 10.0]]]).expand(len(readable), 1, 4)
+        return SimpleNamespace(cases=readable, inputs=inputs, boxes=boxes, valid=torch.ones(len(readable), 1, dtype=bool),
+                               failed={c.case_id: f"{c.case_id}.png: unreadable" for c in cases
+                                       if c.case_id in self.unreadable})
+
+    def maps(self, inputs, targets, config):
+        self.calls.append(config.key)
+        return torch.rand(inputs.shape[0], 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _gallery_records(count):
+    return [{"case": f"c{i}", "config": key, "method": "grad", "sip": key.split("/")[1], "energy": 0.1 * i * (j + 1),
+             "pointing": 1.0} for i in range(count) for j, key in enumerate(("grad/none", "grad/topq:0.25"))]
+
+
+def test_gallery_reads_saved_maps_and_recomputes_only_what_is_missing(tmp_path):
+    keys = ("grad/none", "grad/topq:0.25")
+    cases = [SimpleNamespace(case_id=f"c{i}", target=1) for i in range(3)]
+    records = _gallery_records(3)
+    for key in keys:
+        for case in cases:
+            (tmp_path / slug(key)).mkdir(exist_ok=True)
+            np.save(tmp_path / slug(key) / f"{slug(case.case_id)}.npy", np.eye(16, dtype=np.float32))
+    evaluator = _FakeEvaluator(keys)
+    gallery = build_gallery(evaluator, cases, records, maps_dir=tmp_path)
+    assert evaluator.calls == [] and gallery.source == f"read from {tmp_path.name}/"
+    assert [c.case_id for c in gallery.cases] == ["c0", "c1", "c2"] and gallery.cases[0].target_name == "dog"
+    tile = gallery.cases[0].maps["grad/topq:0.25"]
+    assert tile.shape == (16, 16, 3) and (tile[2, 2:10] == 255).all()  # the box edge is drawn in white
+    (tmp_path / slug("grad/topq:0.25") / "c1.npy").unlink()
+    evaluator = _FakeEvaluator(keys, unreadable={"c2"})
+    gallery = build_gallery(evaluator, cases, records, maps_dir=tmp_path)
+    assert evaluator.calls == ["grad/topq:0.25"] and gallery.source == "recomputed"
+    assert [c.case_id for c in gallery.cases] == ["c0", "c1"] and gallery.missing == ["c2: c2.png: unreadable"]
+    assert set(gallery.cases[0].records) == set(keys)
+
+
+def test_gallery_picks_the_cases_where_configs_disagree_most():
+    records = _gallery_records(6)  # spread of energy between the two configs grows with the case index
+    chosen, because = choose_cases(records, 3)
+    assert chosen == ["c3", "c4", "c5"] and "disagree most" in because
+    assert choose_cases(records, 6) == ([f"c{i}" for i in range(6)], "every case")
