@@ -1,0 +1,123 @@
+"""pca-sgd, SGD and momentum: exact equivalences, label noise, reproducibility."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipgrad.analysis.models import small_model
+from sipgrad.analysis.projected_training import (TrainConfig, _batches, randomize_labels, summarize_runs, train)
+from sipgrad.datasets import load_digits
+from sipgrad.errors import SipgradError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(seed=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(0, 300), share=st.floats(0, 1), classes=st.integers(2, 12), seed=st.integers(0, 1000))
+def test_label_noise_changes_exactly_the_requested_share(size, share, classes, seed):
+    labels = torch.randint(0, classes, (size,), generator=torch.Generator().manual_seed(seed))
+    noisy, corrupted = randomize_labels(labels, share, classes, seed)
+    changed = noisy != labels
+    assert int(changed.sum()) == round(share * size)
+    assert torch.equal(changed, corrupted)
+    assert noisy.min() >= 0 if size else True
+    assert noisy.max() < classes if size else True
+    again, _ = randomize_labels(labels, share, classes, seed)
+    assert torch.equal(noisy, again)
+
+
+def test_wrong_labels_are_spread_over_the_other_classes():
+    labels = torch.zeros(9000, dtype=torch.long)
+    noisy, _ = randomize_labels(labels, 1.0, 10, seed=0)
+    counts = torch.bincount(noisy, minlength=10)
+    assert counts[0] == 0
+    assert counts[1:].min() > 900 and counts[1:].max() < 1100  # uniform: 1000 each
+
+
+def run(digits, **options):
+    config = TrainConfig(steps=options.pop("steps", 12), batch_size=32, eval_every=6, **options)
+    return train(small_model("mlp", digits.image_shape, seed=config.seed), digits, config)
+
+
+def test_pca_sgd_with_k_at_least_every_layer_size_is_sgd_exactly(digits):
+    sgd = run(digits, optimizer="sgd", label_noise=0.2)
+    full = run(digits, optimizer="pca-sgd", k=64 * 64 + 64, label_noise=0.2)
+    for name in sgd.params:
+        assert torch.equal(sgd.params[name], full.params[name])
+    assert sgd.test_accuracy == full.test_accuracy
+    low = run(digits, optimizer="pca-sgd", k=4, label_noise=0.2)
+    assert not torch.equal(low.params["1.weight"], sgd.params["1.weight"])
+
+
+def test_pca_sgd_on_the_batch_subspace_with_k_at_least_the_batch_is_sgd(digits):
+    sgd = run(digits, optimizer="sgd")
+    batch = run(digits, optimizer="pca-sgd", k=32, subspace="batch")  # 32 examples: rank <= 32
+    for name in sgd.params:
+        torch.testing.assert_close(batch.params[name], sgd.params[name], rtol=1e-4, atol=1e-5)
+    assert batch.probe["cos(g, Pg)"] == pytest.approx([1.0] * len(batch.steps), abs=1e-5)
+    fewer = run(digits, optimizer="pca-sgd", k=4, subspace="batch")
+    assert max(fewer.probe["cos(g, Pg)"]) < 0.99
+
+
+def test_momentum_is_torch_sgd_with_dampening(digits):
+    config = TrainConfig(optimizer="momentum", momentum=0.8, lr=0.2, steps=10, batch_size=32, eval_every=5,
+                         label_noise=0.2, seed=3)
+    model = small_model("mlp", digits.image_shape, seed=3)
+    ours = train(model, digits, config)
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.2, momentum=0.8, dampening=0.8)
+    labels, _ = randomize_labels(digits.train.labels, 0.2, 10, seed=3)
+    batches = _batches(len(digits.train), 32, torch.Generator().manual_seed(3))
+    for _ in range(10):
+        index = next(batches)
+        optimizer.zero_grad()
+        F.cross_entropy(reference(digits.train.inputs[index]), labels[index]).backward()
+        optimizer.step()
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(ours.params[name], p.detach(), rtol=1e-4, atol=1e-6)
+    assert set(ours.probe) >= {"cos(v, Pg)", "cos(v, g)", "|Pv|/|v|"}
+    assert all(-1 <= c <= 1 for c in ours.probe["cos(v, Pg)"])
+
+
+def test_runs_are_reproducible_and_record_what_they_say(digits):
+    first = run(digits, optimizer="pca-sgd", k=8, label_noise=0.5, steps=12)
+    second = run(digits, optimizer="pca-sgd", k=8, label_noise=0.5, steps=12)
+    assert first.test_accuracy == second.test_accuracy and first.probe == second.probe
+    assert first.steps == [6, 12]
+    assert len(first.noise_fit) == 2 and all(0 <= v <= 1 for v in first.noise_fit)
+    assert not run(digits, optimizer="sgd", steps=6).noise_fit  # no noise, nothing memorised
+    summary = summarize_runs([first.to_dict(), second.to_dict()])
+    assert len(summary) == 1 and summary[0]["seeds"] == 2
+    assert summary[0]["final test accuracy"] == pytest.approx(first.test_accuracy[-1])
+    assert "params" not in first.to_dict()
+
+
+def test_sgd_learns_digits(digits):
+    result = run(digits, optimizer="sgd", steps=90, lr=0.3)
+    assert result.test_accuracy[-1] > 0.7
+    assert result.train_loss[-1] < result.train_loss[0]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"optimizer": "adam"}, "unknown optimizer"), ({"subspace": "full"}, "unknown subspace"),
+    ({"lr": 0.0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"k": 0}, "k must"),
+    ({"k": 8, "sketch_size": 4}, "sketch_size"), ({"decay": 0.0}, "decay"), ({"label_noise": 1.5}, "label_noise"),
+    ({"steps": 0}, "steps"),
+])
+def test_config_is_validated(options, message):
+    with pytest.raises(SipgradError, match=message):
+        TrainConfig(**options)
+
+
+def test_batch_larger_than_the_data_is_refused(digits):
+    with pytest.raises(SipgradError, match="exceeds the"):
+        train(small_model("mlp", digits.image_shape), digits, TrainConfig(batch_size=5000, steps=1))
