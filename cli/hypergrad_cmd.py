@@ -68,9 +68,20 @@ def _hidden(text: str) -> tuple[int, ...]:
     return tuple(_positive_int(item.strip()) for item in text.split(",") if item.strip()) or (300, 300)
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """A bad option is one line on stderr (no usage block) and exit status 2."""
+
+    def error(message: str):
+        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("hypergrad", help="hyperparameter optimisation by forward/reverse hypergradients",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _one_line_errors(parser)
     parser.add_argument("--data", default="digits", help="digits (default, offline) or mnist:DIR")
     parser.add_argument("--mode", choices=["forward", "reverse", "both"], default="both",
                         help="which hypergradient to compute (default: both, side by side)")

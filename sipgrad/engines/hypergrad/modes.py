@@ -205,7 +205,7 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
             tangent_w, tangent_v, basis)
         watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
     loss, gradient = _final_gradient(problem, weights, watch)
-    flat = sum((tangent_w[name] * gradient[name]).flatten(1).sum(1) for name in weights)
+    flat = sum((tangent_w[name] * gradient[name]).reshape(m, -1).sum(1) for name in weights)
     return HypergradientResult(float(loss), _unflatten(flat, diff, "forward"), "forward", problem.steps,
                                state_mib, time.perf_counter() - began, weights, velocity)
 

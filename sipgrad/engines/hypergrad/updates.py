@@ -96,17 +96,20 @@ def layerwise_penalties(names: Sequence[str], l1: bool = True, l2: bool = True,
 class HeavyBall:
     """SGD with heavy-ball momentum and penalties, differentiable in every coefficient.
 
-    ``loss(weights, batch)`` is the unregularised training loss on one mini-batch.
+    ``loss(weights, batch)`` is the unregularised training loss on one mini-batch; with
+    ``loss_hyper`` names it is ``loss(weights, batch, {name: value})`` and may depend on
+    those hyperparameters too (per-example weights, RFHO's "synthetic" hyperparameters).
     ``l2_scale`` is the derivative factor of the L2 term: 2 for RFHO's ``rho ||W||^2``, 1
-    for PyTorch's weight decay. Hyperparameters read: ``eta``, ``mu`` and each penalty's
-    coefficient.
+    for PyTorch's weight decay. Hyperparameters read: ``eta``, ``mu``, each penalty's
+    coefficient and ``loss_hyper``.
     """
 
-    loss: Callable[[Params, Batch], torch.Tensor]
+    loss: Callable[..., torch.Tensor]
     penalties: tuple[Penalty, ...] = ()
     l2_scale: float = 2.0
     learning_rate: str = LEARNING_RATE
     momentum: str = MOMENTUM
+    loss_hyper: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_gradient", grad(self.loss))
@@ -115,7 +118,12 @@ class HeavyBall:
     def hyperparameters(self) -> tuple[str, ...]:
         """Names this update reads, in a stable order (penalties first, as RFHO prints them)."""
         names = [p.hyper for p in self.penalties]
-        return tuple(dict.fromkeys([*names, self.learning_rate, self.momentum]))
+        return tuple(dict.fromkeys([*names, self.learning_rate, self.momentum, *self.loss_hyper]))
+
+    def loss_gradient(self, weights: Params, batch: Batch, hyper: Mapping[str, torch.Tensor]) -> Params:
+        if not self.loss_hyper:
+            return self._gradient(weights, batch)
+        return self._gradient(weights, batch, {name: hyper[name] for name in self.loss_hyper})
 
     def penalty_gradient(self, weights: Params, hyper: Mapping[str, torch.Tensor]) -> Params:
         extra: Params = {}
@@ -129,7 +137,7 @@ class HeavyBall:
 
     def __call__(self, weights: Params, velocity: Params, batch: Batch,
                  hyper: Mapping[str, torch.Tensor]) -> tuple[Params, Params]:
-        gradient = self._gradient(weights, batch)
+        gradient = self.loss_gradient(weights, batch, hyper)
         extra = self.penalty_gradient(weights, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         new_weights, new_velocity = {}, {}
@@ -156,10 +164,15 @@ class HeavyBall:
 
         ``tangent_w`` and ``tangent_v`` are consumed (updated in place).
         """
-        def gradient_and_hvp(direction: Params) -> tuple[Params, Params]:
-            return jvp(lambda w: self._gradient(w, batch), (weights,), (direction,))
+        loss_hyper = {name: hyper[name] for name in self.loss_hyper}
+        m = next(iter(tangent_w.values())).shape[0]
+        loss_directions = {name: _one_hot(m, rows.get(name), value) for name, value in loss_hyper.items()}
 
-        gradient, hvp = vmap(gradient_and_hvp, out_dims=(None, 0))(tangent_w)
+        def gradient_and_hvp(direction: Params, loss_direction: Params) -> tuple[Params, Params]:
+            return jvp(lambda w, lh: self.loss_gradient(w, batch, lh), (weights, loss_hyper),
+                       (direction, loss_direction))
+
+        gradient, hvp = vmap(gradient_and_hvp, out_dims=(None, 0))(tangent_w, loss_directions)
         extra = self.penalty_gradient(weights, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         by_param: dict[str, list[Penalty]] = {}
@@ -189,6 +202,14 @@ class HeavyBall:
                 z_w[rows[self.learning_rate]] -= v
             tangent_v[name] = z_v
         return new_weights, new_velocity, tangent_w, tangent_v
+
+
+def _one_hot(m: int, row: int | None, value: torch.Tensor) -> torch.Tensor:
+    """The m tangent directions of one hyperparameter: rows ``row ..`` of the identity (zeros if fixed)."""
+    directions = value.new_zeros((m, value.numel()))
+    if row is not None:
+        directions[row:row + value.numel()] = torch.eye(value.numel(), dtype=value.dtype, device=value.device)
+    return directions.reshape(m, *value.shape)
 
 
 def rfho_momentum(loss: Callable[[Params, Batch], torch.Tensor], penalties: Sequence[Penalty] = ()) -> HeavyBall:

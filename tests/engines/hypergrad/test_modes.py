@@ -220,3 +220,31 @@ def test_bad_arguments_are_clear_errors(smooth):
         reverse_hypergradient(smooth.inner, hyper, checkpoint_every=0)
     with pytest.raises(SipgradError, match="steps must be"):
         InnerProblem(smooth.inner.weights, smooth.inner.update, smooth.inner.batch, smooth.inner.validation_loss, 0)
+
+
+def test_hyperparameters_inside_the_loss_per_example_weights():
+    """RFHO's synthetic hyperparameters: weights of the first examples of every mini-batch, in the loss."""
+    base = smooth_problem(steps=6)
+    inner = base.inner
+
+    def weighted(weights, batch, hyper):
+        inputs, labels = batch
+        per_example = F.cross_entropy(base.logits(weights, inputs), labels, reduction="none")
+        gamma = torch.cat([hyper["gamma"], per_example.new_ones(len(labels) - 4)])
+        return (gamma * per_example).mean()
+
+    update = HeavyBall(weighted, inner.update.penalties, loss_hyper=("gamma",))
+    problem = InnerProblem(inner.weights, update, inner.batch, inner.validation_loss, inner.steps)
+    hyper = {**nonzero_hyper(base), "gamma": torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=F64)}
+    fused = forward_hypergradient(problem, hyper)
+    generic = forward_hypergradient(problem, hyper, fused=False)
+    reverse = reverse_hypergradient(problem, hyper)
+    _close(fused.hypergradient, reverse.hypergradient, 1e-9)
+    _close(generic.hypergradient, reverse.hypergradient, 1e-9)
+    eps = 1e-6
+    bump = torch.tensor([0.0, 0.0, eps, 0.0], dtype=F64)
+    up = forward_hypergradient(problem, {**hyper, "gamma": hyper["gamma"] + bump}).validation_loss
+    down = forward_hypergradient(problem, {**hyper, "gamma": hyper["gamma"] - bump}).validation_loss
+    assert float(reverse.hypergradient["gamma"][2]) == pytest.approx((up - down) / (2 * eps), rel=1e-5)
+    only_gamma = forward_hypergradient(problem, hyper, wrt=("gamma",))  # eta and mu fixed: no rows for them
+    _close(only_gamma.hypergradient, {"gamma": reverse.hypergradient["gamma"]}, 1e-9)

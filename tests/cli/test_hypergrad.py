@@ -1,0 +1,79 @@
+"""`sipgrad hypergrad`: RFHO's report from the command line, in-process and small."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from sipgrad_cli.main import main
+
+SMALL = ["hypergrad", "--steps", "4", "--hyper-steps", "2", "--batch-size", "50", "--hidden", "8,8"]
+KEYS = {"step", "mode", "test_accuracy", "validation_accuracy", "training_accuracy", "validation_error", "state_mib",
+        "weights", "iterations", "seconds", "hyperparameters"}
+NAMES = [f"rho_l1_{k}" for k in range(3)] + [f"rho_l2_{k}" for k in range(3)] + ["eta", "mu"]
+
+
+def test_json_lists_both_modes_per_outer_step_with_the_seeds_fields(capsys):
+    assert main([*SMALL, "--json", "--dtype", "float64"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["step"], r["mode"]) for r in records] == [(0, "forward"), (0, "reverse"), (1, "forward"), (1, "reverse")]
+    for record in records:
+        assert KEYS <= set(record)
+        assert list(record["hyperparameters"]) == NAMES
+        assert record["weights"] == 64 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10 and record["iterations"] == 4
+    forward, reverse = records[0], records[1]
+    for name in NAMES:
+        f, r = forward["hyperparameters"][name], reverse["hyperparameters"][name]
+        assert f["hypergradient"] == pytest.approx(r["hypergradient"], rel=1e-9, abs=1e-12)
+        assert f["value"] == pytest.approx(r["value"], rel=1e-9, abs=1e-12)
+    assert forward["hyperparameters"]["eta"]["value"] == pytest.approx(0.011, rel=1e-6)  # Adam's first step, 1e-3
+    # state memory from the kept tensors: (m + 1) states forward, (T + 2) reverse, float64 weights and velocity
+    state = 2 * forward["weights"] * 8 / 2 ** 20
+    assert forward["state_mib"] == pytest.approx(9 * state, rel=1e-3)
+    assert reverse["state_mib"] == pytest.approx(6 * state, rel=1e-3)
+
+
+def test_text_report_prints_the_seeds_lines(capsys):
+    assert main([*SMALL, "--mode", "reverse", "--hyper-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    for line in ("step: 0", "mode: reverse", "memory usage (MiB):", "# weights: 682", "# hyperparameters: 8",
+                 "# iterations: 4", "eta: [0.011", "mu: [0.501", "Elapsed time (sec):", "peak process memory (MiB):"):
+        assert line in out, line
+    assert "mode: forward" not in out
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_mnist_folder_gives_the_seeds_784_300_300_10_network(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 10_060), ("t10k", 20)):
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
+    code = main(["hypergrad", "--data", f"mnist:{tmp_path}", "--steps", "1", "--hyper-steps", "1", "--batch-size",
+                 "20", "--json"])
+    assert code == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {r["weights"] for r in records} == {328_810}
+    assert records[0]["state_mib"] == pytest.approx(9 * 2 * 328_810 * 4 / 2 ** 20, rel=1e-4)  # the seed's 22.58
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps: '0' must be at least 1"),
+    (["--mu", "1"], "--mu: '1' must be in [0, 1)"),
+    (["--data", "mnist:/no/such/folder"], "/no/such/folder: no such folder"),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(argv, message, capsys):
+    try:
+        code = main(["hypergrad", *argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
