@@ -92,6 +92,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A bad option value is reported in one line (no usage block), exit status 2."""
+
+    def error(message: str):
+        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     from sipgrad.analysis.models import SMALL_MODELS
 
@@ -106,15 +117,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.analysis.projected_training import OPTIMIZERS, SUBSPACES
 
-    parser = subparsers.add_parser("gradients", help="gradient structure across examples: spectrum, pca-sgd",
+    parser = _one_line_errors(subparsers.add_parser("gradients", help="gradient structure across examples: spectrum, pca-sgd",
                                    description="Per-example gradients: their spectrum, and training on their "
-                                               "top principal directions.")
+                                               "top principal directions."))
     commands = parser.add_subparsers(title="commands", dest="gradients_command", metavar="COMMAND")
     parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
 
-    spectrum = commands.add_parser("spectrum", help="spectrum of per-example gradients vs batch size and k",
-                                   description=SPECTRUM_DESCRIPTION,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    spectrum = _one_line_errors(commands.add_parser(
+        "spectrum", help="spectrum of per-example gradients vs batch size and k", description=SPECTRUM_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     _add_common(spectrum)
     spectrum.add_argument("--batch-sizes", type=_list_of(_positive_int), default=[32, 64, 128, 256, 512, 1024],
                           metavar="B,B,..", help="batch sizes (default: 32,64,128,256,512,1024)")
@@ -129,8 +140,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="examples vectorised at once (default: all; lower it to bound memory)")
     spectrum.set_defaults(run=run_spectrum)
 
-    train = commands.add_parser("train", help="SGD vs momentum vs pca-sgd under label noise",
-                                description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = _one_line_errors(commands.add_parser(
+        "train", help="SGD vs momentum vs pca-sgd under label noise", description=TRAIN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     _add_common(train)
     train.add_argument("--optimizer", type=_list_of(_choices(list(OPTIMIZERS))), default=list(OPTIMIZERS),
                        metavar="NAMES", help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: all)")

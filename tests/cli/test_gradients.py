@@ -1,0 +1,86 @@
+"""`sipgrad gradients spectrum` and `sipgrad gradients train`, in-process, small and fast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sipgrad_cli.main import main
+
+
+def test_spectrum_json_and_files(tmp_path, capsys):
+    code = main(["gradients", "spectrum", "--batch-sizes", "8,24", "--k", "1,4,16", "--json", "--out", str(tmp_path)])
+    assert code == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["model"] == "mlp" and document["data"] == "digits"
+    rows = document["rows"]
+    assert [(r["batch size"], r["layer"]) for r in rows] == [(8, "1"), (8, "3"), (8, "all"), (24, "1"), (24, "3"),
+                                                             (24, "all")]
+    for row in rows:
+        assert list(row["cosine"]) == ["1", "4", "16"]
+        cosines = list(row["cosine"].values())
+        assert all(0 <= c <= 1 + 1e-6 for c in cosines) and cosines == sorted(cosines)  # more directions, more of g
+        assert len(row["singular values"]) == min(row["batch size"], row["parameters"])
+        assert 1 <= row["effective rank"] <= row["batch size"]
+    assert rows[0]["cosine"]["16"] == pytest.approx(1.0, abs=1e-5)  # 16 >= rank 8: the whole mean
+    assert rows[2]["parameters"] == 64 * 64 + 64 + 64 * 10 + 10
+    assert json.loads((tmp_path / "spectrum.json").read_text())["rows"] == rows
+    assert (tmp_path / "spectrum.png").stat().st_size > 10_000
+
+
+def test_spectrum_table(tmp_path, capsys):
+    assert main(["gradients", "spectrum", "--model", "cnn", "--batch-sizes", "8", "--k", "2", "--train-steps", "3",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "cnn on digits, 3 training steps" in out and "k=2" in out
+    assert [line.split()[0] for line in out.splitlines()[3:7]] == ["0", "3", "7", "all"]
+
+
+def test_train_json_runs_every_combination(tmp_path, capsys):
+    code = main(["gradients", "train", "--optimizer", "sgd,momentum,pca-sgd", "--label-noise", "0,0.5",
+                 "--steps", "4", "--eval-every", "2", "--batch-size", "16", "--k", "4", "--json", "--out",
+                 str(tmp_path)])
+    assert code == 0
+    document = json.loads(capsys.readouterr().out)
+    runs = document["runs"]
+    assert [(r["config"]["label_noise"], r["config"]["optimizer"]) for r in runs] == [
+        (0.0, "sgd"), (0.0, "momentum"), (0.0, "pca-sgd"), (0.5, "sgd"), (0.5, "momentum"), (0.5, "pca-sgd")]
+    for r in runs:
+        assert r["steps"] == [2, 4] and len(r["test_accuracy"]) == 2
+        assert all(0 <= a <= 1 for a in r["test_accuracy"])
+        assert len(r["noise_fit"]) == (2 if r["config"]["label_noise"] else 0)
+    momentum = runs[1]["probe"]
+    assert set(momentum) == {"cos(g, Pg)", "|Pg|/|g|", "cos(v, Pg)", "cos(v, g)", "|Pv|/|v|"}
+    summary = document["summary"]
+    assert len(summary) == 6 and summary[4]["optimizer"] == "momentum" and "noise fit" in summary[4]
+    assert summary[4]["final test accuracy"] == pytest.approx(runs[4]["test_accuracy"][-1])
+    assert json.loads((tmp_path / "train.json").read_text())["runs"] == runs
+    assert (tmp_path / "accuracy.png").is_file() and (tmp_path / "momentum.png").is_file()
+
+
+def test_train_table(tmp_path, capsys):
+    assert main(["gradients", "train", "--optimizer", "sgd", "--label-noise", "0.2", "--steps", "2",
+                 "--batch-size", "8", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "final test accuracy" in out and "sgd" in out
+    assert not (tmp_path / "momentum.png").exists()  # no momentum run, no momentum figure
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["spectrum", "--batch-sizes", "5000"], "batch size 5000 exceeds the 1079 examples available"),
+    (["spectrum", "--data", "mnist:/no/such/folder"], "no such folder"),
+    (["train", "--label-noise", "1.5"], "'1.5' must be in [0, 1]"),
+    (["train", "--steps", "0"], "'0' must be at least 1"),
+    (["train", "--optimizer", "adam"], "'adam' is not one of sgd, momentum, pca-sgd"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    try:
+        code = main(["gradients", *argv, "--out", str(tmp_path)])
+    except SystemExit as exit_:  # argparse rejects bad option values while parsing
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.count("error") == 1
