@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import add_image_command, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
+from sipgrad_cli.common import (add_image_command, add_sip_arguments, guarded, load_classifier, output_folder, positive_int,
+                                progress_bar, sip_overrides, stage)
 
 DESCRIPTION = """Analyse the gradients inside the network.
 
@@ -27,12 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--target", help="class index, name or wnid (default: each image's top-1)")
     group.add_argument("--layers", metavar="NAMES",
                        help="comma-separated layers to analyse (default: the layers SIP filters)")
-    group.add_argument("--components", type=int, default=3, help="spatial components kept per image (default: 3)")
+    group.add_argument("--components", type=positive_int, default=3, help="spatial components kept per image (default: 3)")
     group.add_argument("--no-center", action="store_true",
                        help="SVD of the raw gradient instead of PCA (keep each channel's mean over positions)")
     group.add_argument("--figure-layer", metavar="NAME", help="layer shown in the components figures (default: last)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of the whole image")
-    group.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+    group.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default: 16)")
     add_sip_arguments(parser, multiple=True)
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="sipgrad-analysis", metavar="DIR", help="output folder (default: sipgrad-analysis)")
@@ -47,12 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad.errors import ImageLoadError, SipgradError
     from sipgrad.hooks.sip import SIPConfig
     from sipgrad.io.images import find_images, load_image
-    from sipgrad.io.names import unique_stems
+    from sipgrad.io.names import output_stems
     from sipgrad.render.spectrum import save_components_figure, save_spectrum_plot
 
-    if args.components < 1:
-        raise SipgradError("--components must be at least 1")
-    paths = find_images(args.paths)
+    out = output_folder(args.out)
+    paths = find_images(args.paths, exclude=out)
     if not paths:
         raise SipgradError("no images found in " + ", ".join(args.paths))
     overrides = sip_overrides(args)
@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     figure_layer = args.figure_layer or layers[-1]
     if figure_layer not in layers:
         raise SipgradError(f"--figure-layer {figure_layer!r} is not among the analysed layers")
-    out = Path(args.out)
-    stems = iter(unique_stems([p.name for p in paths]))
+    stems = iter(output_stems(paths))
     parts: list[list] = [[] for _ in configs]
     errors, interrupted = [], False
     with progress_bar(len(paths) * len(configs), "analysing") as bar:
@@ -102,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
                            else "none of the images could be read")
     analyses = [concat_analyses(kept) for kept in parts]
     names = analyses[0].names
+    stage(f"writing {out / 'gradients.npz'}")
     save_analyses(str(out / "gradients.npz"), analyses)
     if not args.no_figures:
+        stage(f"writing {out / 'spectrum.png'}")
         save_spectrum_plot(out / "spectrum.png", analyses)
     rows = [row for analysis in analyses for row in analysis.summary()]
     if args.json:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sipgrad_cli.common import add_model_arguments, guarded, load_classifier, progress_bar
+from sipgrad_cli.common import (add_command, add_model_arguments, fraction, guarded, load_classifier, nonnegative_int,
+                                output_file, positive_int, progress_bar)
 
 DESCRIPTION = """Compute SIP calibration statistics (forward passes only).
 
@@ -17,16 +18,15 @@ Interrupted runs resume from OUT.partial.npz when started again with the same ar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("calibrate", help="statistics for the cls/ins SIP policies",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "calibrate", "statistics for the cls/ins SIP policies", DESCRIPTION)
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, metavar="DIR|LIST", help="labelled images (see above)")
     parser.add_argument("--out", required=True, metavar="FILE", help="statistics file to write (.npz)")
     parser.add_argument("--sip-layers", metavar="NAMES", help="comma-separated conv layers (default: per model)")
-    parser.add_argument("--layer-ratio", type=float, metavar="R", help="the last int(R*N) of the N convs")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--layer-ratio", type=fraction, metavar="R", help="the last int(R*N) of the N convs, R in (0, 1]")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--no-crop", action="store_true", help="whole images instead of resize + centre crop")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Shapiro-Wilk reservoir sample")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the Shapiro-Wilk reservoir sample")
     parser.set_defaults(run=run)
 
 
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad.calibration import calibrate, labelled_images
     from sipgrad.hooks.sip import resolve_layers
 
+    output_file(args.out)  # refuse an unwritable --out now, not after the whole pass
     classifier = load_classifier(args)
     items = labelled_images(args.data, classifier.classes)
     names = tuple(s.strip() for s in args.sip_layers.split(",")) if args.sip_layers else None

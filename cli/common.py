@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Callable
 
 from sipgrad.errors import SipgradError
@@ -22,7 +25,9 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         try:
-            return command(args)
+            with warnings.catch_warnings():  # restores the default printer afterwards
+                warnings.showwarning = _one_line_warning
+                return command(args)
         except SipgradError as error:
             return fail(str(error))
         except KeyboardInterrupt:
@@ -39,19 +44,148 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
-def progress_bar(total: int, description: str, enabled: bool = True):
-    """A tqdm bar on stderr, shown only for more than a few items."""
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a library warning as ``sipgrad: warning: ...`` (no source file, no code line)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"sipgrad: warning: {text}", file=sys.stderr if file is None else file)
+
+
+def progress_bar(total: int, description: str, enabled: bool = True, unit: str = "img"):
+    """A tqdm bar on stderr, drawn at once (so a slow first batch does not look like a hang).
+
+    Shown only when stderr is a terminal: in logs and pipes a redrawn bar is noise, and the
+    one-line errors stay one line.
+    """
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="img", disable=not enabled or total <= 3,
-                file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=description, unit=unit, disable=None if enabled else True, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.2)
+
+
+def stage(message: str) -> None:
+    """One line on stderr for a stage of work that has no bar (writing reports, loading a model)."""
+    print(f"sipgrad: {message}", file=sys.stderr, flush=True)
+
+
+# Numeric option types: argparse calls them while parsing, so a bad value is one usage line and
+# exit status 2 before any work starts.
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (counts, batch sizes, steps)."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A whole number >= 0 (0 switches something off)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1] (shares, ratios, p-value thresholds)."""
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def gamma_value(text: str) -> float:
+    """A number > 0; ``inf`` allowed (it zeroes pruned channels)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 (inf zeroes pruned channels), got {text}")
+    return value
+
+
+def output_folder(path: str, option: str = "--out") -> Path:
+    """``path`` as an output folder, refused before any work when it cannot be one."""
+    from sipgrad.errors import SipgradError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise SipgradError(f"{option} {path}: is an existing file, not a folder; name a folder (it is created "
+                           f"if missing)")
+    for parent in folder.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SipgradError(f"{option} {path}: {parent} is a file, so the folder cannot be created")
+            if not os.access(parent, os.W_OK | os.X_OK) and not folder.exists():
+                raise SipgradError(f"{option} {path}: no permission to create it in {parent}")
+            break
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise SipgradError(f"{option} {path}: the folder is not writable")
+    return folder
+
+
+def output_file(path: str, option: str = "--out") -> Path:
+    """``path`` as a file to write, refused before any work when it cannot be written."""
+    from sipgrad.errors import SipgradError
+
+    target = Path(path)
+    if target.is_dir():
+        raise SipgradError(f"{option} {path}: is a folder; name the file to write")
+    output_folder(str(target.parent), option=f"{option} {path}: its folder")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise SipgradError(f"{option} {path}: the file exists and is not writable")
+    return target
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` report a bad option in one line (no usage block), exit status 2."""
+
+    def error(message: str):
+        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
+                description: str) -> argparse.ArgumentParser:
+    """A subcommand whose option errors are one line."""
+    return one_line_errors(subparsers.add_parser(name, help=summary, description=description,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def add_image_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
                       description: str) -> argparse.ArgumentParser:
     """A subcommand that takes image files or folders and a model."""
-    parser = subparsers.add_parser(name, help=summary, description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, name, summary, description)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     add_model_arguments(parser)
     return parser
@@ -87,15 +221,18 @@ def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -
         group.add_argument("--sip", default="none", metavar="POLICY",
                            help="none, cls, ins (need --stats), or data-free topq:Q, absq:Q, act:Q (default: none)")
     group.add_argument("--stats", metavar="FILE", help="calibration statistics from `sipgrad calibrate`")
-    group.add_argument("--alpha", type=float, help="p-value threshold for cls/ins (default 0.05)")
-    group.add_argument("--quantile", type=float, help="cls/ins: keep the int(Q*C) lowest p-values instead of alpha")
+    group.add_argument("--alpha", type=fraction, help="p-value threshold for cls/ins, in (0, 1] (default 0.05)")
+    group.add_argument("--quantile", type=fraction,
+                       help="cls/ins: keep the int(Q*C) lowest p-values instead of alpha, Q in (0, 1]")
     group.add_argument("--no-shapiro", action="store_true", help="cls/ins: drop the Shapiro-Wilk normality gate")
-    group.add_argument("--gamma", type=float, help="finite gamma damps pruned channels instead of zeroing them")
+    group.add_argument("--gamma", type=gamma_value,
+                       help="finite gamma > 0 damps pruned channels instead of zeroing them (default: inf)")
     group.add_argument("--no-variance-conservation", action="store_true",
                        help="do not rescale the kept channels")
     layers = group.add_mutually_exclusive_group()
     layers.add_argument("--sip-layers", metavar="NAMES", help="comma-separated conv module names to filter")
-    layers.add_argument("--layer-ratio", type=float, metavar="R", help="filter the last int(R*N) of the N convs")
+    layers.add_argument("--layer-ratio", type=fraction, metavar="R",
+                        help="filter the last int(R*N) of the N convs, R in (0, 1]")
 
 
 def sip_overrides(args: argparse.Namespace) -> dict:

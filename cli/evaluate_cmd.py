@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from sipgrad_cli.common import add_model_arguments, add_sip_arguments, guarded, load_classifier, progress_bar, sip_overrides
+from sipgrad_cli.common import (add_command, add_model_arguments, add_sip_arguments, guarded, load_classifier,
+                                nonnegative_float, nonnegative_int, output_folder, positive_int, progress_bar, sip_overrides,
+                                stage)
 
 DESCRIPTION = """Score explanations against bounding boxes, for every method x SIP config.
 
@@ -30,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.evaluation.builtin import BUILTIN
     from sipgrad.evaluation.datasets import FORMATS
 
-    parser = subparsers.add_parser("evaluate", help="box metrics (pointing game and friends) over a data set",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "evaluate", "box metrics (pointing game and friends) over a data set", DESCRIPTION)
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of images")
@@ -39,24 +41,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--boxes", metavar="FILE|DIR", help="annotations for --images")
     data.add_argument("--format", choices=FORMATS, default="csv", help="annotation format (default: csv)")
     data.add_argument("--class-map", metavar="JSON", help="JSON object renaming annotation labels to model classes")
-    data.add_argument("--limit", type=int, help="evaluate only the first N cases")
+    data.add_argument("--limit", type=positive_int, help="evaluate only the first N cases")
     add_model_arguments(parser)
     group = parser.add_argument_group("explanations")
     group.add_argument("--method", default="grad", help="comma-separated methods (default: grad)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of whole images")
-    group.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default: 32)")
-    group.add_argument("--smoothgrad-samples", type=int, default=16, help="SmoothGrad samples (default: 16)")
-    group.add_argument("--seed", type=int, default=0, help="seed for SmoothGrad noise")
+    group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps (default: 32)")
+    group.add_argument("--smoothgrad-samples", type=positive_int, default=16, help="SmoothGrad samples (default: 16)")
+    group.add_argument("--seed", type=nonnegative_int, default=0, help="seed for SmoothGrad noise")
     add_sip_arguments(parser, multiple=True)
     scoring = parser.add_argument_group("scoring and output")
-    scoring.add_argument("--tolerance", type=float,
+    scoring.add_argument("--tolerance", type=nonnegative_float,
                          help="pointing-game radius in input px (default: 15 at a 224-px input, scaled with the size)")
-    scoring.add_argument("--steps", type=int, default=10, help="deletion/insertion steps; 0 skips them (default: 10)")
+    scoring.add_argument("--steps", type=nonnegative_int, default=10, help="deletion/insertion steps; 0 skips them (default: 10)")
     scoring.add_argument("--compile", action="store_true",
                          help="torch.compile the model for the deletion/insertion passes: about 30 s the first "
                               "time (cached after), then about 20%% faster on CPU (needs a C++ compiler; falls "
                               "back with a warning)")
-    scoring.add_argument("--batch-size", type=int, default=8, help="cases per batch (default: 8)")
+    scoring.add_argument("--batch-size", type=positive_int, default=8, help="cases per batch (default: 8)")
     scoring.add_argument("--save-maps", action="store_true", help="also save every map as OUT/maps/CONFIG/CASE.npy")
     scoring.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(run=run)
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images and not args.boxes:
         raise SipgradError("--images needs --boxes")
+    out = output_folder(args.out)
     args.device = process_device(args.device)  # under torchrun: one GPU per process
     classifier = load_classifier(args)
     if args.builtin:
@@ -78,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         label_map = _read_label_map(args.class_map)
         cases = load_dataset(args.format, args.images, args.boxes, classifier.classes, label_map)
         dataset = f"{args.format}:{Path(args.images).resolve()}:{Path(args.boxes).resolve()}"
+    if not cases:
+        raise SipgradError(f"no cases to evaluate in {dataset}")
     overrides = {k: v for k, v in sip_overrides(args).items() if v is not None}
     settings = EvalSettings(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()),
                             sips=tuple(s.strip() for s in args.sip.split(",") if s.strip()),
@@ -88,17 +93,26 @@ def run(args: argparse.Namespace) -> int:
     rank, world = distributed_context(classifier.device)
     total = len(cases[:args.limit] if args.limit else cases)
     with progress_bar((total + world - 1 - rank) // world, f"evaluating[{rank}]" if world > 1 else "evaluating",
-                      enabled=True) as bar:
-        records = evaluate(classifier, cases, settings, args.out, dataset=dataset, batch_size=args.batch_size,
+                      unit="case") as bar:
+        records = evaluate(classifier, cases, settings, out, dataset=dataset, batch_size=args.batch_size,
                            limit=args.limit, save_maps=args.save_maps, progress=bar.update)
     if records is None:
         return 0
-    summary = write_reports(classifier, cases, settings, records, Path(args.out), title=f"{classifier.name} on {dataset}")
-    print(f"{len(records)} records in {args.out}/records.jsonl; report: {args.out}/report.html")
+    stage(f"writing the summary, plots and report to {out}/")
+    summary = write_reports(classifier, cases, settings, records, out, title=f"{classifier.name} on {dataset}")
+    failed = {r["case"]: r["error"] for r in records if "error" in r}
+    print(f"{len(records) - sum('error' in r for r in records)} records in {out}/records.jsonl; "
+          f"report: {out}/report.html")
     for key, entry in summary["configs"].items():
         metrics = entry["metrics"]
         print(f"  {key:<24} pointing {metrics['pointing']['mean']:.3f}  energy {metrics['energy']['mean']:.3f}"
               f"  (centre baseline {metrics['centre']['mean']:.3f}, n={entry['n']})")
+    if failed:
+        for case, error in failed.items():
+            print(f"sipgrad: error: case {case}: {error}", file=sys.stderr)
+        print(f"sipgrad: {len(failed)} of {total} case(s) skipped (their images could not be read; a re-run with "
+              f"the same --out retries them)", file=sys.stderr)
+        return 1
     return 0
 
 

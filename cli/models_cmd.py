@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 
-from sipgrad_cli.common import guarded
+from sipgrad_cli.common import add_command, guarded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list models and whether their weights are on disk",
-                                   description="List the built-in models, their default Grad-CAM and SIP layers, "
-                                               "and whether pretrained weights are available offline.")
+    parser = add_command(subparsers, "models", "list models and whether their weights are on disk",
+                         "List the built-in models, their default Grad-CAM and SIP layers, "
+                         "and whether pretrained weights are available offline.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 

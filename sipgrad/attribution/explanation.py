@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from sipgrad.errors import SipgradError
 from sipgrad.io.names import slug, unique_stems
 from sipgrad.models.classes import ClassNames
 from sipgrad.models.preprocessing import Geometry
 from sipgrad.render.figure import save_panels
 from sipgrad.render.overlay import overlay as blend, save_npy, save_png
+
+SALIENCY_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -73,15 +76,30 @@ class Explanation:
         sip = f" + SIP {self.sip}" if self.sip else ""
         return f"{self.model_name} | {self.method}{sip} | {target['name']} ({target['prob']:.1%})"
 
-    def save(self, directory: str | os.PathLike, figure: bool = True) -> list[dict[str, str]]:
-        """Write per image ``<stem>.saliency.npy``, ``<stem>.overlay.png`` (and a figure); return the paths."""
+    def save(self, directory: str | os.PathLike, figure: bool = True, *, stems: Sequence[str] | None = None,
+             saliency_dtype: str = "float32") -> list[dict[str, str]]:
+        """Write per image ``<stem>.<method>.saliency.npy``, ``.overlay.png`` (and ``.figure.png``); return the paths.
+
+        Args:
+            directory: output folder (created if missing).
+            figure: also write the image | heatmap | overlay figure.
+            stems: output file stems, one per image (default: from ``names``, made unique within
+                this batch); pass stems unique over a whole run when saving it batch by batch.
+            saliency_dtype: ``float32`` or ``float16`` (half the size; about 3 significant digits,
+                enough for display and ranking, not for exact attribution sums).
+        """
+        if saliency_dtype not in SALIENCY_DTYPES:
+            raise SipgradError(f"saliency_dtype must be one of {', '.join(SALIENCY_DTYPES)}, got {saliency_dtype!r}")
+        stems = unique_stems(self.names) if stems is None else list(stems)
+        if len(stems) != len(self) or len(set(stems)) != len(stems):
+            raise SipgradError(f"stems must be {len(self)} distinct names, one per image")
         directory = Path(directory)
         written = []
         suffix = self.method + (f".sip-{slug(self.sip)}" if self.sip else "")
-        for i, stem_name in enumerate(unique_stems(self.names)):
+        for i, stem_name in enumerate(stems):
             stem = directory / f"{stem_name}.{suffix}"
             paths = {"saliency": str(stem) + ".saliency.npy", "overlay": str(stem) + ".overlay.png"}
-            save_npy(paths["saliency"], self.saliency[i])
+            save_npy(paths["saliency"], self.saliency[i], dtype=saliency_dtype)
             save_png(paths["overlay"], self.overlay(i))
             if figure:
                 paths["figure"] = str(stem) + ".figure.png"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
-from sipgrad.errors import SipgradError
+from sipgrad.errors import ImageLoadError, SipgradError
 from sipgrad.io.images import load_image
 from sipgrad.models.preprocessing import Geometry
 
@@ -32,9 +34,98 @@ class Case:
     loader: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
 
     def load(self) -> Image.Image:
-        if self.loader is not None:
+        """The case's image as RGB; raises ``ImageLoadError`` naming the file (or the case) on failure."""
+        if self.loader is None:
+            return load_image(self.image)
+        try:
             return self.loader()
-        return load_image(self.image)
+        except SipgradError:
+            raise
+        except (OSError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ImageLoadError(f"case {self.case_id}: cannot make its image ({reason})") from None
+
+
+class BoxWarning(UserWarning):
+    """A box was clipped to its image or dropped because it lies outside it."""
+
+
+def make_box(values: Sequence[object], where: str, names: Sequence[str] = ("x0", "y0", "x1", "y1")) -> Box:
+    """Four corner values as a box, or a one-line ``SipgradError`` that names ``where`` and the field.
+
+    Refuses missing, non-numeric and non-finite coordinates and empty or inverted boxes
+    (x1 <= x0 or y1 <= y0).
+    """
+    x0, y0, x1, y1 = finite_numbers(values, where, names)
+    if not (x1 > x0 and y1 > y0):
+        kind = "inverted" if (x1 < x0 or y1 < y0) else "empty"
+        raise SipgradError(f"{where}: {kind} box ({names[0]}={x0:g}, {names[1]}={y0:g}, {names[2]}={x1:g}, "
+                           f"{names[3]}={y1:g}); need {names[2]} > {names[0]} and {names[3]} > {names[1]}")
+    return (x0, y0, x1, y1)
+
+
+def finite_numbers(values: Sequence[object], where: str, names: Sequence[str]) -> list[float]:
+    """``values`` as floats, or a one-line ``SipgradError`` naming ``where`` and the bad field."""
+    coordinates = []
+    for name, value in zip(names, values):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise SipgradError(f"{where}: box coordinate {name} is missing")
+        if isinstance(value, bool):
+            raise SipgradError(f"{where}: box coordinate {name}={value!r} is not a number")
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise SipgradError(f"{where}: box coordinate {name}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise SipgradError(f"{where}: box coordinate {name}={value!r} is not a finite number")
+        coordinates.append(number)
+    if len(coordinates) != len(names):
+        raise SipgradError(f"{where}: need {len(names)} box values ({', '.join(names)}), got {len(coordinates)}")
+    return coordinates
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as ``load_image`` will see it (EXIF rotation applied), read from the header
+    only; ``None`` if the file cannot be opened (its load fails later and the case is skipped)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
+                width, height = height, width
+            return width, height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def fit_boxes(case_id: str, boxes: Sequence[Box], size: tuple[int, int] | None) -> tuple[Box, ...]:
+    """``boxes`` clipped to an image of ``size`` (width, height).
+
+    A box reaching past the image is clipped with a ``BoxWarning``; a box wholly outside
+    it (nothing left after clipping) is dropped with a ``BoxWarning``. Each names the case.
+    """
+    if size is None:
+        return tuple(boxes)
+    width, height = size
+    kept, clipped, dropped = [], [], []
+    for box in boxes:
+        x0, y0, x1, y1 = max(box[0], 0.0), max(box[1], 0.0), min(box[2], float(width)), min(box[3], float(height))
+        if not (x1 > x0 and y1 > y0):
+            dropped.append(box)
+            continue
+        if (x0, y0, x1, y1) != tuple(box):
+            clipped.append(box)
+        kept.append((x0, y0, x1, y1))
+    if clipped:
+        warnings.warn(f"case {case_id}: {len(clipped)} box(es) reach past the {width}x{height} image and were "
+                      f"clipped to it (first: {_show(clipped[0])})", BoxWarning, stacklevel=2)
+    if dropped:
+        warnings.warn(f"case {case_id}: {len(dropped)} box(es) lie wholly outside the {width}x{height} image and "
+                      f"were dropped (first: {_show(dropped[0])})", BoxWarning, stacklevel=2)
+    return tuple(kept)
+
+
+def _show(box: Box) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in box) + ")"
 
 
 def boxes_to_input(boxes: tuple[Box, ...], geometry: Geometry) -> list[Box]:

@@ -4,6 +4,13 @@ Every loader returns ``Case`` objects (image, class, boxes of that class), sorte
 image then class, so runs are deterministic and can be sharded and resumed. Class
 labels are resolved through the model's class names (index, name or wnid). Paths
 inside annotation files are resolved against the data root and may not escape it.
+
+Bad annotations are one-line ``SipgradError``s naming the file and the line, object or
+annotation id and the field: missing or non-finite coordinates, empty or inverted boxes,
+JSONL lines that are not objects. Boxes are then checked against their image's size (read
+from the file header): a box reaching past the image is clipped, one wholly outside it is
+dropped, and a case left without boxes is left out, each with a ``BoxWarning`` naming the
+case. An image that cannot be read is not checked here; its case fails when loaded.
 """
 
 from __future__ import annotations
@@ -15,18 +22,29 @@ from collections import defaultdict
 from pathlib import Path
 
 from sipgrad.errors import SipgradError
-from sipgrad.evaluation.cases import Box, Case, safe_join
+import warnings
+
+from sipgrad.evaluation.cases import (Box, BoxWarning, Case, finite_numbers, fit_boxes, image_size, make_box,
+                                      safe_join)
 from sipgrad.models.classes import ClassNames
 
 FORMATS = ("imagenet", "voc", "coco", "csv")
 
 
 def _cases_from(grouped: dict[Path, dict[int, list[Box]]], root: Path) -> list[Case]:
+    """Cases sorted by image then class, with boxes fitted to their image (see the module docstring)."""
     cases = []
     for image in sorted(grouped):
+        size = image_size(image)
         for target in sorted(grouped[image]):
             relative = image.relative_to(root) if image.is_relative_to(root) else image.name
-            cases.append(Case(f"{relative}#{target}", image, target, tuple(grouped[image][target])))
+            case_id = f"{relative}#{target}"
+            boxes = fit_boxes(case_id, grouped[image][target], size)
+            if not boxes:
+                warnings.warn(f"case {case_id}: no box left inside the image; the case is left out", BoxWarning,
+                              stacklevel=2)
+                continue
+            cases.append(Case(case_id, image, target, boxes))
     return cases
 
 
@@ -38,12 +56,14 @@ def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box]]]
         raise SipgradError(f"{xml_path}: malformed XML ({error})") from None
     filename = root.findtext("filename")
     objects = []
-    for obj in root.iter("object"):
+    for number, obj in enumerate(root.iter("object"), 1):
         box = obj.find("bndbox")
         name = obj.findtext("name")
         if box is None or name is None:
             continue
-        xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        keys = ("xmin", "ymin", "xmax", "ymax")
+        where = f"{xml_path}: object {number} ({name.strip()})"
+        xmin, ymin, xmax, ymax = make_box([box.findtext(k) for k in keys], where, keys)
         objects.append((name.strip(), (xmin - 1.0, ymin - 1.0, xmax, ymax)))
     return filename, objects
 
@@ -86,12 +106,18 @@ def load_coco(images: Path, annotations: Path, classes: ClassNames,
         categories = {c["id"]: c["name"] for c in document["categories"]}
         files = {im["id"]: im["file_name"] for im in document["images"]}
         grouped: dict[Path, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
-        for ann in document["annotations"]:
-            x, y, w, h = ann["bbox"]
+        for number, ann in enumerate(document["annotations"], 1):
+            where = f"{annotations}: annotation {ann.get('id', f'number {number}')}"
+            bbox = ann["bbox"]
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise SipgradError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+            x, y, w, h = finite_numbers(bbox, where, ("x", "y", "width", "height"))
+            if not (w > 0 and h > 0):
+                raise SipgradError(f"{where}: empty box (width={w:g}, height={h:g}); both must be > 0")
             name = categories[ann["category_id"]]
             image = safe_join(images, files[ann["image_id"]])
             grouped[image][classes.index((label_map or {}).get(name, name))].append((x, y, x + w, y + h))
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise SipgradError(f"{annotations}: not a COCO instances file ({error})") from None
     return _cases_from(grouped, images.resolve())
 
@@ -99,24 +125,48 @@ def load_coco(images: Path, annotations: Path, classes: ClassNames,
 def load_table(images: Path, annotations: Path, classes: ClassNames,
                label_map: dict[str, str] | None = None) -> list[Case]:
     """CSV (header ``image,label,x0,y0,x1,y1``) or JSONL (objects with those keys), original pixels."""
-    if annotations.suffix.lower() == ".jsonl":
-        rows = [json.loads(line) for line in annotations.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        with annotations.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
     grouped: dict[Path, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
-    for number, row in enumerate(rows, 1):
-        try:
-            box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
-            image = safe_join(images, str(row["image"]))
-            label = row["label"]
-        except (KeyError, ValueError) as error:
-            raise SipgradError(f"{annotations}: row {number}: need image,label,x0,y0,x1,y1 ({error})") from None
-        if not (box[2] > box[0] and box[3] > box[1]):
-            raise SipgradError(f"{annotations}: row {number}: empty box {box}")
-        label = label if isinstance(label, int) else (label_map or {}).get(str(label), str(label))
+    for where, row in _table_rows(annotations):
+        missing = [key for key in ("image", "label") if row.get(key) in (None, "")]
+        if missing:
+            raise SipgradError(f"{where}: field {missing[0]} is missing (need image,label,x0,y0,x1,y1)")
+        box = make_box([row.get(k) for k in ("x0", "y0", "x1", "y1")], where)
+        image = safe_join(images, str(row["image"]))
+        label = row["label"]
+        label = label if isinstance(label, int) and not isinstance(label, bool) else \
+            (label_map or {}).get(str(label), str(label))
         grouped[image][classes.index(label)].append(box)
     return _cases_from(grouped, images.resolve())
+
+
+def _table_rows(annotations: Path):
+    """(``FILE: line N``, row dict) for each row of a CSV or JSONL file."""
+    try:
+        text = annotations.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SipgradError(f"{annotations}: not UTF-8 text ({error.reason})") from None
+    if annotations.suffix.lower() == ".jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SipgradError(f"{annotations}: line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise SipgradError(f"{annotations}: line {number}: expected a JSON object with image, label, x0, y0, "
+                                   f"x1, y1, got {type(row).__name__}")
+            yield f"{annotations}: line {number}", row
+        return
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None:
+        raise SipgradError(f"{annotations}: empty file; need a header image,label,x0,y0,x1,y1")
+    absent = [key for key in ("image", "label", "x0", "y0", "x1", "y1") if key not in reader.fieldnames]
+    if absent:
+        raise SipgradError(f"{annotations}: line 1: the header lacks {', '.join(absent)} "
+                           f"(need image,label,x0,y0,x1,y1)")
+    for row in reader:
+        yield f"{annotations}: line {reader.line_num}", row
 
 
 def load_dataset(format: str, images: str | Path, boxes: str | Path, classes: ClassNames,

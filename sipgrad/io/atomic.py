@@ -4,9 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
+
+from sipgrad.errors import SipgradError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; the lock keeps threads from racing)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _final_mode(target: Path) -> int:
+    """The mode a plain ``open(target, "w")`` would give: the existing file's, else 0666 minus the umask."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -15,10 +37,18 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
 
     The temporary file lives in the same directory so the final ``os.replace`` is an
     atomic rename on POSIX. If the body raises (or the process is interrupted), the
-    temporary file is removed and ``path`` is left untouched.
+    temporary file is removed and ``path`` is left untouched. The file ends with the mode
+    a normal write gives (the user's umask, or the replaced file's mode), not the 0600
+    of the private temporary file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SipgradError(f"{target}: cannot be written, {target.parent} (or a folder above it) is a file, "
+                           f"not a folder") from None
+    if target.is_dir():
+        raise SipgradError(f"{target}: is a folder, so a file of that name cannot be written")
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix + ".tmp",
         dir=target.parent,
@@ -27,6 +57,7 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

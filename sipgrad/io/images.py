@@ -65,16 +65,25 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageLoadError(f"{path}: cannot read image ({reason})") from None
 
 
-def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Path]:
     """Expand files and folders (recursively, sorted) into a list of image paths.
 
     Files named explicitly are kept whatever their extension (so a bad file gets a
-    clear error later); inside folders only known image extensions are taken.
+    clear error later); inside folders only known image extensions are taken, and
+    nothing under ``exclude`` (an output folder that may lie inside an input folder, so
+    a second run does not explain the first run's overlays).
     """
+    skip = Path(exclude).resolve() if exclude is not None else None
+
+    def wanted(path: Path) -> bool:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+            return False
+        return skip is None or not path.resolve().is_relative_to(skip)
+
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            found.extend(sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+            found.extend(sorted(p for p in entry.rglob("*") if wanted(p)))
         else:
             found.append(entry)
     return found

@@ -56,7 +56,13 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
             raise SipgradError(f"{path}: could not write PNG")
 
 
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a float32 ``.npy`` atomically."""
+def save_npy(path: str | os.PathLike, array: np.ndarray, dtype: str = "float32") -> None:
+    """Write a ``.npy`` of ``dtype`` (float32 or float16) atomically; float16 clips to its finite range."""
+    array = np.asarray(array)
+    if dtype == "float16":
+        limit = np.finfo(np.float16).max
+        array = np.clip(array, -limit, limit).astype(np.float16)  # no inf from a large value
+    else:
+        array = array.astype(np.dtype(dtype), copy=False)
     with atomic_write(path, suffix=".tmp.npy") as tmp:
-        np.save(tmp, np.asarray(array, dtype=np.float32))
+        np.save(tmp, array)
