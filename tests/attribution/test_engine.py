@@ -199,3 +199,10 @@ def test_cls_keeps_each_rows_own_class_channels(classifier, model, inputs, stati
     wrong = ClassPolicy(statistics, quantile=0.3).keep_mask("conv3", None, torch.zeros(len(rows), 24, 1, 1),
                                                             TARGETS.repeat(layout))  # the old tiling guess
     assert layout == 1 or not torch.equal(kept, wrong)
+
+
+def test_lite0_maps_do_not_depend_on_the_batch_size(lite0, asset_dir):
+    images = [str(asset_dir / name) for name in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")]
+    for sip in (None, "topq:0.25"):
+        maps = [explain(lite0, images, sip=sip, batch_size=size).input_saliency for size in (1, 2, 3)]
+        assert max(_relative(m, maps[2]) for m in maps[:2]) <= 1e-4, sip
