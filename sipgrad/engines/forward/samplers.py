@@ -21,7 +21,8 @@ directions must cover. Each sampler here is one strategy, registered by name in
   directions. The gain shrinks as the batch grows and the span fills the input space.
 * ``orthogonal`` (the research notes' orthogonal trick): each step's K directions are made
   orthogonal to the previous step's (projected out after a QR) and rescaled by
-  sqrt(n / (n - K)), on top of any base sampler (``orthogonal:rademacher``; plain
+  sqrt(m / (m - K)) (m: the dimension the base sampler covers, n for all but
+  ``activity``), on top of any base sampler (``orthogonal:rademacher``; plain
   ``orthogonal`` means Gaussian). Conditionally on the previous step the estimate misses the
   previous span; averaged over steps it is unbiased for an isotropic base.
 
@@ -69,6 +70,7 @@ class DirectionSampler:
 
     name = "base"
     needs_layer_inputs = False
+    dimension: int | None = None  # dimension of the subspace the last draw spans in expectation (None: all n)
 
     def sample(self, params: Params, count: int, generator: torch.Generator | None = None,
                layer_inputs: Mapping[str, torch.Tensor] | None = None) -> Directions:
@@ -128,17 +130,19 @@ class OrthonormalSampler(DirectionSampler):
 def span_basis(rows: torch.Tensor, relative_tolerance: float = 1e-5) -> torch.Tensor:
     """An orthonormal basis (d x r) of the span of ``rows`` (N x d), from the smaller Gram matrix.
 
-    Eigenvalues below ``relative_tolerance`` times the largest are dropped, so inputs that are
-    always zero (digits' corner pixels, MNIST's border) do not count as dimensions.
+    Directions whose singular value is below ``relative_tolerance`` times the largest are
+    dropped, so inputs that are always zero (digits' corner pixels, MNIST's border) do not
+    count as dimensions. (The Gram matrix's eigenvalues are squared singular values.)
     """
+    threshold = relative_tolerance ** 2
     x = rows.double()
     if x.shape[0] < x.shape[1]:
         values, vectors = torch.linalg.eigh(x @ x.T)
-        keep = values > relative_tolerance * values[-1].clamp_min(1e-300)
+        keep = values > threshold * values[-1].clamp_min(1e-300)
         basis = (x.T @ vectors[:, keep]) / values[keep].sqrt()
     else:
         values, vectors = torch.linalg.eigh(x.T @ x)
-        keep = values > relative_tolerance * values[-1].clamp_min(1e-300)
+        keep = values > threshold * values[-1].clamp_min(1e-300)
         basis = vectors[:, keep]
     if basis.shape[1] == 0:  # all-zero inputs: the gradient is zero too; any direction is unbiased
         basis = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
@@ -152,12 +156,15 @@ class ActivitySampler(DirectionSampler):
     def sample(self, params, count, generator=None, layer_inputs=None):
         layer_inputs = layer_inputs or {}
         out = {}
+        self.dimension = 0
         for name, p in params.items():
             rows = layer_inputs.get(name)
             if rows is None or p.dim() < 2 or p[0].numel() != rows.shape[1]:
                 out[name] = _gaussian(p, count, generator)
+                self.dimension += p.numel()
                 continue
             basis = span_basis(rows)  # fan_in x r
+            self.dimension += p.shape[0] * basis.shape[1]
             coefficients = torch.randn((count, p.shape[0], basis.shape[1]), generator=generator, device=p.device,
                                        dtype=p.dtype)
             out[name] = (coefficients @ basis.T).reshape(count, *p.shape)
@@ -182,8 +189,11 @@ class OrthogonalSampler(DirectionSampler):
         if 2 * count > n:
             raise SipgradError(f"the orthogonal sampler needs 2 x directions <= parameters ({n}), got {count}")
         rows = flatten_directions(self.base.sample(params, count, generator, layer_inputs))
-        if self.previous is not None and self.previous.shape[0] == n:
-            rows = (rows - (rows @ self.previous) @ self.previous.T) * math.sqrt(n / (n - self.previous.shape[1]))
+        # the base draws isotropically in a subspace of this dimension; projecting out K of it
+        # leaves (1 - K / m) of the second moment on average, which the rescaling restores
+        m = self.base.dimension or n
+        if self.previous is not None and self.previous.shape[0] == n and m > self.previous.shape[1]:
+            rows = (rows - (rows @ self.previous) @ self.previous.T) * math.sqrt(m / (m - self.previous.shape[1]))
         self.previous = torch.linalg.qr(rows.T)[0]
         return unflatten_directions(rows, params)
 
