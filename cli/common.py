@@ -158,6 +158,11 @@ def output_file(path: str, option: str = "--out") -> Path:
     target = Path(path)
     if target.is_dir():
         raise SipgradError(f"{option} {path}: is a folder; name the file to write")
+    for parent in target.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SipgradError(f"{option} {path}: {parent} is a file, so the file cannot be written there")
+            break
     output_folder(str(target.parent), option=f"{option} {path}: its folder")
     if target.exists() and not os.access(target, os.W_OK):
         raise SipgradError(f"{option} {path}: the file exists and is not writable")

@@ -1,0 +1,183 @@
+"""Bad input through the real command: one line naming the file/line/field, a non-zero exit, and
+every other input still processed."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sipgrad_cli.main import main
+
+
+def run_cli(capsys, *args):
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse refusing an option
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["calibrate", "--data", "d", "--out", "s.npz", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["calibrate", "--data", "d", "--out", "s.npz", "--batch-size", "-1"], "--batch-size: must be at least 1, got -1"),
+    (["calibrate", "--data", "d", "--out", "s.npz", "--layer-ratio", "1.5"], "--layer-ratio: must be in (0, 1]"),
+    (["explain", "x.png", "--batch-size", "-1"], "--batch-size: must be at least 1, got -1"),
+    (["explain", "x.png", "--ig-steps", "0"], "--ig-steps: must be at least 1"),
+    (["explain", "x.png", "--smoothgrad-noise", "-0.1"], "--smoothgrad-noise: must be 0 or more"),
+    (["explain", "x.png", "--alpha", "nan"], "--alpha: 'nan' is not a finite number"),
+    (["explain", "x.png", "--gamma", "0"], "--gamma: must be greater than 0"),
+    (["explain", "x.png", "--batch-size", "two"], "--batch-size: 'two' is not a whole number"),
+    (["analyze", "x.png", "--components", "0"], "--components: must be at least 1"),
+    (["evaluate", "--builtin", "photos", "--out", "o", "--steps", "-1"], "--steps: must be 0 or more"),
+    (["evaluate", "--builtin", "photos", "--out", "o", "--tolerance", "inf"], "--tolerance: 'inf' is not a finite"),
+    (["evaluate", "--builtin", "photos", "--out", "o", "--batch-size", "0"], "--batch-size: must be at least 1"),
+    (["evaluate", "--builtin", "photos", "--out", "o", "--limit", "0"], "--limit: must be at least 1"),
+])
+def test_numeric_options_are_checked_while_parsing(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert message in line and line.startswith(f"sipgrad {args[0]}: error: argument")
+
+
+@pytest.mark.parametrize("command", ["explain", "analyze", "evaluate", "calibrate"])
+def test_out_naming_an_existing_file_says_what_is_wrong(capsys, asset_dir, tmp_path, command):
+    existing = tmp_path / "taken"
+    existing.write_text("mine")
+    inputs = {"explain": [asset_dir / "chelsea.jpg"], "analyze": [asset_dir / "chelsea.jpg"],
+              "evaluate": ["--builtin", "photos"], "calibrate": ["--data", tmp_path]}[command]
+    out = existing if command != "calibrate" else tmp_path  # calibrate writes a file: a folder is wrong there
+    code, _, err = run_cli(capsys, command, *inputs, "--out", out)
+    assert code == 2
+    line = one_line(err)
+    assert "Errno" not in line
+    assert ("is an existing file, not a folder" in line) if command != "calibrate" else ("is a folder" in line)
+    assert existing.read_text() == "mine"
+
+
+def test_calibrate_refuses_an_unwritable_out_before_any_work(capsys, tmp_path, monkeypatch):
+    import sipgrad_cli.calibrate_cmd
+
+    monkeypatch.setattr(sipgrad_cli.calibrate_cmd, "load_classifier", lambda args: pytest.fail("work started"))
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli(capsys, "calibrate", "--data", tmp_path, "--out", tmp_path / "file" / "stats.npz")
+    assert code == 2 and "is a file" in one_line(err)
+
+
+@pytest.fixture
+def two_folders_same_names(asset_dir, tmp_path):
+    root = tmp_path / "photos"
+    for folder, source in (("a", "chelsea.jpg"), ("b", "coffee.jpg")):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(asset_dir / source, root / folder / "pic.jpg")
+    return root
+
+
+def test_explain_keeps_outputs_of_same_named_inputs_apart_and_never_reads_its_own(capsys, two_folders_same_names):
+    root = two_folders_same_names
+    out = root / "out"  # inside the input folder
+    for _ in range(2):  # the second run must not explain the first run's overlays and figures
+        code, stdout, err = run_cli(capsys, "explain", root, "--out", out, "--json", "--batch-size", "1")
+        assert code == 0, err
+        results = json.loads(stdout)["results"]
+        assert [r["image"].split("/")[-2:] for r in results] == [["a", "pic.jpg"], ["b", "pic.jpg"]]
+    saliency = [r["saliency"] for r in results]
+    assert [p.split("/")[-1] for p in saliency] == ["pic.grad.saliency.npy", "pic-2.grad.saliency.npy"]
+    shapes = [np.load(p).shape for p in saliency]
+    assert shapes == [(300, 451), (400, 600)]  # each file holds its own image's map
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{s}.grad.{kind}" for s in ("pic", "pic-2") for kind in ("saliency.npy", "overlay.png", "figure.png"))
+
+
+def test_explain_compact_saliency(capsys, asset_dir, tmp_path):
+    code, stdout, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--out", tmp_path, "--json",
+                                "--saliency-dtype", "float16")
+    assert code == 0, err
+    saliency = np.load(json.loads(stdout)["results"][0]["saliency"])
+    assert saliency.dtype == np.float16 and saliency.shape == (300, 451) and np.isfinite(saliency).all()
+
+
+# --- evaluate: bad annotations, boxes against the image, unreadable images -------------------------
+
+@pytest.fixture
+def box_images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    generator = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(generator.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+EVALUATE = ("evaluate", "--method", "grad", "--steps", "0", "--batch-size", "2")
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("boxes.csv", "image,label,x0,y0,x1,y1\na.png,1,0,0,10,10\nb.png,1,0,inf,10,10\n",
+     "boxes.csv: line 3: box coordinate y0='inf' is not a finite number"),
+    ("boxes.csv", "image,label,x0,y0,x1,y1\na.png,1,0,0,10,nan\n", "line 2: box coordinate y1='nan' is not a finite"),
+    ("boxes.csv", "image,label,x0,y0,x1,y1\na.png,1,20,0,10,10\n", "line 2: inverted box (x0=20, y0=0, x1=10"),
+    ("boxes.csv", "image,label,x0,y0\na.png,1,20,0\n", "line 1: the header lacks x1, y1"),
+    ("boxes.jsonl", '{"image": "a.png", "label": 1, "x0": 0, "y0": 0, "x1": 5, "y1": 5}\n[1, 2]\n',
+     "boxes.jsonl: line 2: expected a JSON object"),
+    ("boxes.jsonl", '{"image": "a.png", "label": 1, "x0": 0, "y0": 0, "x1": 5}\n',
+     "boxes.jsonl: line 1: box coordinate y1 is missing"),
+    ("boxes.jsonl", '{"image": "a.png", "label": 1, "x0": 0, "y0": 0, "x1": 5, "y1": Infinity}\n',
+     "line 1: box coordinate y1=inf is not a finite number"),
+    ("boxes.jsonl", '{"image": "a.png", "label": 1, "x0": 0, "y0": 0, "x1": 5, "y1": 5}\n{"image": \n',
+     "boxes.jsonl: line 2: not valid JSON"),
+])
+def test_bad_table_annotations_name_the_file_line_and_field(capsys, box_images, tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    code, _, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / name,
+                           "--out", tmp_path / "out")
+    assert code == 2 and message in one_line(err)
+
+
+def test_voc_box_missing_a_coordinate(capsys, box_images, tmp_path):
+    (tmp_path / "a.xml").write_text("<annotation><filename>a.png</filename><object><name>tench</name><bndbox>"
+                                    "<xmin>1</xmin><ymin>1</ymin><xmax>20</xmax></bndbox></object></annotation>")
+    code, _, err = run_cli(capsys, *EVALUATE, "--format", "voc", "--images", box_images, "--boxes",
+                           tmp_path / "a.xml", "--out", tmp_path / "out")
+    assert code == 2 and "a.xml: object 1 (tench): box coordinate ymax is missing" in one_line(err)
+
+
+def test_boxes_past_the_image_are_clipped_or_dropped_with_a_warning(capsys, box_images, tmp_path):
+    (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\n"
+                                        "a.png,1,-10,-5,40,30\n"  # reaches past the top-left corner: clipped
+                                        "b.png,1,100,70,120,90\n"  # wholly outside the 80 x 60 image: case left out
+                                        "c.png,2,10,10,30,30\n")
+    code, stdout, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / "boxes.csv",
+                                "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "sipgrad: warning: case a.png#1: 1 box(es) reach past the 80x60 image and were clipped" in err
+    assert "sipgrad: warning: case b.png#1: no box left inside the image; the case is left out" in err
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert [r["case"] for r in records] == ["a.png#1", "c.png#2"]
+    # The clipped box covers columns 0..39 and rows 0..29 of the 80 x 60 image: a quarter of it.
+    assert records[0]["box_fraction"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_an_unreadable_image_is_skipped_and_the_rest_evaluated(capsys, box_images, tmp_path):
+    (box_images / "b.png").write_bytes(b"not a png")
+    (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\na.png,1,0,0,40,30\nb.png,1,0,0,40,30\n"
+                                        "c.png,2,10,10,30,30\nd.png,3,0,0,5,5\n")  # d.png does not exist
+    code, stdout, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / "boxes.csv",
+                                "--out", tmp_path / "out")
+    assert code == 1
+    assert "b.png" in err and "d.png: no such file" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("sipgrad: 2 of 4 case(s) skipped")
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    scored = [r["case"] for r in records if "error" not in r]
+    assert scored == ["a.png#1", "c.png#2"] and all(np.isfinite(r["energy"]) for r in records if "error" not in r)
+    assert sorted(r["case"] for r in records if "error" in r) == ["b.png#1", "d.png#3"]

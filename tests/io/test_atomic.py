@@ -1,0 +1,61 @@
+"""atomic_write: whole files or nothing, with the mode a normal write gives."""
+
+import os
+import stat
+
+import pytest
+
+from sipgrad.errors import SipgradError
+from sipgrad.io.atomic import atomic_write
+from sipgrad.io.names import output_stems, unique_stems
+
+
+def _mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, umask, expected):
+    previous = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "out.txt") == expected and (tmp_path / "out.txt").read_text() == "x"
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    with atomic_write(target) as tmp:
+        tmp.write_text("new")
+    assert _mode(target) == 0o640 and target.read_text() == "new"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_file_in_the_way_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SipgradError, match="is a file, not a folder"):
+        with atomic_write(tmp_path / "file" / "out.txt"):
+            pass
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SipgradError, match="is a folder"):
+        with atomic_write(tmp_path / "folder"):
+            pass
+
+
+def test_stems_are_unique_even_against_generated_names():
+    assert unique_stems(["a.jpg", "a.png", "a-2.jpg", "A.jpg", "we ird.jpg"]) == ["a", "a-2", "a-2-2", "A-3",
+                                                                                    "we_ird"]
+    assert output_stems(["x/pic.jpg", "y/pic.jpg", "z/other.png"]) == ["pic", "pic-2", "other"]
