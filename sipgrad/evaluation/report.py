@@ -464,7 +464,8 @@ def _definitions(summary: dict[str, Any]) -> str:
         low, high = entry.range
         span = f"{format_number(low, 0)} to " + ("\u221e" if high == float("inf") else format_number(high, 0))
         better = "higher" if entry.higher_is_better else "lower"
-        items.append(f"<dt>{_e(entry.label)} <code>{_e(name)}</code></dt><dd>{_e(entry.description)}. "
+        sentence = entry.description[:1].upper() + entry.description[1:]
+        items.append(f"<dt>{_e(entry.label)} <code>{_e(name)}</code></dt><dd>{_e(sentence)}. "
                      f"Range {span}; {better} is better.</dd>")
     return "<h2>Metrics</h2><dl class='metrics'>" + "".join(items) + "</dl>"
 

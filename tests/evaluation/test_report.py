@@ -5,6 +5,8 @@ plots whose labels are legible and whose configs never share a colour."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from types import SimpleNamespace
@@ -343,3 +345,30 @@ def test_gallery_picks_the_cases_where_configs_disagree_most():
     chosen, because = choose_cases(records, 3)
     assert chosen == ["c3", "c4", "c5"] and "disagree most" in because
     assert choose_cases(records, 6) == ([f"c{i}" for i in range(6)], "every case")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_no_horizontal_scroll_in_a_real_browser(tmp_path):
+    """Twelve configs with long names and long case ids still fit the window: the page is no
+    wider than the viewport (measured by Chromium itself, not guessed from the CSS)."""
+    records = _twelve_configs()
+    for record in records:
+        record["case"] = "ILSVRC2012_val_00012345_" * 6 + "a_long_file_name.JPEG#" + record["case"]
+    summary = summarize(records)
+    keys = list(summary["configs"])
+    rng = np.random.default_rng(0)
+    cases = [GalleryCase(case, "a class with a long name", rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+                         {key: rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for key in keys},
+                         {r["config"]: r for r in records if r["case"] == case})
+             for case in dict.fromkeys(r["case"] for r in records)]
+    plots = plot_metrics(tmp_path, summary, records)
+    page = render_html(summary, Gallery(keys, cases[:2], "every case", "recomputed"), plots, "t")
+    probe = ("<script>document.body.insertAdjacentHTML('beforeend', '<p id=probe>' + "
+             "document.documentElement.scrollWidth + ' ' + document.documentElement.clientWidth + '</p>')</script>")
+    (tmp_path / "probe.html").write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
+    for width in (800, 1280):
+        result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                 f"--window-size={width},900", "--dump-dom", (tmp_path / "probe.html").as_uri()],
+                                capture_output=True, text=True, timeout=120)
+        scroll_width, client_width = map(int, re.search(r"id=\"probe\">(\d+) (\d+)<", result.stdout).groups())
+        assert client_width > width - 40 and scroll_width <= client_width, width
