@@ -168,13 +168,15 @@ def _final_gradient(problem: InnerProblem, weights: Params, watch: _FiniteWatch)
 
 
 def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor],
-                          wrt: Sequence[str] | None = None, fused: bool = True) -> HypergradientResult:
+                          wrt: Sequence[str] | None = None, fused: bool = True,
+                          compiled: bool = False) -> HypergradientResult:
     """Forward-HG: carry Z = ds/dh for all m hyperparameters at once (jvp vmapped over tangents).
 
     With ``fused`` (default) and an update that offers ``tangent_step`` (the built-in
     heavy ball), only the inner gradient is pushed through ``jvp`` and the linear rest of
     the update is applied to Z in place; otherwise the whole update goes through ``jvp``.
-    Both are exact; the fused step does fewer passes over the m x n tangents.
+    Both are exact; the fused step does fewer passes over the m x n tangents. ``compiled``
+    (fused only) runs the Hessian-vector products through ``torch.compile``.
     """
     began = time.perf_counter()
     diff, fixed = _prepare(problem, hyper, wrt)
@@ -191,7 +193,7 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
         batch = problem.batch(step)
         if fused_step is not None:
             weights, velocity, tangent_w, tangent_v = fused_step(weights, velocity, batch, {**fixed, **diff},
-                                                                 tangent_w, tangent_v, rows)
+                                                                 tangent_w, tangent_v, rows, compiled)
             watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
             continue
 

@@ -113,6 +113,16 @@ class HeavyBall:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_gradient", grad(self.loss))
+        object.__setattr__(self, "_compiled", None)
+
+    def _hvp_batch(self, weights: Params, directions: Params, loss_hyper: Params, loss_directions: Params,
+                   batch: Batch) -> tuple[Params, Params]:
+        """The inner gradient and its m tangents (Hessian-vector products): one vmapped forward-over-reverse."""
+        def one(direction: Params, loss_direction: Params) -> tuple[Params, Params]:
+            return jvp(lambda w, lh: self.loss_gradient(w, batch, lh), (weights, loss_hyper),
+                       (direction, loss_direction))
+
+        return vmap(one, out_dims=(None, 0))(directions, loss_directions)
 
     @property
     def hyperparameters(self) -> tuple[str, ...]:
@@ -149,7 +159,8 @@ class HeavyBall:
         return new_weights, new_velocity
 
     def tangent_step(self, weights: Params, velocity: Params, batch: Batch, hyper: Mapping[str, torch.Tensor],
-                     tangent_w: Params, tangent_v: Params, rows: Mapping[str, int]) -> tuple[Params, ...]:
+                     tangent_w: Params, tangent_v: Params, rows: Mapping[str, int],
+                     compiled: bool = False) -> tuple[Params, ...]:
         """One step of the state and of its m tangents Z = d(w, v)/dh, with the update's structure fused.
 
         The same numbers as ``jvp`` of ``__call__`` vmapped over the m tangents (a test checks
@@ -162,17 +173,20 @@ class HeavyBall:
             Z_v' = mu Z_v + H Z_w + sum_l2 s rho Z_w + e_mu v + e_rho_l1 sign(w) + e_rho_l2 s w
             Z_w' = Z_w - eta Z_v' - e_eta v'
 
-        ``tangent_w`` and ``tangent_v`` are consumed (updated in place).
+        ``tangent_w`` and ``tangent_v`` are consumed (updated in place). ``compiled`` runs the
+        Hessian-vector products through ``torch.compile`` (compiled once per update and shape;
+        the compilation takes minutes on CPU, so it pays only for long or repeated runs).
         """
         loss_hyper = {name: hyper[name] for name in self.loss_hyper}
         m = next(iter(tangent_w.values())).shape[0]
         loss_directions = {name: _one_hot(m, rows.get(name), value) for name, value in loss_hyper.items()}
 
-        def gradient_and_hvp(direction: Params, loss_direction: Params) -> tuple[Params, Params]:
-            return jvp(lambda w, lh: self.loss_gradient(w, batch, lh), (weights, loss_hyper),
-                       (direction, loss_direction))
-
-        gradient, hvp = vmap(gradient_and_hvp, out_dims=(None, 0))(tangent_w, loss_directions)
+        hvp_batch = self._hvp_batch
+        if compiled:
+            if self._compiled is None:
+                object.__setattr__(self, "_compiled", torch.compile(self._hvp_batch, dynamic=False))
+            hvp_batch = self._compiled
+        gradient, hvp = hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
         extra = self.penalty_gradient(weights, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         by_param: dict[str, list[Penalty]] = {}

@@ -1,0 +1,304 @@
+"""Forward-HG vs reverse-HG (and the peers higher, torchopt) on RFHO's experiment: time and state memory.
+
+    python benchmarks/hypergradient.py [--rounds 3] [--m-rounds 2] [--steps 10,100,1000] [--ms 1,8,32]
+                                       [--threads 1]
+                                       [--out docs/data/hypergradient.json]
+
+The seed setup: an MLP with two hidden layers of 300 (ReLU), cross-entropy on mini-batches
+of 200, T steps of heavy-ball SGD (eta 0.01, mu 0.5) with per-layer L1 and L2 penalties,
+hypergradient of the validation error for m hyperparameters:
+
+* m = 8: RFHO's rho_l1_0..2, rho_l2_0..2, eta, mu;  m = 1: eta alone (the others fixed);
+* m = 32: the 8 plus 24 per-example weights of the training loss (RFHO's "synthetic"
+  hyperparameters: the first 24 examples of every mini-batch).
+
+Two data sets: scikit-learn digits (64-300-300-10, 112,810 weights) and synthetic 784-dim
+inputs (784-300-300-10, 328,810 weights: the seed's MNIST network, random data).
+
+Measured, in one process, interleaved (every round runs each variant once in turn; the
+median over rounds is reported):
+
+1. the goal (digits, T = 100, m = 8): forward (fused tangent step; also through
+   ``torch.compile``, whose one-off compilation is reported apart), forward (jvp of the
+   whole update), reverse (stored trajectory, the seed's algorithm), reverse (autograd's
+   whole unrolled graph), ``higher`` and ``torchopt`` (differentiable SGD, reverse mode);
+2. versus m (1, 8, 32) at T = 100 on both data sets: forward and reverse, and the
+   crossover m where their times are equal (forward time is linear in m);
+3. versus T (10, 100, 1000), digits, m = 8: each (variant, T) once in a fresh process, so
+   its peak resident memory is its own; state memory is computed from the tensors kept.
+
+Every result is also checked: each variant's hypergradient must match forward mode's to
+relative 1e-3 (float32), or the script stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved, print_table, write_json  # noqa: E402
+
+from sipgrad.datasets import SmallDataset, Split, load_digits  # noqa: E402
+from sipgrad.engines.hypergrad import (HeavyBall, InnerProblem, classification_problem,  # noqa: E402
+                                       forward_hypergradient, reverse_hypergradient, seed_hyperparameters)
+
+SEED_NAMES = [f"rho_l1_{k}" for k in range(3)] + [f"rho_l2_{k}" for k in range(3)] + ["eta", "mu"]
+
+
+def synthetic784(seed: int = 0, n: int = 3000) -> SmallDataset:
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(784, 10, generator=generator)
+    splits = []
+    for size in (n, n // 3, n // 3):
+        x = torch.rand(size, 1, 28, 28, generator=generator)
+        y = ((x.reshape(size, -1) - 0.5) @ mixing).argmax(1)
+        splits.append(Split(x, y))
+    return SmallDataset("synthetic784", *splits)
+
+
+def setup(data: SmallDataset, steps: int, m: int, seed: int = 0):
+    """(problem, hyper, wrt, model, extra) for m in {1, 8, 8 + g}."""
+    problem = classification_problem(data, steps=steps, batch_size=200, seed=seed)
+    inner = problem.inner
+    hyper = seed_hyperparameters(inner)
+    # Slightly positive penalties so that every term of the update is exercised.
+    for k in range(3):
+        hyper[f"rho_l1_{k}"] = torch.tensor(1e-5)
+        hyper[f"rho_l2_{k}"] = torch.tensor(1e-4)
+    if m <= 8:
+        wrt = ("eta",) if m == 1 else tuple(SEED_NAMES)
+        return inner, hyper, wrt, problem
+    extra = m - 8
+
+    def weighted(weights, batch, h):
+        inputs, labels = batch
+        per_example = F.cross_entropy(problem.logits(weights, inputs), labels, reduction="none")
+        return (torch.cat([h["gamma"], per_example.new_ones(len(labels) - extra)]) * per_example).mean()
+
+    update = HeavyBall(weighted, inner.update.penalties, loss_hyper=("gamma",))
+    weighted_inner = InnerProblem(inner.weights, update, inner.batch, inner.validation_loss, steps)
+    hyper["gamma"] = torch.ones(extra)
+    return weighted_inner, hyper, (*SEED_NAMES, "gamma"), problem
+
+
+def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
+    """Reverse-mode hypergradient of the 8 seed hyperparameters with ``higher`` or ``torchopt``."""
+    import copy
+
+    model = copy.deepcopy(problem.model)
+    penalized = [p for name, p in model.named_parameters() if p.dim() >= 2]
+    h = {name: hyper[name].clone().requires_grad_() for name in SEED_NAMES}
+
+    def training_loss(net, batch):
+        inputs, labels = batch
+        loss = F.cross_entropy(net(inputs), labels)
+        for k, w in enumerate(penalized_of(net)):
+            loss = loss + h[f"rho_l1_{k}"] * w.abs().sum() + h[f"rho_l2_{k}"] * (w * w).sum()
+        return loss
+
+    val_x, val_y = problem.data.validation.flat(), problem.data.validation.labels
+    if library == "higher":
+        import higher
+
+        def penalized_of(net):
+            return [w for w in net.fast_params if w.dim() >= 2]
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+        with higher.innerloop_ctx(model, optimizer, copy_initial_weights=True,
+                                  override={"lr": [h["eta"]], "momentum": [h["mu"]]}) as (fmodel, diffopt):
+            for t in range(steps):
+                diffopt.step(training_loss(fmodel, inner.batch(t)))
+            loss = F.cross_entropy(fmodel(val_x), val_y)
+            grads = torch.autograd.grad(loss, [h[n] for n in SEED_NAMES])
+    else:
+        import torchopt
+
+        def penalized_of(net):
+            return [w for w in net.parameters() if w.dim() >= 2]
+
+        del penalized
+        optimizer = torchopt.MetaSGD(model, lr=h["eta"], momentum=h["mu"])
+        for t in range(steps):
+            optimizer.step(training_loss(model, inner.batch(t)))
+        loss = F.cross_entropy(model(val_x), val_y)
+        grads = torch.autograd.grad(loss, [h[n] for n in SEED_NAMES])
+    return {n: g.detach() for n, g in zip(SEED_NAMES, grads)}
+
+
+def check(name: str, got: dict, want: dict, rel: float = 1e-3) -> float:
+    worst = 0.0
+    for key in got:
+        scale = max(float(want[key].abs().max()), 1e-3)
+        worst = max(worst, float((got[key] - want[key]).abs().max()) / scale)
+    if worst > rel:
+        raise SystemExit(f"{name}: hypergradient differs from forward mode by {worst:.2e} (relative)")
+    return worst
+
+
+def goal_block(rounds: int) -> list[dict]:
+    inner, hyper, wrt, problem = setup(load_digits(), 100, 8)
+    results: dict[str, dict] = {}
+    memory: dict[str, float] = {}
+
+    def ours(name, fn):
+        def run():
+            result = fn()
+            results[name], memory[name] = result.hypergradient, result.state_mib
+        return run
+
+    def theirs(name):
+        def run():
+            results[name] = peer(name, problem, inner, hyper, 100)
+        return run
+
+    began = time.perf_counter()
+    forward_hypergradient(inner, hyper, wrt, compiled=True)  # torch.compile happens here, once
+    compile_seconds = time.perf_counter() - began
+    variants = {
+        "forward (fused)": ours("forward (fused)", lambda: forward_hypergradient(inner, hyper, wrt)),
+        "forward (fused, compiled)": ours("forward (fused, compiled)",
+                                          lambda: forward_hypergradient(inner, hyper, wrt, compiled=True)),
+        "forward (jvp of update)": ours("forward (jvp of update)",
+                                        lambda: forward_hypergradient(inner, hyper, wrt, fused=False)),
+        "reverse (trajectory)": ours("reverse (trajectory)", lambda: reverse_hypergradient(inner, hyper, wrt)),
+        "reverse (graph)": ours("reverse (graph)",
+                                lambda: reverse_hypergradient(inner, hyper, wrt, checkpoint_every=None)),
+        "higher": theirs("higher"),
+        "torchopt": theirs("torchopt"),
+    }
+    seconds = interleaved(variants, rounds=rounds, warmup=1)
+    reference = results["forward (fused)"]
+    base = seconds["reverse (trajectory)"]
+    rows = []
+    for name, value in seconds.items():
+        rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": name, "seconds": value,
+                     "x reverse (trajectory)": value / base, "state MiB": memory.get(name),
+                     "max rel. diff vs forward": check(name, results[name], reference)})
+    rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": "torch.compile + first run",
+                 "seconds": compile_seconds})
+    return rows
+
+
+def m_block(rounds: int, ms: list[int]) -> list[dict]:
+    rows = []
+    for data in (load_digits(), synthetic784()):
+        timings = {}
+        for m in ms:
+            inner, hyper, wrt, _ = setup(data, 100, m)
+            results, memory = {}, {}
+
+            def runner(name, fn):
+                def run():
+                    result = fn()
+                    results[name], memory[name] = result.hypergradient, result.state_mib
+                return run
+
+            variants = {"forward": runner("forward", lambda: forward_hypergradient(inner, hyper, wrt)),
+                        "reverse": runner("reverse", lambda: reverse_hypergradient(inner, hyper, wrt))}
+            seconds = interleaved(variants, rounds=rounds, warmup=1)
+            worst = check(f"{data.name} m={m}", results["reverse"], results["forward"])
+            timings[m] = seconds
+            for name, value in seconds.items():
+                rows.append({"block": "m", "data": data.name, "T": 100, "m": m, "variant": name, "seconds": value,
+                             "x reverse (trajectory)": value / seconds["reverse"], "state MiB": memory[name],
+                             "max rel. diff vs forward": worst})
+            print(f"{data.name} m={m}: forward {seconds['forward']:.2f}s, reverse {seconds['reverse']:.2f}s",
+                  flush=True)
+        # forward time is linear in m; reverse is nearly flat: where do they cross?
+        xs, ys = list(timings), [timings[m]["forward"] for m in timings]
+        slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
+        intercept = ys[0] - slope * xs[0]
+        reverse = statistics.median(timings[m]["reverse"] for m in timings)
+        rows.append({"block": "crossover", "data": data.name, "T": 100, "variant": "m where forward = reverse",
+                     "m": round((reverse - intercept) / slope, 2), "seconds": reverse})
+    return rows
+
+
+CHILD = r"""
+import json, resource, sys, time, torch
+sys.path.insert(0, sys.argv[5])
+torch.set_num_threads(int(sys.argv[4]))
+from hypergradient import setup
+from sipgrad.datasets import load_digits
+from sipgrad.engines.hypergrad import forward_hypergradient, reverse_hypergradient
+variant, steps = sys.argv[1], int(sys.argv[2])
+inner, hyper, wrt, _ = setup(load_digits(), steps, int(sys.argv[3]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+began = time.perf_counter()
+if variant == "forward":
+    result = forward_hypergradient(inner, hyper, wrt)
+elif variant == "reverse (trajectory)":
+    result = reverse_hypergradient(inner, hyper, wrt)
+elif variant == "reverse (checkpoint 10)":
+    result = reverse_hypergradient(inner, hyper, wrt, checkpoint_every=10)
+else:
+    result = reverse_hypergradient(inner, hyper, wrt, checkpoint_every=None)
+seconds = time.perf_counter() - began
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"seconds": seconds, "state": result.state_mib, "peak": peak,
+                  "eta": float(result.hypergradient["eta"])}))
+"""
+
+
+def t_block(steps_list: list[int], threads: int) -> list[dict]:
+    rows = []
+    here = str(Path(__file__).resolve().parent)
+    for steps in steps_list:
+        variants = ["forward", "reverse (trajectory)", "reverse (checkpoint 10)", "reverse (graph)"]
+        etas = {}
+        for variant in variants:
+            done = subprocess.run([sys.executable, "-c", CHILD, variant, str(steps), "8", str(threads), here],
+                                  check=True, capture_output=True, text=True)
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            etas[variant] = out["eta"]
+            rows.append({"block": "T", "data": "digits", "T": steps, "m": 8, "variant": variant,
+                         "seconds": out["seconds"], "state MiB": out["state"], "peak RSS growth MiB": out["peak"],
+                         "d/d eta": out["eta"]})
+            print(f"T={steps} {variant}: {out['seconds']:.2f}s, state {out['state']:.1f} MiB, "
+                  f"peak growth {out['peak']:.0f} MiB", flush=True)
+        spread = max(abs(e - etas["forward"]) / abs(etas["forward"]) for e in etas.values())
+        if spread > 1e-3:
+            raise SystemExit(f"T={steps}: modes disagree on d/d eta by {spread:.2e}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the goal block")
+    parser.add_argument("--m-rounds", type=int, default=2, help="rounds of the m block")
+    parser.add_argument("--steps", default="10,100,1000", help="T values of the memory block")
+    parser.add_argument("--ms", default="1,8,32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--blocks", default="goal,m,T")
+    parser.add_argument("--out", default="docs/data/hypergradient.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    blocks = args.blocks.split(",")
+    rows: list[dict] = []
+    began = time.perf_counter()
+    if "goal" in blocks:
+        rows += goal_block(args.rounds)
+        print_table([r for r in rows if r["block"] == "goal"],
+                    ["variant", "seconds", "x reverse (trajectory)", "state MiB", "max rel. diff vs forward"])
+    if "m" in blocks:
+        rows += m_block(args.m_rounds, [int(m) for m in args.ms.split(",")])
+    if "T" in blocks:
+        rows += t_block([int(t) for t in args.steps.split(",")], args.threads)
+    print()
+    print_table(rows, ["block", "data", "T", "m", "variant", "seconds", "x reverse (trajectory)", "state MiB",
+                       "peak RSS growth MiB", "max rel. diff vs forward"])
+    write_json(args.out, rows, rounds=args.rounds, m_rounds=args.m_rounds, command=" ".join(sys.argv),
+               total_seconds=time.perf_counter() - began)
+
+
+if __name__ == "__main__":
+    main()
