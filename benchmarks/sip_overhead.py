@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,vgg16,efficientnet_lite0")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--methods", default="grad,ig")
-    parser.add_argument("--sip", default="topq:0.25", help="SIP spec to time (default: topq:0.25)")
+    parser.add_argument("--sip", default="topq:0.25",
+                        help="SIP spec(s) to time, comma-separated, e.g. topq:0.25,pca:8 (default: topq:0.25)")
     parser.add_argument("--sip-layers", default=None, help="comma-separated conv names to hook (default: the model's)")
     parser.add_argument("--ig-steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=15)
@@ -104,12 +105,12 @@ def main() -> None:
         return
     torch.manual_seed(0)
     clock = HookClock()
-    sip_config = sipgrad.SIPConfig.parse(args.sip, layers=args.sip_layers)
+    sip_configs = [sipgrad.SIPConfig.parse(spec, layers=args.sip_layers) for spec in args.sip.split(",")]
     rows = []
     for name in args.models.split(","):
         model = sipgrad.load_model(name, pretrained=name == "efficientnet_lite0")
-        hooked = len(SIP(model, sip_config).layers)
-        for batch in map(int, args.batches.split(",")):
+        for sip_config, batch in [(s, b) for s in sip_configs for b in map(int, args.batches.split(","))]:
+            hooked = len(SIP(model, sip_config).layers)
             inputs = torch.randn(batch, 3, 224, 224)
             for method in args.methods.split(","):
                 options = {"ig_steps": args.ig_steps, "batch_size": batch} if method == "ig" else {"batch_size": batch}
@@ -128,7 +129,7 @@ def main() -> None:
                     runs.append((median_interval(ratios), sorted(plain)[len(plain) // 2]))
                 hook_share = clock.seconds / sip_seconds[0]  # over every SIP call of the paired rounds
                 (middle, low, high), plain_s = runs[0]
-                row = {"model": name, "hooked convs": hooked, "batch": batch, "method": method,
+                row = {"model": name, "sip": sip_config.label, "hooked convs": hooked, "batch": batch, "method": method,
                        "plain s": plain_s, "overhead %": 100 * (middle - 1),
                        "95% low": 100 * (low - 1), "95% high": 100 * (high - 1), "hook share %": 100 * hook_share}
                 if args.repeats > 1:
@@ -138,10 +139,10 @@ def main() -> None:
                 rows.append(row)
                 detail = (f"runs {row['runs %']}" if args.repeats > 1
                           else f"[{row['95% low']:+.1f}, {row['95% high']:+.1f}]")
-                print(f"{name} b{batch} {method}: {row['overhead %']:+.1f}% {detail}, "
+                print(f"{name} {sip_config.label} b{batch} {method}: {row['overhead %']:+.1f}% {detail}, "
                       f"hooks {row['hook share %']:.1f}% of the SIP run", flush=True)
     print()
-    print_table(rows, ["model", "hooked convs", "batch", "method", "plain s", "overhead %", "95% low", "95% high",
+    print_table(rows, ["model", "sip", "hooked convs", "batch", "method", "plain s", "overhead %", "95% low", "95% high",
                        "hook share %"] + (["runs %"] if args.repeats > 1 else []))
     write_json(args.out or "benchmarks/results/sip_overhead.json", rows, sip=args.sip, sip_layers=args.sip_layers, ig_steps=args.ig_steps, rounds=args.rounds,
                repeats=args.repeats)

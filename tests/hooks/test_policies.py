@@ -72,7 +72,13 @@ def test_dead_channels_are_never_kept_and_never_shift_the_cut():
 @given(batch=st.integers(1, 3), channels=st.integers(2, 9), side=st.integers(1, 5), rank=st.integers(1, 4),
        seed=st.integers(0, 1000))
 def test_rank_filter_equals_a_truncated_svd_of_each_samples_gradient(batch, channels, side, rank, seed):
-    grad = torch.randn(batch, channels, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    # a spectrum with a clear gap after every index, so the top-k subspace is well defined
+    generator = torch.Generator().manual_seed(seed)
+    n = side * side
+    r = min(channels, n)
+    u = torch.linalg.qr(torch.randn(batch, channels, r, generator=generator, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(batch, n, r, generator=generator, dtype=torch.float64))[0]
+    grad = ((u * 2.0 ** -torch.arange(r, dtype=torch.float64)) @ v.transpose(1, 2)).reshape(batch, channels, side, side)
     ours = LowRankFilter(rank, variance_conservation=False).apply("x", None, grad, None)
     for i in range(batch):
         u, s, vh = np.linalg.svd(grad[i].reshape(channels, -1).numpy(), full_matrices=False)
