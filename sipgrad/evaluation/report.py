@@ -29,7 +29,8 @@ from sipgrad.render.overlay import heatmap, overlay
 from sipgrad.render.styles import READABLE_FONTS, series_styles
 
 PLOT_WIDTH_INCHES = 7.2  # 720 px at 100 dpi: fits an 800-px window without scaling the labels down
-THUMBNAIL_PX = 144  # thumbnails are stored at 2x this for sharp high-DPI screens
+THUMBNAIL_PX = 144  # shown this wide; stored 1.5x as wide (sharper on high-DPI screens, a third of 2x's bytes)
+THUMBNAIL_STORED_PX = 216
 SIGNIFICANCE = 0.05
 
 
@@ -311,7 +312,8 @@ td.best .mean::after{content:" \\2605";color:#1e7b34}
 td.better{color:#1e7b34}td.worse{color:#b3261e}
 tr.group th{background:#eef2f6}
 .plot img{max-width:100%;height:auto;display:block}
-.case{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:6px}
+.case,.case .method{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:6px}
+.case .method{margin-bottom:0}
 .case figure{margin:0;width:%(thumb)dpx;font-size:12px;line-height:1.3}
 .case img{width:%(thumb)dpx;height:auto;display:block;border-radius:2px}
 .case figcaption{padding-top:2px}
@@ -441,16 +443,21 @@ def _gallery_html(gallery: Gallery | None) -> str:
              "<span>high (each map scaled to its 99th percentile)</span></div>"]
     for case in gallery.cases:
         parts.append(f"<h3>{_e(case.case_id)} \u2014 target <i>{_e(case.target_name)}</i></h3><div class='case'>")
-        parts.append(f"<figure><img src='{image_data_uri(case.image, 2 * THUMBNAIL_PX)}' alt='{_e(case.case_id)}'>"
+        parts.append(f"<figure><img src='{image_data_uri(case.image, THUMBNAIL_STORED_PX)}' alt='{_e(case.case_id)}'>"
                      "<figcaption>input and boxes</figcaption></figure>")
-        for key in gallery.configs:
-            record = case.records.get(key)
-            caption = _e(key)
-            if record is not None:
-                hit = "hit" if record["pointing"] >= 0.5 else "miss"
-                caption += f"<br>energy {record['energy']:.2f} \u00b7 {hit}"
-            parts.append(f"<figure><img src='{image_data_uri(case.maps[key], 2 * THUMBNAIL_PX)}' "
-                         f"alt='{_e(key)} map of {_e(case.case_id)}'><figcaption>{caption}</figcaption></figure>")
+        # One group per method, so a method's SIP settings stay side by side when the row wraps.
+        methods = dict.fromkeys(key.split("/", 1)[0] for key in gallery.configs)
+        for method in methods:
+            parts.append("<div class='method'>")
+            for key in (k for k in gallery.configs if k.split("/", 1)[0] == method):
+                record = case.records.get(key)
+                caption = _e(key)
+                if record is not None:
+                    hit = "hit" if record["pointing"] >= 0.5 else "miss"
+                    caption += f"<br>energy {record['energy']:.2f} \u00b7 {hit}"
+                parts.append(f"<figure><img src='{image_data_uri(case.maps[key], THUMBNAIL_STORED_PX)}' "
+                             f"alt='{_e(key)} map of {_e(case.case_id)}'><figcaption>{caption}</figcaption></figure>")
+            parts.append("</div>")
         parts.append("</div>")
     if gallery.missing:
         parts.append("<p class='note'>Not shown: " + "; ".join(_e(m) for m in gallery.missing) + "</p>")
