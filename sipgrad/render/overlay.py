@@ -20,33 +20,62 @@ COLORMAPS = {
 }
 
 
-def normalize_map(saliency: np.ndarray, clip_percentile: float = 99.0) -> np.ndarray:
-    """Scale a map to [0, 1]: 0 stays 0, the ``clip_percentile``-th value (and above) becomes 1."""
-    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
-    top = float(np.percentile(saliency, clip_percentile)) if saliency.size else 0.0
+ROWS_PER_CHUNK = 512  # large photos are coloured and blended this many rows at a time (bounded temporaries)
+
+
+def map_scale(saliency: np.ndarray, clip_percentile: float = 99.0) -> float:
+    """The value that becomes 1 in ``normalize_map``: the ``clip_percentile``-th value, else the
+    maximum; 0 for a map with nothing positive. Non-finite values count as 0."""
+    saliency = np.asarray(saliency, dtype=np.float32)
+    if saliency.size == 0:
+        return 0.0
+    if not np.isfinite(saliency).all():
+        saliency = np.nan_to_num(saliency, nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(np.percentile(saliency, clip_percentile))
     if top <= 0:
         top = float(saliency.max(initial=0.0))
+    return max(top, 0.0)
+
+
+def normalize_map(saliency: np.ndarray, clip_percentile: float = 99.0, scale: float | None = None) -> np.ndarray:
+    """Scale a map to [0, 1]: 0 stays 0, the ``clip_percentile``-th value (and above) becomes 1.
+
+    ``scale`` overrides the percentile (``map_scale`` of the whole map when colouring it in parts).
+    """
+    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    top = map_scale(saliency, clip_percentile) if scale is None else scale
     if top <= 0:
         return np.zeros_like(saliency)
     return np.clip(saliency / top, 0.0, 1.0)
 
 
-def heatmap(saliency: np.ndarray, colormap: str = "jet", clip_percentile: float = 99.0) -> np.ndarray:
-    """An RGB uint8 heatmap of a 2-D map."""
+def heatmap(saliency: np.ndarray, colormap: str = "jet", clip_percentile: float = 99.0,
+            scale: float | None = None) -> np.ndarray:
+    """An RGB uint8 heatmap of a 2-D map (see ``normalize_map`` for ``scale``)."""
     if colormap not in COLORMAPS:
         raise SipgradError(f"unknown colormap {colormap!r}; choose from {', '.join(COLORMAPS)}")
-    scaled = (normalize_map(saliency, clip_percentile) * 255).astype(np.uint8)
+    scaled = (normalize_map(saliency, clip_percentile, scale) * 255).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(scaled, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
 
 
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
             clip_percentile: float = 99.0) -> np.ndarray:
-    """Blend the heatmap of ``saliency`` over ``image`` (RGB uint8, same height and width)."""
+    """Blend the heatmap of ``saliency`` over ``image`` (RGB uint8, same height and width).
+
+    Works ``ROWS_PER_CHUNK`` rows at a time with one scale for the whole map, so a 6000 x 4000
+    photo needs the output and a few small temporaries, not several full-size copies.
+    """
     if image.shape[:2] != saliency.shape[:2]:
         saliency = cv2.resize(np.asarray(saliency, np.float32), (image.shape[1], image.shape[0]),
                               interpolation=cv2.INTER_LINEAR)
-    colored = heatmap(saliency, colormap, clip_percentile)
-    return cv2.addWeighted(image.astype(np.uint8), 1.0 - alpha, colored, alpha, 0.0)
+    scale = map_scale(saliency, clip_percentile)
+    image = np.asarray(image, dtype=np.uint8)
+    blended = np.empty_like(image)
+    for start in range(0, image.shape[0], ROWS_PER_CHUNK):
+        rows = slice(start, start + ROWS_PER_CHUNK)
+        colored = heatmap(saliency[rows], colormap, clip_percentile, scale=scale)
+        blended[rows] = cv2.addWeighted(np.ascontiguousarray(image[rows]), 1.0 - alpha, colored, alpha, 0.0)
+    return blended
 
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
