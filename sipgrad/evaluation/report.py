@@ -57,7 +57,9 @@ def _save_figure(fig, path: Path) -> None:
 
 def plot_metrics(out: Path, summary: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
     """Write ``metrics.png`` (see ``metrics_figure``) and ``energy_vs_box_area.png`` (see
-    ``energy_figure``) into ``out``; returns their paths."""
+    ``energy_figure``) into ``out``; returns their paths (none when no case was scored)."""
+    if not summary["configs"]:
+        return []
     plt = pyplot()
     paths = []
     for name, figure in (("metrics.png", lambda: metrics_figure(summary)),

@@ -187,8 +187,11 @@ def markdown(summary: dict[str, Any], title: str = "Evaluation summary") -> str:
         lines.append(f"Pointing at the image centre scores {format_interval(**centre)} (the baseline to beat).")
     for name, other in summary.get("same_as", {}).items():
         lines.append(f"{name} equals {other} on every record (the maps are non-negative), so it is shown once.")
-    lines += ["", "| config | n | " + " | ".join(f"{n} {METRICS[n].arrow}" for n in names) + " |",
-              "|---|---:|" + "---:|" * len(names)]
+    if configs:
+        lines += ["", "| config | n | " + " | ".join(f"{n} {METRICS[n].arrow}" for n in names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+    else:
+        lines += ["", "No case could be evaluated."]
     places = {n: decimals_for([e["metrics"][n]["mean"] for e in configs.values()]) for n in names}
     for key, entry in configs.items():
         cells = [format_interval(**entry["metrics"][n], decimals=places[n]) for n in names]

@@ -372,3 +372,11 @@ def test_no_horizontal_scroll_in_a_real_browser(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         scroll_width, client_width = map(int, re.search(r"id=\"probe\">(\d+) (\d+)<", result.stdout).groups())
         assert client_width > width - 40 and scroll_width <= client_width, width
+
+
+def test_a_run_where_every_case_failed_still_gives_a_report(tmp_path):
+    records = [{"case": "a", "config": "grad/none", "method": "grad", "sip": "none", "error": "a.png: gone"}]
+    summary = summarize(records)
+    assert plot_metrics(tmp_path, summary, records) == [] and not list(tmp_path.iterdir())
+    tree = parse(render_html(summary, None, [], "t"))
+    assert not tree.all("table") and "a: a.png: gone" in tree.content()
