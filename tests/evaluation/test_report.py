@@ -380,3 +380,21 @@ def test_a_run_where_every_case_failed_still_gives_a_report(tmp_path):
     assert plot_metrics(tmp_path, summary, records) == [] and not list(tmp_path.iterdir())
     tree = parse(render_html(summary, None, [], "t"))
     assert not tree.all("table") and "a: a.png: gone" in tree.content()
+
+
+def test_the_evaluate_command_writes_a_report_that_parses(tmp_path, capsys):
+    """End to end on two built-in photos: the real model, maps and summary behind the page."""
+    from sipgrad_cli.main import main
+
+    code = main(["evaluate", "--builtin", "photos", "--limit", "2", "--steps", "0", "--method", "grad",
+                 "--sip", "none,topq:0.25", "--out", str(tmp_path)])
+    assert code == 0 and "report.html" in capsys.readouterr().out
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    tree = parse(page)
+    assert all(img.attrs["src"].startswith("data:image/") for img in tree.all("img"))
+    boxes = _table(SimpleNamespace(tree=tree), "config")
+    assert [row.cells()[0].content() for row in boxes.all("tbody")[0].all("tr")] == [
+        "grad/none", "grad/topq:0.25", "pointing at the centre (baseline)"]
+    strips = [div for div in tree.all("div") if "case" in div.classes()]
+    assert len(strips) == 2 and all(len(strip.all("figure")) == 3 for strip in strips)
+    assert not tree.all("a") and not tree.all("script")  # nothing to follow or run
