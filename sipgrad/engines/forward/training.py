@@ -40,6 +40,9 @@ GRADIENTS = ("forward", "backprop")
 # and their norm is about sqrt(n / K) times the true gradient's, so SGD needs a smaller step.
 DEFAULT_LR = {("forward", "adam"): 1e-3, ("backprop", "adam"): 1e-3,
               ("forward", "sgd"): 5e-3, ("backprop", "sgd"): 5e-2}
+# Binary models move latent weights in [-1, 1] that only matter through their sign: steps 10x
+# larger (measured on digits: forward Adam at 1e-2 reached 88% in 1,000 steps, at 1e-3 39%).
+BINARY_LR_FACTOR = 10.0
 # Bytes of optimizer state per parameter (float32): Adam keeps two moments, SGD one momentum buffer.
 OPTIMIZER_STATE_BYTES = {"adam": 8, "sgd": 4}
 
@@ -90,7 +93,10 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[(self.gradient, self.optimizer)]
+        if self.lr is not None:
+            return self.lr
+        factor = BINARY_LR_FACTOR if self.model.startswith("binary") else 1.0
+        return DEFAULT_LR[(self.gradient, self.optimizer)] * factor
 
     @property
     def label(self) -> str:
