@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -187,7 +188,7 @@ class Gallery:
 def _draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], thickness: int = 2) -> np.ndarray:
     tile = np.ascontiguousarray(rgb).copy()
     for x0, y0, x1, y1 in boxes:
-        cv2.rectangle(tile, (int(round(x0)), int(round(y0))), (int(round(x1)) - 1, int(round(y1)) - 1),
+        cv2.rectangle(tile, (round(x0), round(y0)), (round(x1) - 1, round(y1) - 1),
                       (255, 255, 255), thickness)
     return tile
 

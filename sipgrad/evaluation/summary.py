@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats

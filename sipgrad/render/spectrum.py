@@ -8,7 +8,8 @@ per SIP config, and a colour bar for every heatmap.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def _save(fig, path: str | os.PathLike) -> None:
         fig.savefig(tmp, dpi=100, format="png")
 
 
-def spectrum_figure(analyses: Sequence["GradientAnalysis"], top: int = 3):
+def spectrum_figure(analyses: Sequence[GradientAnalysis], top: int = 3):
     """Two panels over the analysed layers (model order): median effective rank, and the median
     share of gradient energy in the ``top`` strongest components; one line per SIP config.
 
@@ -63,7 +64,7 @@ def spectrum_figure(analyses: Sequence["GradientAnalysis"], top: int = 3):
     return fig
 
 
-def save_spectrum_plot(path: str | os.PathLike, analyses: Sequence["GradientAnalysis"], top: int = 3) -> None:
+def save_spectrum_plot(path: str | os.PathLike, analyses: Sequence[GradientAnalysis], top: int = 3) -> None:
     """Write ``spectrum_figure(analyses, top)`` as a PNG."""
     plt = pyplot()
     fig = spectrum_figure(analyses, top)
@@ -71,7 +72,7 @@ def save_spectrum_plot(path: str | os.PathLike, analyses: Sequence["GradientAnal
     plt.close(fig)
 
 
-def components_figure(image: np.ndarray, analyses: Sequence["GradientAnalysis"], index: int, layer: str):
+def components_figure(image: np.ndarray, analyses: Sequence[GradientAnalysis], index: int, layer: str):
     """The image, then the strongest spatial gradient components of ``layer`` laid over it,
     one row per SIP config. Components are signed (red and blue are opposite signs) and each
     is scaled to its own largest |value|, which the shared colour bar shows as -1 and +1."""
@@ -105,7 +106,7 @@ def components_figure(image: np.ndarray, analyses: Sequence["GradientAnalysis"],
     return fig
 
 
-def save_components_figure(path: str | os.PathLike, image: np.ndarray, analyses: Sequence["GradientAnalysis"],
+def save_components_figure(path: str | os.PathLike, image: np.ndarray, analyses: Sequence[GradientAnalysis],
                            index: int, layer: str) -> None:
     """Write ``components_figure(image, analyses, index, layer)`` as a PNG."""
     plt = pyplot()

@@ -8,8 +8,8 @@ and overlapping lines stay distinguishable (12 configs from tab10's default cycl
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class SeriesStyle:
 
 
 def _hex(rgb: np.ndarray) -> str:
-    return "#" + "".join(f"{int(round(float(c) * 255)):02x}" for c in np.clip(rgb, 0, 1))
+    return "#" + "".join(f"{round(float(c) * 255):02x}" for c in np.clip(rgb, 0, 1))
 
 
 def _shade(colour: str, amount: float) -> str:
