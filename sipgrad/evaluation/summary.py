@@ -133,6 +133,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         base = {r["case"]: r for r in by_config[base_key]}
         paired = [(base[r["case"]], r) for r in rows if r["case"] in base]
+        if not paired:  # no case scored under both (e.g. every one failed in one of them)
+            continue
         comparisons[key] = {"against": base_key, "n": len(paired), "metrics": {
             name: paired_comparison(np.array([a[name] for a, _ in paired]), np.array([b[name] for _, b in paired]),
                                     METRICS[name].higher_is_better) for name in compared}}

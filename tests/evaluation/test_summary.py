@@ -114,3 +114,9 @@ def test_number_formats():
 def test_intervals_always_read_mean_then_bracketed_bounds(a, b, c):
     low, mean, high = sorted((a, b, c))
     assert re.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", format_interval(mean, low, high))
+
+
+def test_no_comparison_without_shared_cases():
+    records = [_record("a", "grad/none"), _record("b", "grad/topq:0.25")]
+    summary = summarize(records)
+    assert summary["comparisons"] == {} and summary["configs"]["grad/topq:0.25"]["n"] == 1
