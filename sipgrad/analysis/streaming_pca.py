@@ -80,8 +80,8 @@ class FrequentDirections:
 def _row_svd(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Singular values and right singular vectors (as rows) of a short, wide m x P matrix.
 
-    LAPACK's SVD of a wide matrix is slow (about 14 ms for 32 x 4160 here); the m x m Gram
-    matrix's eigendecomposition gives the same factors in O(m^2 P) (about 1.5 ms). In float64
+    LAPACK's SVD of a wide matrix is several times slower than the eigendecomposition of the
+    m x m Gram matrix, which gives the same factors in O(m^2 P). In float64
     its resolution is about 1e-8 of the largest singular value, so smaller ones are dropped
     (as zeros): FD only keeps the strongest directions anyway."""
     values, left = torch.linalg.eigh(rows @ rows.T)

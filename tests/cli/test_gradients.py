@@ -84,3 +84,24 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert message in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and err.count("error") == 1
+
+
+def test_ctrl_c_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
+    import sipgrad.analysis.projected_training as training
+
+    real_train, calls = training.train, []
+
+    def interrupted_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", interrupted_second_time)
+    code = main(["gradients", "train", "--optimizer", "sgd,pca-sgd", "--label-noise", "0", "--steps", "2",
+                 "--batch-size", "8", "--out", str(tmp_path)])
+    assert code == 130
+    saved = json.loads((tmp_path / "train.json").read_text())
+    assert [r["config"]["optimizer"] for r in saved["runs"]] == ["sgd"]
+    assert (tmp_path / "accuracy.png").is_file()
+    assert "interrupted; wrote the 1 run(s) finished of 2" in capsys.readouterr().err
