@@ -33,6 +33,12 @@ PLOT_WIDTH_INCHES = 7.2  # 720 px at 100 dpi: fits an 800-px window without scal
 THUMBNAIL_PX = 144  # shown this wide; stored 1.5x as wide (sharper on high-DPI screens, a third of 2x's bytes)
 THUMBNAIL_STORED_PX = 216
 SIGNIFICANCE = 0.05
+PLOT_CAPTIONS = {
+    "metrics.png": "metrics.png: each config's mean and 95% interval, one panel per metric.",
+    "energy_vs_box_area.png": "energy_vs_box_area.png: energy inside the boxes by the boxes' share of the image. "
+                              "The dotted diagonal is what a uniform map scores; above it, the map concentrates "
+                              "on the object.",
+}
 
 
 def write_summary(out: Path, records: list[dict[str, Any]], title: str) -> dict[str, Any]:
@@ -504,7 +510,7 @@ def render_html(summary: dict[str, Any], gallery: Gallery | None, plots: Sequenc
         parts.append("<h2>Plots</h2>")
         for plot in plots:
             parts.append(f"<figure class='plot'><img src='{_file_data_uri(plot)}' alt='{_e(plot.stem)}'>"
-                         f"<figcaption class='note'>{_e(plot.name)}</figcaption></figure>")
+                         f"<figcaption class='note'>{_e(PLOT_CAPTIONS.get(plot.name, plot.name))}</figcaption></figure>")
     parts.append(_gallery_html(gallery))
     parts.append(_definitions(summary))
     parts.append("</body></html>")
