@@ -110,3 +110,63 @@ def test_builtin_benchmarks_are_real_and_deterministic():
     assert np.array_equal(np.asarray(first), np.asarray(builtin_cases("composites", CLASSES)[3].load()))
     x0, y0, x1, y1 = composites[3].boxes[0]
     assert 0 <= x0 < x1 <= first.width and 0 <= y0 < y1 <= first.height
+
+
+@pytest.mark.parametrize("bbox, message", [
+    ([10, 20, 0, 40], "annotation 5: empty box (width=0, height=40)"),
+    ([10, 20, float("nan"), 40], "annotation 5: box coordinate width=nan is not a finite number"),
+    ([10, 20, 30], "annotation 5: bbox must be [x, y, width, height]"),
+    (["a", 20, 30, 40], "annotation 5: box coordinate x='a' is not a number"),
+])
+def test_coco_bad_boxes_name_the_annotation(images, tmp_path, bbox, message):
+    document = {"images": [{"id": 7, "file_name": "b.png"}], "categories": [{"id": 1, "name": "espresso"}],
+                "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": bbox}]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    with pytest.raises(SipgradError) as info:
+        load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+    assert message in str(info.value) and "coco.json" in str(info.value)
+
+
+def test_voc_object_with_a_missing_or_infinite_coordinate(images, tmp_path):
+    (tmp_path / "a.xml").write_text("<annotation><filename>a.jpg</filename><object><name>tabby</name><bndbox>"
+                                    "<xmin>1</xmin><ymin>1</ymin><xmax>inf</xmax><ymax>5</ymax></bndbox></object>"
+                                    "</annotation>")
+    with pytest.raises(SipgradError, match=r"a.xml: object 1 \(tabby\): box coordinate xmax='inf' is not a finite"):
+        load_dataset("voc", images, tmp_path / "a.xml", CLASSES)
+
+
+def test_boxes_are_fitted_to_the_image(images, tmp_path):
+    from sipgrad.evaluation.cases import BoxWarning
+
+    (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\n"
+                                        "a.jpg,1,-5,10,250,50\n"  # the images are 200 x 100: clipped
+                                        "a.jpg,1,10,10,20,20\n"
+                                        "b.png,2,300,0,400,50\n")  # wholly outside: its only box, case left out
+    with pytest.warns(BoxWarning) as caught:
+        cases = load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+    assert [(c.case_id, c.boxes) for c in cases] == [("a.jpg#1", ((0.0, 10.0, 200.0, 50.0), (10.0, 10.0, 20.0, 20.0)))]
+    messages = [str(w.message) for w in caught]
+    assert any("case a.jpg#1: 1 box(es) reach past the 200x100 image" in m for m in messages)
+    assert any("case b.png#2: no box left inside the image; the case is left out" in m for m in messages)
+
+
+def test_image_size_follows_exif_rotation(tmp_path):
+    from sipgrad.evaluation.cases import image_size
+    from sipgrad.io.images import load_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    Image.fromarray(np.zeros((100, 200, 3), np.uint8)).save(tmp_path / "r.jpg", exif=exif)
+    assert image_size(tmp_path / "r.jpg") == load_image(tmp_path / "r.jpg").size == (100, 200)
+    assert image_size(tmp_path / "missing.jpg") is None
+
+
+def test_a_builtin_loader_failure_names_the_case():
+    from sipgrad.errors import ImageLoadError
+    from sipgrad.evaluation.cases import Case
+
+    def broken():
+        raise OSError("disk on fire")
+
+    with pytest.raises(ImageLoadError, match="case x#1: cannot make its image"):
+        Case("x#1", None, 1, ((0, 0, 1, 1),), loader=broken).load()
