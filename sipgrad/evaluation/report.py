@@ -135,8 +135,9 @@ def energy_figure(summary: dict[str, Any], records: list[dict[str, Any]]):
     with plt.rc_context(READABLE_FONTS):
         columns = min(len(methods), 2)
         rows = -(-len(methods) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, 3.3 * rows), sharey=True,
-                                 squeeze=False)
+        # The legend goes under each panel, where it cannot cover a line.
+        fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, 4.2 * rows), sharey=True,
+                                 squeeze=False, layout="constrained")
         bins = np.array([0, 0.1, 0.25, 0.5, 1.0])
         centres = (bins[:-1] + bins[1:]) / 2
         for ax, method in zip(axes.flat, methods):
@@ -156,12 +157,11 @@ def energy_figure(summary: dict[str, Any], records: list[dict[str, Any]]):
             ax.set_ylim(0, 1)
             ax.set_xlabel("box area / image area")
             ax.grid(alpha=0.3)
-            ax.legend(title="SIP", loc="upper left")
+            ax.legend(title="SIP", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
         for ax in axes[:, 0]:
             ax.set_ylabel("energy inside boxes")
         for ax in list(axes.flat)[len(methods):]:
             ax.axis("off")
-        fig.tight_layout()
     return fig
 
 
@@ -320,7 +320,7 @@ td.best{background:#e3f4e6;font-weight:700}
 td.best .mean::after{content:" \\2605";color:#1e7b34}
 td.better{color:#1e7b34}td.worse{color:#b3261e}
 tr.group th{background:#eef2f6}
-.plot img{max-width:100%;height:auto;display:block}
+.plot{margin:12px 0}.plot img{max-width:100%;height:auto;display:block}
 .case,.case .method{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:6px}
 .case .method{margin-bottom:0}
 .case figure{margin:0;width:%(thumb)dpx;font-size:12px;line-height:1.3}
