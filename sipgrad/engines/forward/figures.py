@@ -18,8 +18,9 @@ def save_accuracy_curves(path: str | os.PathLike, curves: Sequence[tuple[str, Se
     """Test accuracy vs training step, one line per (label, steps, accuracies)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, steps, accuracies in curves:
-        ax.plot(steps, accuracies, label=label, linewidth=1.6)
+    styles = ("-", "--", "-.", ":")  # near-identical curves stay distinguishable
+    for index, (label, steps, accuracies) in enumerate(curves):
+        ax.plot(steps, accuracies, label=label, linewidth=1.8, linestyle=styles[index % len(styles)])
     ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training step", fontsize=11)
     ax.set_ylabel("test accuracy", fontsize=11)

@@ -1,0 +1,164 @@
+"""Forward-gradient step vs backprop step: time and peak memory, side by side.
+
+    python benchmarks/forward_gradient.py [--models mlp,cnn] [--batch-sizes 64] [--directions 1,8,64]
+        [--samplers gaussian,...] [--rounds 9] [--out benchmarks/results/forward_gradient.json]
+
+One "step" is what a training step spends on its gradient: backprop is forward + backward
+(``loss.backward()``) of the model; a forward-gradient step draws K directions with the
+sampler and evaluates them in one vmapped JVP (``model_gradient_estimate``), then forms the
+estimate. Optimizer updates are the same for both and left out.
+
+Time: every variant runs once per round, rounds interleaved, median over rounds, on one
+thread (``torch.set_num_threads(1)``). Two clocks: wall time, and the process's CPU time
+(``time.process_time``), which a loaded shared machine inflates far less (a process that
+is descheduled mid-call is not charged); the ratios use CPU time. Peak memory: each
+(model, batch, variant) in a fresh process with glibc's mmap threshold lowered (large
+tensors come from and go back to the OS), the rise of the peak resident set
+(``VmHWM``, reset through ``/proc/self/clear_refs`` after a first warm-up step) over the
+resident set before the steps, for backprop and the Gaussian
+sampler, at ``--memory-batch``.
+
+The columns ``x backprop`` (time of the step / time of backprop) and, per model, the cost of
+each extra direction ((t(K_max) - t(K=1)) / (K_max - 1) / t(backprop)) are the issue's
+goals: K = 1 at <= 1.0x backprop, each extra direction at <= 0.7x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import print_table, write_json  # noqa: E402
+
+SETUP = r"""
+import torch, torch.nn.functional as F
+from sipgrad.datasets import load_digits
+from sipgrad.engines.forward.estimators import model_gradient_estimate
+from sipgrad.engines.forward.models import build_model
+from sipgrad.engines.forward.samplers import make_sampler
+
+def make(model_name, batch_size):
+    data = load_digits()
+    model = build_model(model_name, data.image_shape, seed=0).train()
+    rows = torch.arange(batch_size) % len(data.train)
+    return model, data.train.inputs[rows], data.train.labels[rows]
+
+def backprop_step(model, x, y):
+    def run():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    return run
+
+def forward_step(model, x, y, sampler, directions, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    sampler = make_sampler(sampler)
+    return lambda: model_gradient_estimate(model, F.cross_entropy, x, y, sampler, directions, generator=generator)
+"""
+
+MEMORY_CHILD = SETUP + r"""
+import json, sys
+torch.set_num_threads(1)
+model_name, batch_size, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+model, x, y = make(model_name, batch_size)
+step = backprop_step(model, x, y) if variant == "backprop" else forward_step(model, x, y, "gaussian", int(variant))
+def status_kib(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+step()  # first call: lazy initialisation, not the step's own memory
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # resets the peak resident set (VmHWM) to the current one
+before = status_kib("VmRSS")
+for _ in range(3):
+    step()
+print(json.dumps({"peak_mib": (status_kib("VmHWM") - before) / 1024}))
+"""
+
+
+def peak_memory(model: str, batch_size: int, variant: str) -> float:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, model, str(batch_size), variant], check=True,
+                          capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def interleaved_clocks(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
+    """Median (wall seconds, thread CPU seconds) per call of each variant, over interleaved rounds."""
+    for run in variants.values():
+        run()
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            began_wall, began_cpu = time.perf_counter(), time.process_time()
+            run()
+            cpu[name].append(time.process_time() - began_cpu)
+            wall[name].append(time.perf_counter() - began_wall)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in variants}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--batch-sizes", default="64")
+    parser.add_argument("--directions", default="1,8,64")
+    parser.add_argument("--samplers", default="gaussian,rademacher,layerwise,orthonormal,activity,orthogonal")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
+    parser.add_argument("--memory-batch", type=int, default=1024, help="batch size of the memory runs")
+    parser.add_argument("--out", default="benchmarks/results/forward_gradient.json")
+    args = parser.parse_args()
+
+    import torch
+
+    namespace: dict = {}
+    exec(SETUP, namespace)  # the same set-up code the memory children run
+    torch.set_num_threads(1)
+    directions = [int(k) for k in args.directions.split(",")]
+    samplers = args.samplers.split(",")
+    rows, summary, memory = [], [], []
+    for model_name in args.models.split(","):
+        for batch_size in map(int, args.batch_sizes.split(",")):
+            model, x, y = namespace["make"](model_name, batch_size)
+            variants = {"backprop": namespace["backprop_step"](model, x, y)}
+            for sampler in samplers:
+                for k in directions:
+                    variants[f"{sampler} K={k}"] = namespace["forward_step"](model, x, y, sampler, k)
+            clocks = interleaved_clocks(variants, rounds=args.rounds)
+            seconds = {name: cpu for name, (_, cpu) in clocks.items()}
+            base = seconds["backprop"]
+            for name, (wall, cpu) in clocks.items():
+                rows.append({"model": model_name, "batch": batch_size, "variant": name, "cpu ms": 1000 * cpu,
+                             "wall ms": 1000 * wall, "x backprop": cpu / base})
+            for sampler in samplers:
+                first, last = seconds[f"{sampler} K={directions[0]}"], seconds[f"{sampler} K={directions[-1]}"]
+                extra = (last - first) / max(directions[-1] - directions[0], 1) / base
+                summary.append({"model": model_name, "batch": batch_size, "sampler": sampler,
+                                "K=1 x backprop": first / base if directions[0] == 1 else None,
+                                "extra direction x backprop": extra})
+            print(f"{model_name} B={batch_size}: backprop {1000 * base:.2f} ms CPU", flush=True)
+        if not args.no_memory:
+            for variant in ["backprop", *map(str, directions)]:
+                name = "backprop" if variant == "backprop" else f"gaussian K={variant}"
+                memory.append({"model": model_name, "batch": args.memory_batch, "variant": name,
+                               "peak MiB": peak_memory(model_name, args.memory_batch, variant)})
+    print()
+    print_table(rows, ["model", "batch", "variant", "cpu ms", "wall ms", "x backprop"])
+    print()
+    print_table(summary, ["model", "batch", "sampler", "K=1 x backprop", "extra direction x backprop"])
+    if memory:
+        print()
+        print_table(memory, ["model", "batch", "variant", "peak MiB"])
+    write_json(args.out, rows, summary=summary, memory=memory, rounds=args.rounds, directions=directions,
+               command=" ".join(["python", "benchmarks/forward_gradient.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
