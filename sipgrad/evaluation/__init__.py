@@ -20,7 +20,7 @@ def write_reports(classifier, cases: list[Case], settings: EvalSettings, records
 
     summary = write_summary(out, records, title)
     plots = plot_metrics(out, summary, records) if records else []
-    gallery = build_gallery(Evaluator(classifier, settings), cases, records)
+    gallery = build_gallery(Evaluator(classifier, settings), cases, records, maps_dir=out / "maps")
     write_html(out, summary, gallery, plots, title)
     return summary
 

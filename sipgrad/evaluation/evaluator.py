@@ -14,14 +14,13 @@ from sipgrad.attribution.engine import AttributionEngine
 from sipgrad.attribution.methods import MethodOptions, get_method
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation import metrics
+from sipgrad.evaluation.catalog import BOX_METRICS, PERTURBATION_METRICS  # noqa: F401  (re-exported)
 from sipgrad.evaluation.cases import Case, boxes_to_input, pad_boxes
 from sipgrad.evaluation.predictor import PerturbationPredictor
 from sipgrad.hooks.sip import SIPConfig
 from sipgrad.models.inference import evaluation_mode
 from sipgrad.models.registry import Classifier
 
-PERTURBATION_METRICS = ("deletion_auc", "deletion_aopc", "deletion_lerf_auc", "insertion_auc", "insertion_lerf_auc")
-BOX_METRICS = ("pointing", "centre", "energy", "mu_in", "mu_in_w")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def test_reports_are_written(lite0, box_data, tmp_path):
     assert summary["comparisons"]["grad/topq:0.25"]["against"] == "grad/none"
     for name in ("summary.json", "summary.md", "metrics.png", "energy_vs_box_area.png", "report.html"):
         assert (tmp_path / name).stat().st_size > 0
-    assert (tmp_path / "report.html").read_text().count("<figure>") == 2 * 5  # best 3 + worst 3, capped at 5 cases
+    assert (tmp_path / "report.html").read_text().count("<figure>") == 5 * (1 + 2)  # per case: the input, then one map per config
     saved = np.load(tmp_path / "maps" / "grad_topq_0.25" / "0.png_285.npy")
     assert saved.shape == (224, 224)
 
