@@ -1,0 +1,36 @@
+"""The numbers in docs/forward.md are those of the committed JSON its commands wrote."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
+def _table_rows(text: str, header_start: str) -> list[list[str]]:
+    lines = text[text.index(header_start):].splitlines()
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_cosine_table_matches_its_json():
+    text = (DOCS / "forward.md").read_text()
+    tables = {k: json.loads((DOCS / "data" / f"forward_cosine_mlp_k{k}.json").read_text()) for k in (1, 32)}
+    cells = {k: {(r["batch_size"], r["sampler"]): r for r in t["rows"]} for k, t in tables.items()}
+    rows = _table_rows(text, "| B | gaussian (K = 32)")
+    assert len(rows) >= 5
+    for batch, gaussian, activity, ratio32, ratio1 in rows:
+        b = int(batch)
+        for cell, sampler in ((gaussian, "gaussian"), (activity, "activity")):
+            mean, stderr = map(float, re.findall(r"[\d.]+", cell))
+            assert mean == round(cells[32][b, sampler]["cosine"], 4)
+            assert stderr == round(cells[32][b, sampler]["stderr"], 4)
+        for ratio, k in ((ratio32, 32), (ratio1, 1)):
+            assert float(ratio) == round(cells[k][b, "activity"]["cosine"] / cells[k][b, "gaussian"]["cosine"], 2)
+    assert f"{tables[32]['closed_form']:.4f}" in text and f"{tables[1]['closed_form']:.4f}" in text
