@@ -14,6 +14,7 @@ map depends neither on the batch it was computed in nor on the device.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -173,14 +174,26 @@ class Method:
     channels: int = 3
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
+class MethodRegistry(dict):
+    """Name -> ``Method``. Earlier versions exposed ``METHODS`` as a tuple of names: iteration,
+    ``in`` and ``len`` work as before, and positional indexing still works with a warning."""
+
+    def __getitem__(self, key: str | int) -> Method | str:
+        if isinstance(key, int):
+            warnings.warn("METHODS is now a registry keyed by name; METHODS[i] is deprecated, use list(METHODS)[i]",
+                          DeprecationWarning, stacklevel=2)
+            return list(self)[key]
+        return super().__getitem__(key)
+
+
+METHODS: MethodRegistry = MethodRegistry({m.name: m for m in (
     Method("grad", "Gradient", Saliency, _grad, single_pass=True),
     Method("inputgrad", "Input x Gradient", InputXGradient, _inputgrad, single_pass=True),
     Method("smoothgrad", "SmoothGrad", Saliency, _smoothgrad, single_pass=False, random=True),
     Method("ig", "Integrated Gradients", IntegratedGradients, _ig, single_pass=False, random=True),
     Method("gradcam", "Grad-CAM", LayerGradCam, _gradcam, single_pass=True,
            sip_scope="the Grad-CAM layer and hooked layers after it", channels=1),
-)}
+)})
 # Kept for compatibility: the names of the single-pass methods.
 SINGLE_PASS = frozenset(name for name, m in METHODS.items() if m.single_pass)
 

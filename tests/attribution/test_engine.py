@@ -206,3 +206,15 @@ def test_lite0_maps_do_not_depend_on_the_batch_size(lite0, asset_dir):
     for sip in (None, "topq:0.25"):
         maps = [explain(lite0, images, sip=sip, batch_size=size).input_saliency for size in (1, 2, 3)]
         assert max(_relative(m, maps[2]) for m in maps[:2]) <= 1e-4, sip
+
+
+def test_old_public_names_keep_working_with_a_warning(classifier):
+    from sipgrad.attribution.explain import evaluation_mode  # noqa: F401  (moved, still importable)
+    from sipgrad.attribution.methods import SINGLE_PASS
+
+    assert list(METHODS) == ["grad", "inputgrad", "smoothgrad", "ig", "gradcam"] and "ig" in METHODS
+    with pytest.warns(DeprecationWarning):
+        assert METHODS[0] == "grad"
+    assert SINGLE_PASS == {"grad", "inputgrad", "gradcam"}
+    with SIP(classifier, "topq:0.25") as sip, pytest.warns(DeprecationWarning, match="no longer needed"):
+        sip.set_targets(torch.tensor([1]))
