@@ -114,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sipgrad.datasets import load_dataset
-    from sipgrad.engines.hypergrad import AdamConfig, classification_problem, run_experiment, seed_hyperparameters
+    from sipgrad.engines.hypergrad import (
+        AdamConfig,
+        classification_problem,
+        run_experiment,
+        seed_hyperparameters,
+    )
 
     data = load_dataset(args.data, seed=args.seed)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32

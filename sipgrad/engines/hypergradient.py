@@ -24,8 +24,8 @@ New code: ``from sipgrad.engines.hypergrad import ...`` (see docs/engines.md).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 from torch import nn

@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from sipgrad_cli.main import main
 
 SMALL = ["hypergrad", "--steps", "4", "--hyper-steps", "2", "--batch-size", "50", "--hidden", "8,8"]

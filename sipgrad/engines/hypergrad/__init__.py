@@ -7,20 +7,47 @@
   ``classification_problem``, the seed experiment's MLP on a ``SmallDataset``.
 * ``modes``: ``forward_hypergradient`` (tangents for all m hyperparameters at once,
   ``jvp`` vmapped) and ``reverse_hypergradient`` (stored trajectory, optional
-  checkpointing, or autograd's whole graph).
+    checkpointing, or autograd's whole graph).
 * ``outer``: projected Adam on the hyperparameters.
 * ``report``: RFHO's printed report, per outer step and mode.
 """
 
-from sipgrad.engines.hypergrad.modes import (MODES, HypergradientResult, NonFiniteError, forward_hypergradient,
-                                             hypergradient, reverse_hypergradient)
-from sipgrad.engines.hypergrad.outer import (BOUNDS, AdamConfig, OuterStep, ProjectedAdam, bounds_for,
-                                             optimize_hyperparameters)
-from sipgrad.engines.hypergrad.problem import (ClassificationProblem, InnerProblem, classification_problem,
-                                               epoch_schedule, mlp, seed_hyperparameters)
+from sipgrad.engines.hypergrad.modes import (
+    MODES,
+    HypergradientResult,
+    NonFiniteError,
+    forward_hypergradient,
+    hypergradient,
+    reverse_hypergradient,
+)
+from sipgrad.engines.hypergrad.outer import (
+    BOUNDS,
+    AdamConfig,
+    OuterStep,
+    ProjectedAdam,
+    bounds_for,
+    optimize_hyperparameters,
+)
+from sipgrad.engines.hypergrad.problem import (
+    ClassificationProblem,
+    InnerProblem,
+    classification_problem,
+    epoch_schedule,
+    mlp,
+    seed_hyperparameters,
+)
 from sipgrad.engines.hypergrad.report import StepReport, run_experiment
-from sipgrad.engines.hypergrad.updates import (UPDATES, HeavyBall, InnerUpdate, Penalty, layerwise_penalties,
-                                               make_update, penalized_parameters, rfho_momentum, torch_momentum)
+from sipgrad.engines.hypergrad.updates import (
+    UPDATES,
+    HeavyBall,
+    InnerUpdate,
+    Penalty,
+    layerwise_penalties,
+    make_update,
+    penalized_parameters,
+    rfho_momentum,
+    torch_momentum,
+)
 
 __all__ = [
     "BOUNDS", "MODES", "UPDATES", "AdamConfig", "ClassificationProblem", "HeavyBall", "HypergradientResult",

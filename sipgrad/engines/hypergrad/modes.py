@@ -29,11 +29,11 @@ validation loss or a hypergradient raises ``NonFiniteError`` naming the step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
-from torch.func import grad_and_value, jvp, vjp, vmap
+from torch.func import grad_and_value, jvp, vmap
 
 from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
 from sipgrad.engines.hypergrad.updates import Params

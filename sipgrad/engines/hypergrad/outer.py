@@ -10,8 +10,8 @@ positivity projection), with Adam's step 1e-3.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -116,5 +116,3 @@ def optimize_hyperparameters(problem: InnerProblem, hyper: Mapping[str, torch.Te
         yield OuterStep(step, result, current, updated)
         current = updated
 
-
-ProgressCallback = Callable[[OuterStep], None]

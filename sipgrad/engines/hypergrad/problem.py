@@ -13,8 +13,9 @@ the plain mean cross-entropy on the whole validation split.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,14 @@ from torch import nn
 from torch.func import functional_call
 
 from sipgrad.datasets import SmallDataset, Split
-from sipgrad.engines.hypergrad.updates import (Batch, InnerUpdate, Params, layerwise_penalties, make_update,
-                                               penalized_parameters)
+from sipgrad.engines.hypergrad.updates import (
+    Batch,
+    InnerUpdate,
+    Params,
+    layerwise_penalties,
+    make_update,
+    penalized_parameters,
+)
 from sipgrad.errors import SipgradError
 
 SEED_HIDDEN = (300, 300)
@@ -81,7 +88,7 @@ def mlp(features: int, hidden: Sequence[int] = SEED_HIDDEN, classes: int = 10) -
     """RFHO's feed-forward net: ReLU hidden layers, linear output (784-300-300-10 on MNIST)."""
     layers: list[nn.Module] = []
     sizes = [features, *hidden]
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     layers.append(nn.Linear(sizes[-1], classes))
     return nn.Sequential(*layers)

@@ -17,12 +17,16 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from sipgrad.engines.hypergrad.outer import AdamConfig, OuterStep, optimize_hyperparameters
+from sipgrad.engines.hypergrad.outer import (
+    AdamConfig,
+    OuterStep,
+    optimize_hyperparameters,
+)
 from sipgrad.engines.hypergrad.problem import ClassificationProblem
 
 Value = float | list[float]
@@ -99,11 +103,11 @@ def step_report(problem: ClassificationProblem, outer: OuterStep, mode: str, sec
 
 
 def run_experiment(problem: ClassificationProblem, hyper: Mapping[str, torch.Tensor], outer_steps: int,
-                   modes: Sequence[str] = ("forward", "reverse"), adam: AdamConfig = AdamConfig(),
+                   modes: Sequence[str] = ("forward", "reverse"), adam: AdamConfig | None = None,
                    mode_options: Mapping[str, dict] | None = None,
                    on_step: Callable[[StepReport], None] | None = None) -> Iterator[StepReport]:
     """RFHO's experiment: for each mode its own outer loop, interleaved step by step."""
-    loops = {mode: optimize_hyperparameters(problem.inner, hyper, outer_steps, mode, adam=adam,
+    loops = {mode: optimize_hyperparameters(problem.inner, hyper, outer_steps, mode, adam=adam or AdamConfig(),
                                             **(mode_options or {}).get(mode, {}))
              for mode in modes}
     elapsed = dict.fromkeys(modes, 0.0)

@@ -26,8 +26,9 @@ subgradient autograd uses for ``abs``), and the hypergradient is that of this ch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch.func import grad, jvp, vmap

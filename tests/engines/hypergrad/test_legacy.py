@@ -38,7 +38,7 @@ def _logistic_problem(seed: int = 0):
 
 
 def test_every_old_name_warns():
-    import sipgrad.engines as engines
+    from sipgrad import engines
     hypergradient, module_losses, tune = _legacy()
     train_loss, val_loss, start = _logistic_problem()
     with pytest.warns(DeprecationWarning, match="hypergrad"):
@@ -134,7 +134,7 @@ def test_tuning_moves_a_weight_decay_that_starts_at_zero():
 
 def test_a_diverging_run_is_an_error_not_a_clipped_step():
     _, _, tune = _legacy()
-    train_loss, val_loss, start = _logistic_problem()
+    _, val_loss, start = _logistic_problem()
     with pytest.raises(NonFiniteError, match="inner step"):
         tune(lambda p, t: 1e3 * (p["w"] ** 2).sum(), val_loss, start, {"lr": 10.0, "momentum": 0.5}, steps=200,
              outer_steps=2)

@@ -10,9 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipgrad.datasets import load_digits
-from sipgrad.engines.hypergrad import (HeavyBall, InnerProblem, NonFiniteError, Penalty, classification_problem,
-                                       epoch_schedule, forward_hypergradient, hypergradient, reverse_hypergradient,
-                                       seed_hyperparameters)
+from sipgrad.engines.hypergrad import (
+    HeavyBall,
+    InnerProblem,
+    NonFiniteError,
+    Penalty,
+    classification_problem,
+    epoch_schedule,
+    forward_hypergradient,
+    hypergradient,
+    reverse_hypergradient,
+    seed_hyperparameters,
+)
 from sipgrad.engines.hypergrad.modes import tensor_mib
 from sipgrad.errors import SipgradError
 from tests.engines.hypergrad.conftest import nonzero_hyper, smooth_problem
@@ -21,9 +30,9 @@ F64 = torch.float64
 
 
 def _close(a: dict, b: dict, rel: float) -> None:
-    for name in a:
+    for name, value in a.items():
         scale = max(float(b[name].abs().max()), 1e-6)
-        assert float((a[name] - b[name]).abs().max()) <= rel * scale, (name, a[name], b[name])
+        assert float((value - b[name]).abs().max()) <= rel * scale, (name, value, b[name])
 
 
 def test_forward_and_reverse_match_central_differences_in_float64(smooth):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipgrad.engines.hypergrad import AdamConfig, ProjectedAdam, bounds_for, optimize_hyperparameters
+from sipgrad.engines.hypergrad import (
+    AdamConfig,
+    ProjectedAdam,
+    bounds_for,
+    optimize_hyperparameters,
+)
 from sipgrad.errors import SipgradError
 from tests.engines.hypergrad.conftest import nonzero_hyper, smooth_problem
 
@@ -57,7 +63,7 @@ def test_outer_loop_lowers_the_validation_error_and_reports_the_values_it_used()
     assert len(steps) == 6
     losses = [s.result.validation_loss for s in steps]
     assert losses[-1] < losses[0] - 1e-3
-    for before, after in zip(steps, steps[1:]):
+    for before, after in pairwise(steps):
         for name in hyper:
             assert torch.equal(after.used[name], before.updated[name])
     assert float(steps[-1].used["eta"]) > 0.05  # the learning rate was too small and grew
