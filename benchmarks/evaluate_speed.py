@@ -54,7 +54,7 @@ def main() -> None:
     print_table(rows, ["config", "images/s", "images/s (box only)", "deletion/insertion share %"])
 
     evaluator = Evaluator(model, EvalSettings())
-    inputs, _, _, _ = evaluator.prepare(cases[:4])
+    inputs = evaluator.prepare(cases[:4]).inputs
     targets = torch.tensor([c.target for c in cases[:4]])
     maps = sipgrad.explain(model, inputs, target=targets).input_saliency
     predict = model.module
