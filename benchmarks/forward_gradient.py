@@ -104,6 +104,53 @@ def interleaved_clocks(variants: dict[str, Callable[[], object]], rounds: int) -
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in variants}
 
 
+BREAKDOWN = r"""
+from torch.func import jvp
+from sipgrad.engines.forward.estimators import combine, directional_derivatives, loss_function, trainable_parameters
+
+def breakdown_variants(model, x, y):
+    params = trainable_parameters(model)
+    loss_of = loss_function(model, F.cross_entropy, x, y)
+    sampler, generator = make_sampler("gaussian"), torch.Generator().manual_seed(0)
+    one = sampler.sample(params, 1, generator)
+    single = {k: v[0] for k, v in one.items()}
+
+    def plain_forward():
+        with torch.no_grad():
+            F.cross_entropy(model(x), y)
+
+    def functional_forward():
+        with torch.no_grad():
+            loss_of(params)
+
+    def bare_jvp():
+        with torch.no_grad():
+            jvp(loss_of, (params,), (single,))
+
+    return {"backprop": backprop_step(model, x, y), "plain forward (no grad)": plain_forward,
+            "functional_call forward": functional_forward, "sample 1 direction": lambda: sampler.sample(params, 1, generator),
+            "torch.func.jvp, 1 direction": bare_jvp,
+            "directional_derivatives K=1": lambda: directional_derivatives(loss_of, params, one),
+            "combine K=1": lambda: combine(torch.ones(1), one),
+            "whole estimate K=1": forward_step(model, x, y, "gaussian", 1)}
+"""
+
+
+def run_breakdown(namespace: dict, models: list[str], batch_sizes: list[int], rounds: int, out: str) -> None:
+    """Where a K = 1 forward-gradient step's time goes, beside backprop (CPU-time medians, interleaved)."""
+    exec(BREAKDOWN, namespace)
+    rows = []
+    for model_name in models:
+        for batch_size in batch_sizes:
+            model, x, y = namespace["make"](model_name, batch_size)
+            clocks = interleaved_clocks(namespace["breakdown_variants"](model, x, y), rounds)
+            base = clocks["backprop"][1]
+            rows += [{"model": model_name, "batch": batch_size, "part": name, "cpu ms": 1000 * cpu,
+                      "x backprop": cpu / base} for name, (_, cpu) in clocks.items()]
+    print_table(rows, ["model", "batch", "part", "cpu ms", "x backprop"])
+    write_json(out, rows, rounds=rounds, command=" ".join(["python", "benchmarks/forward_gradient.py", *sys.argv[1:]]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mlp,cnn")
@@ -113,6 +160,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     parser.add_argument("--memory-batch", type=int, default=1024, help="batch size of the memory runs")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only break a K = 1 step into its parts (sampling, JVP, combining) beside backprop")
     parser.add_argument("--out", default="benchmarks/results/forward_gradient.json")
     args = parser.parse_args()
 
@@ -121,6 +170,10 @@ def main() -> None:
     namespace: dict = {}
     exec(SETUP, namespace)  # the same set-up code the memory children run
     torch.set_num_threads(1)
+    if args.breakdown:
+        run_breakdown(namespace, args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.rounds,
+                      args.out)
+        return
     directions = [int(k) for k in args.directions.split(",")]
     samplers = args.samplers.split(",")
     rows, summary, memory = [], [], []
