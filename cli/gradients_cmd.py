@@ -8,7 +8,8 @@ import math
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import guarded, progress_bar
+from sipgrad_cli.common import (add_command, guarded, nonnegative_int, one_line_errors, output_folder, positive_float,
+                                positive_int, progress_bar)
 
 SPECTRUM_DESCRIPTION = """Spectrum of the per-example gradients of a small model.
 
@@ -28,26 +29,6 @@ runs with the same seed share initial weights, corrupted labels and batch order.
 Reports test accuracy vs step and, for momentum, how close the momentum buffer is to the
 top-k projection. Writes OUT/train.json (after every finished run), OUT/accuracy.png and
 OUT/momentum.png."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
 
 
 def _unit_interval(low_open: bool, high_open: bool):
@@ -82,27 +63,6 @@ def _choices(allowed):
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """A bad option value is reported in one line (no usage block), exit status 2."""
-
-    def error(message: str):
-        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-    return parser
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
     from sipgrad.analysis.models import SMALL_MODELS
 
@@ -117,50 +77,47 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.analysis.projected_training import OPTIMIZERS, SUBSPACES
 
-    parser = _one_line_errors(subparsers.add_parser("gradients", help="gradient structure across examples: spectrum, pca-sgd",
+    parser = one_line_errors(subparsers.add_parser("gradients", help="gradient structure across examples: spectrum, pca-sgd",
                                    description="Per-example gradients: their spectrum, and training on their "
                                                "top principal directions."))
     commands = parser.add_subparsers(title="commands", dest="gradients_command", metavar="COMMAND")
     parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
 
-    spectrum = _one_line_errors(commands.add_parser(
-        "spectrum", help="spectrum of per-example gradients vs batch size and k", description=SPECTRUM_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+    spectrum = add_command(commands, "spectrum", "spectrum of per-example gradients vs batch size and k",
+                           SPECTRUM_DESCRIPTION)
     _add_common(spectrum)
-    spectrum.add_argument("--batch-sizes", type=_list_of(_positive_int), default=[32, 64, 128, 256, 512, 1024],
+    spectrum.add_argument("--batch-sizes", type=_list_of(positive_int), default=[32, 64, 128, 256, 512, 1024],
                           metavar="B,B,..", help="batch sizes (default: 32,64,128,256,512,1024)")
-    spectrum.add_argument("--k", type=_list_of(_positive_int), default=[1, 2, 4, 8, 16, 32], metavar="K,K,..",
+    spectrum.add_argument("--k", type=_list_of(positive_int), default=[1, 2, 4, 8, 16, 32], metavar="K,K,..",
                           help="top-k sizes for the projection cosines (default: 1,2,4,8,16,32)")
-    spectrum.add_argument("--train-steps", type=_non_negative_int, default=0, metavar="N",
+    spectrum.add_argument("--train-steps", type=nonnegative_int, default=0, metavar="N",
                           help="train N SGD steps first (default: 0, the spectrum at initialisation)")
-    spectrum.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate of --train-steps (0.1)")
-    spectrum.add_argument("--seed", type=_non_negative_int, default=0, help="weights, data split, batch (0)")
+    spectrum.add_argument("--lr", type=positive_float, default=0.1, help="learning rate of --train-steps (0.1)")
+    spectrum.add_argument("--seed", type=nonnegative_int, default=0, help="weights, data split, batch (0)")
     spectrum.add_argument("--center", action="store_true", help="PCA of centred gradients (default: uncentred)")
-    spectrum.add_argument("--chunk-size", type=_positive_int, metavar="N",
+    spectrum.add_argument("--chunk-size", type=positive_int, metavar="N",
                           help="examples vectorised at once (default: all; lower it to bound memory)")
     spectrum.set_defaults(run=run_spectrum)
 
-    train = _one_line_errors(commands.add_parser(
-        "train", help="SGD vs momentum vs pca-sgd under label noise", description=TRAIN_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+    train = add_command(commands, "train", "SGD vs momentum vs pca-sgd under label noise", TRAIN_DESCRIPTION)
     _add_common(train)
     train.add_argument("--optimizer", type=_list_of(_choices(list(OPTIMIZERS))), default=list(OPTIMIZERS),
                        metavar="NAMES", help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: all)")
     train.add_argument("--label-noise", type=_list_of(_unit_interval(False, False)), default=[0.0, 0.2, 0.5],
                        metavar="P,P,..", help="shares of training labels made wrong (default: 0,0.2,0.5)")
-    train.add_argument("--seed", type=_list_of(_non_negative_int), default=[0], metavar="S,S,..",
+    train.add_argument("--seed", type=_list_of(nonnegative_int), default=[0], metavar="S,S,..",
                        help="seeds (default: 0)")
-    train.add_argument("--k", type=_positive_int, default=16, help="top directions per layer (default: 16)")
+    train.add_argument("--k", type=positive_int, default=16, help="top directions per layer (default: 16)")
     train.add_argument("--subspace", choices=list(SUBSPACES), default="stream",
                        help="stream: Frequent Directions over all batches (default); batch: this batch only")
-    train.add_argument("--sketch", type=_positive_int, metavar="L", help="Frequent Directions rows (default: 2k)")
+    train.add_argument("--sketch", type=positive_int, metavar="L", help="Frequent Directions rows (default: 2k)")
     train.add_argument("--decay", type=_unit_interval(True, False), default=0.9,
                        help="per-step forgetting of the sketch, in (0, 1] (default: 0.9)")
-    train.add_argument("--steps", type=_positive_int, default=600, help="SGD steps per run (default: 600)")
-    train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
-    train.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate, all optimizers (0.1)")
+    train.add_argument("--steps", type=positive_int, default=600, help="SGD steps per run (default: 600)")
+    train.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (default: 64)")
+    train.add_argument("--lr", type=positive_float, default=0.1, help="learning rate, all optimizers (0.1)")
     train.add_argument("--momentum", type=_unit_interval(False, True), default=0.9, help="momentum mu (0.9)")
-    train.add_argument("--eval-every", type=_positive_int, default=25, help="steps between evaluations (25)")
+    train.add_argument("--eval-every", type=positive_int, default=25, help="steps between evaluations (25)")
     train.set_defaults(run=run_train)
 
 
@@ -179,11 +136,11 @@ def run_spectrum(args: argparse.Namespace) -> int:
     from sipgrad.analysis.projected_training import TrainConfig, train
     from sipgrad.io.atomic import atomic_write
 
+    out = output_folder(args.out)
     data, model = _load(args, args.seed)
     params = None
     if args.train_steps:
-        with progress_bar(args.train_steps, "training first") as bar:
-            bar.unit = "step"
+        with progress_bar(args.train_steps, "training first", unit="step") as bar:
             params = train(model, data, TrainConfig(optimizer="sgd", lr=args.lr, steps=args.train_steps,
                                                     seed=args.seed, eval_every=args.train_steps),
                            args.model, progress=bar.update).params
@@ -191,7 +148,6 @@ def run_spectrum(args: argparse.Namespace) -> int:
                                        tuple(args.k), params, seed=args.seed, center=args.center,
                                        chunk_size=args.chunk_size)
     rows = spectrum_rows(spectra)
-    out = Path(args.out)
     document = {"command": "spectrum", "model": args.model, "data": data.name, "train steps": args.train_steps,
                 "seed": args.seed, "center": args.center, "rows": rows}
     with atomic_write(out / "spectrum.json") as tmp:
@@ -224,7 +180,7 @@ def run_train(args: argparse.Namespace) -> int:
                            sketch_size=args.sketch, decay=args.decay, subspace=args.subspace, label_noise=noise,
                            steps=args.steps, batch_size=args.batch_size, seed=seed, eval_every=args.eval_every)
                for seed in args.seed for noise in args.label_noise for optimizer in args.optimizer]
-    out = Path(args.out)
+    out = output_folder(args.out)
     runs: list[dict] = []
     interrupted = False
 
@@ -235,8 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
             tmp.write_text(json.dumps(document, indent=2))
         return document
 
-    with progress_bar(len(configs) * args.steps, "training") as bar:
-        bar.unit = "step"
+    with progress_bar(len(configs) * args.steps, "training", unit="step") as bar:
         try:
             for config in configs:
                 data, model = _load(args, config.seed)

@@ -71,12 +71,17 @@ def test_train_table(tmp_path, capsys):
     (["spectrum", "--batch-sizes", "5000"], "batch size 5000 exceeds the 1079 examples available"),
     (["spectrum", "--data", "mnist:/no/such/folder"], "no such folder"),
     (["train", "--label-noise", "1.5"], "'1.5' must be in [0, 1]"),
-    (["train", "--steps", "0"], "'0' must be at least 1"),
+    (["train", "--steps", "0"], "must be at least 1, got 0"),
     (["train", "--optimizer", "adam"], "'adam' is not one of sgd, momentum, pca-sgd"),
+    (["train", "--out", "{file}"], "is an existing file, not a folder"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{file}", str(tmp_path / "file")) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path)]
     try:
-        code = main(["gradients", *argv, "--out", str(tmp_path)])
+        code = main(["gradients", *argv])
     except SystemExit as exit_:  # argparse rejects bad option values while parsing
         code = exit_.code
     assert code == 2
