@@ -76,3 +76,22 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(argv, message, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_ctrl_c_keeps_the_finished_records(monkeypatch, capsys):
+    import sipgrad.engines.hypergrad as hypergrad
+
+    real = hypergrad.run_experiment
+
+    def interrupted(*args, **kwargs):
+        for count, report in enumerate(real(*args, **kwargs)):
+            if count == 1:
+                raise KeyboardInterrupt
+            yield report
+
+    monkeypatch.setattr(hypergrad, "run_experiment", interrupted)
+    assert main([*SMALL, "--json"]) == 130
+    captured = capsys.readouterr()
+    records = json.loads(captured.out)
+    assert [(r["step"], r["mode"]) for r in records] == [(0, "forward")]
+    assert "interrupted; finished results were kept" in captured.err
