@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
-from sipgrad_cli.common import guarded, progress_bar
+from sipgrad_cli.common import (
+    add_command,
+    guarded,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    progress_bar,
+)
 
 DESCRIPTION = """Optimise 8 hyperparameters of an MLP by their hypergradient, as Franceschi et al.
 (2017) did in RFHO's all_methods_on_mnist.py: per-layer L1 and L2 coefficients
@@ -24,36 +30,6 @@ Data: digits (offline, 64-300-300-10) or mnist:DIR, the four MNIST IDX files in 
 (784-300-300-10, 328,810 weights: the seed's network)."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
 def _momentum(text: str) -> float:
     try:
         value = float(text)
@@ -65,43 +41,32 @@ def _momentum(text: str) -> float:
 
 
 def _hidden(text: str) -> tuple[int, ...]:
-    return tuple(_positive_int(item.strip()) for item in text.split(",") if item.strip()) or (300, 300)
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """A bad option is one line on stderr (no usage block) and exit status 2."""
-
-    def error(message: str):
-        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
+    return tuple(positive_int(item.strip()) for item in text.split(",") if item.strip()) or (300, 300)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("hypergrad", help="hyperparameter optimisation by forward/reverse hypergradients",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _one_line_errors(parser)
+    parser = add_command(subparsers, "hypergrad", "hyperparameter optimisation by forward/reverse hypergradients",
+                         DESCRIPTION)
     parser.add_argument("--data", default="digits", help="digits (default, offline) or mnist:DIR")
     parser.add_argument("--mode", choices=["forward", "reverse", "both"], default="both",
                         help="which hypergradient to compute (default: both, side by side)")
-    parser.add_argument("--steps", type=_positive_int, default=100, metavar="T",
+    parser.add_argument("--steps", type=positive_int, default=100, metavar="T",
                         help="inner SGD steps per outer step (default 100)")
-    parser.add_argument("--hyper-steps", type=_positive_int, default=3, metavar="N",
+    parser.add_argument("--hyper-steps", type=positive_int, default=3, metavar="N",
                         help="outer (Adam) steps (default 3)")
-    parser.add_argument("--batch-size", type=_positive_int, default=200, metavar="B", help="mini-batch (default 200)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+    parser.add_argument("--batch-size", type=positive_int, default=200, metavar="B", help="mini-batch (default 200)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="start weights, data split and mini-batch order (default 0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--eta", type=_positive_float, default=0.01, help="start learning rate (default 0.01)")
+    parser.add_argument("--eta", type=positive_float, default=0.01, help="start learning rate (default 0.01)")
     parser.add_argument("--mu", type=_momentum, default=0.5, help="start momentum (default 0.5)")
-    parser.add_argument("--outer-lr", type=_positive_float, default=1e-3,
+    parser.add_argument("--outer-lr", type=positive_float, default=1e-3,
                         help="Adam's step on the hyperparameters (default 1e-3, RFHO's)")
     parser.add_argument("--hidden", type=_hidden, default=(300, 300), metavar="H1,H2",
                         help="hidden layer widths (default 300,300)")
     parser.add_argument("--update", choices=["rfho", "torch"], default="rfho",
                         help="L2 convention: rfho rho*||W||^2 in the loss, torch weight decay (default rfho)")
-    parser.add_argument("--checkpoint-every", type=_positive_int, metavar="K",
+    parser.add_argument("--checkpoint-every", type=positive_int, metavar="K",
                         help="reverse mode: store every K-th state and recompute (default: store all)")
     parser.add_argument("--compile", action="store_true",
                         help="forward mode: torch.compile the Hessian-vector products (minutes to compile)")
@@ -129,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
     modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
     options = {"reverse": {"checkpoint_every": args.checkpoint_every or 1}, "forward": {"compiled": args.compile}}
     records = []
-    bar = progress_bar(args.hyper_steps * len(modes), "hypergrad")
-    bar.unit = "run"
+    bar = progress_bar(args.hyper_steps * len(modes), "hypergrad", unit="run")
     try:
         for report in run_experiment(problem, hyper, args.hyper_steps, modes, AdamConfig(lr=args.outer_lr),
                                      options):

@@ -64,7 +64,7 @@ def test_mnist_folder_gives_the_seeds_784_300_300_10_network(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--steps", "0"], "--steps: '0' must be at least 1"),
+    (["--steps", "0"], "--steps: must be at least 1, got 0"),
     (["--mu", "1"], "--mu: '1' must be in [0, 1)"),
     (["--data", "mnist:/no/such/folder"], "/no/such/folder: no such folder"),
 ])
