@@ -5,8 +5,9 @@
 
 One "step" is what a training step spends on its gradient: backprop is forward + backward
 (``loss.backward()``) of the model; a forward-gradient step draws K directions with the
-sampler and evaluates them in one vmapped JVP (``model_gradient_estimate``), then forms the
-estimate. Optimizer updates are the same for both and left out.
+sampler and evaluates them in one vmapped JVP (``model_gradient_estimate``, in chunks of
+at most 2,048 directions x examples; one row per setting also runs all K unchunked), then
+forms the estimate. Optimizer updates are the same for both and left out.
 
 Time: every variant runs once per round, rounds interleaved, median over rounds, on one
 thread (``torch.set_num_threads(1)``). Two clocks: wall time, and the process's CPU time
@@ -57,10 +58,11 @@ def backprop_step(model, x, y):
         F.cross_entropy(model(x), y).backward()
     return run
 
-def forward_step(model, x, y, sampler, directions, seed=0):
+def forward_step(model, x, y, sampler, directions, seed=0, chunk_size="auto"):
     generator = torch.Generator().manual_seed(seed)
     sampler = make_sampler(sampler)
-    return lambda: model_gradient_estimate(model, F.cross_entropy, x, y, sampler, directions, generator=generator)
+    return lambda: model_gradient_estimate(model, F.cross_entropy, x, y, sampler, directions, generator=generator,
+                                           chunk_size=chunk_size)
 """
 
 MEMORY_CHILD = SETUP + r"""
@@ -184,6 +186,9 @@ def main() -> None:
             for sampler in samplers:
                 for k in directions:
                     variants[f"{sampler} K={k}"] = namespace["forward_step"](model, x, y, sampler, k)
+            # automatic chunking (default) against all K directions in one vmapped batch
+            variants[f"gaussian K={directions[-1]} unchunked"] = namespace["forward_step"](
+                model, x, y, "gaussian", directions[-1], chunk_size=None)
             clocks = interleaved_clocks(variants, rounds=args.rounds)
             seconds = {name: cpu for name, (_, cpu) in clocks.items()}
             base = seconds["backprop"]

@@ -25,6 +25,16 @@ from sipgrad.errors import SipgradError
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Rows (directions x examples) per vmapped chunk when chunking is automatic: beyond this a
+# CNN's K x B activations fall out of cache and one huge vmapped batch gets slower per
+# direction than several smaller ones (benchmarks/forward_gradient.py, "unchunked" rows).
+AUTO_CHUNK_ROWS = 2048
+
+
+def auto_chunk_size(batch_size: int, directions: int) -> int | None:
+    """Directions per vmapped chunk so that a chunk covers at most ``AUTO_CHUNK_ROWS`` rows (None: one chunk)."""
+    chunk = max(1, AUTO_CHUNK_ROWS // max(batch_size, 1))
+    return None if chunk >= directions else chunk
 
 
 @dataclass(frozen=True)
@@ -154,14 +164,20 @@ def _failing_layer(model: nn.Module, run: Callable[[], object]) -> str | None:
 def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, labels: torch.Tensor,
                             sampler: DirectionSampler | None = None, directions: int = 1, *,
                             generator: torch.Generator | None = None,
-                            chunk_size: int | None = None) -> GradientEstimate:
+                            chunk_size: int | None | str = "auto") -> GradientEstimate:
     """Forward-gradient estimate of grad_params loss_fn(model(inputs), labels), without backprop.
+
+    ``chunk_size`` directions go through vmap at a time: ``"auto"`` bounds a chunk to
+    ``AUTO_CHUNK_ROWS`` directions x examples, None runs all K at once. The result does not
+    depend on it.
 
     Works with BatchNorm (eval mode: its running statistics; training mode: batch statistics,
     see ``batchnorm_for_forward_mode``) and with dropout (one mask shared by all directions).
     A layer that forward mode cannot run through is named in the error.
     """
     sampler = sampler or GaussianSampler()
+    if chunk_size == "auto":
+        chunk_size = auto_chunk_size(inputs.shape[0], directions)
     params = trainable_parameters(model)
     loss_of = loss_function(model, loss_fn, inputs, labels)
     with batchnorm_for_forward_mode(model):

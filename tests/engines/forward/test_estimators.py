@@ -129,3 +129,16 @@ def test_forward_gradient_step_accepts_a_sampler():
                                  directions=4, generator=torch.Generator().manual_seed(0),
                                  sampler=make_sampler("orthonormal"))
     assert loss.shape == () and not torch.equal(before, model.weight)
+
+
+def test_automatic_chunks_give_the_same_estimate():
+    from sipgrad.engines.forward.estimators import auto_chunk_size
+
+    assert auto_chunk_size(256, 64) == 8 and auto_chunk_size(64, 8) is None and auto_chunk_size(4096, 3) == 1
+    model, inputs, labels = _cnn_problem(torch.float64, batch=6)
+    results = [model_gradient_estimate(model, F.cross_entropy, inputs, labels, make_sampler("gaussian"), 5,
+                                       generator=torch.Generator().manual_seed(0), chunk_size=chunk).gradient
+               for chunk in (None, 2, "auto")]
+    for other in results[1:]:
+        for name in results[0]:
+            torch.testing.assert_close(other[name], results[0][name], atol=1e-12, rtol=1e-10)
