@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from sipgrad_cli.common import (add_image_command, add_sip_arguments, guarded, load_classifier, nonnegative_float,
                                 nonnegative_int, output_folder, positive_int, progress_bar, sip_overrides)

@@ -157,8 +157,8 @@ def test_boxes_past_the_image_are_clipped_or_dropped_with_a_warning(capsys, box_
                                         "a.png,1,-10,-5,40,30\n"  # reaches past the top-left corner: clipped
                                         "b.png,1,100,70,120,90\n"  # wholly outside the 80 x 60 image: case left out
                                         "c.png,2,10,10,30,30\n")
-    code, stdout, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / "boxes.csv",
-                                "--out", tmp_path / "out")
+    code, _, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / "boxes.csv",
+                           "--out", tmp_path / "out")
     assert code == 0, err
     assert "sipgrad: warning: case a.png#1: 1 box(es) reach past the 80x60 image and were clipped" in err
     assert "sipgrad: warning: case b.png#1: no box left inside the image; the case is left out" in err
@@ -172,8 +172,8 @@ def test_an_unreadable_image_is_skipped_and_the_rest_evaluated(capsys, box_image
     (box_images / "b.png").write_bytes(b"not a png")
     (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\na.png,1,0,0,40,30\nb.png,1,0,0,40,30\n"
                                         "c.png,2,10,10,30,30\nd.png,3,0,0,5,5\n")  # d.png does not exist
-    code, stdout, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / "boxes.csv",
-                                "--out", tmp_path / "out")
+    code, _, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / "boxes.csv",
+                           "--out", tmp_path / "out")
     assert code == 1
     assert "b.png" in err and "d.png: no such file" in err and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("sipgrad: 2 of 4 case(s) skipped")
