@@ -15,6 +15,7 @@ from sipgrad.io.atomic import atomic_write
 from sipgrad.render.figure import pyplot
 
 _FONT = 11
+COLOURS = {"sgd": "C0", "momentum": "C1", "pca-sgd": "C2"}  # one colour per optimizer in every figure
 
 
 def _save(fig, path: str | os.PathLike) -> None:
@@ -78,7 +79,8 @@ def save_accuracy_figure(path: str | os.PathLike, runs: Sequence[dict]) -> None:
             length = min(len(m["test_accuracy"]) for m in members)
             steps = members[0]["steps"][:length]
             curves = np.array([m["test_accuracy"][:length] for m in members])
-            line, = ax.plot(steps, curves.mean(axis=0), label=f"{optimizer} ({len(members)} seeds)")
+            line, = ax.plot(steps, curves.mean(axis=0), color=COLOURS.get(optimizer),
+                            label=f"{optimizer} ({len(members)} seed{'s' if len(members) > 1 else ''})")
             if len(members) > 1:
                 ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
         ax.set_title(f"{noise:.0%} of training labels wrong", fontsize=_FONT)
