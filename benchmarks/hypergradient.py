@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -95,7 +96,9 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
     import copy
 
     model = copy.deepcopy(problem.model)
-    penalized = [p for name, p in model.named_parameters() if p.dim() >= 2]
+    with torch.no_grad():  # the same start weights as ours, whatever happened to problem.model
+        for name, p in model.named_parameters():
+            p.copy_(inner.weights[name])
     h = {name: hyper[name].clone().requires_grad_() for name in SEED_NAMES}
 
     def training_loss(net, batch):
@@ -125,7 +128,6 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
         def penalized_of(net):
             return [w for w in net.parameters() if w.dim() >= 2]
 
-        del penalized
         optimizer = torchopt.MetaSGD(model, lr=h["eta"], momentum=h["mu"])
         for t in range(steps):
             optimizer.step(training_loss(model, inner.batch(t)))
@@ -136,9 +138,9 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
 
 def check(name: str, got: dict, want: dict, rel: float = 1e-3) -> float:
     worst = 0.0
-    for key in got:
+    for key, value in got.items():
         scale = max(float(want[key].abs().max()), 1e-3)
-        worst = max(worst, float((got[key] - want[key]).abs().max()) / scale)
+        worst = max(worst, float((value - want[key]).abs().max()) / scale)
     if worst > rel:
         raise SystemExit(f"{name}: hypergradient differs from forward mode by {worst:.2e} (relative)")
     return worst
@@ -196,14 +198,14 @@ def m_block(rounds: int, ms: list[int]) -> list[dict]:
             inner, hyper, wrt, _ = setup(data, 100, m)
             results, memory = {}, {}
 
-            def runner(name, fn):
+            def runner(name, fn, results=results, memory=memory):
                 def run():
                     result = fn()
                     results[name], memory[name] = result.hypergradient, result.state_mib
                 return run
 
-            variants = {"forward": runner("forward", lambda: forward_hypergradient(inner, hyper, wrt)),
-                        "reverse": runner("reverse", lambda: reverse_hypergradient(inner, hyper, wrt))}
+            variants = {"forward": runner("forward", partial(forward_hypergradient, inner, hyper, wrt)),
+                        "reverse": runner("reverse", partial(reverse_hypergradient, inner, hyper, wrt))}
             seconds = interleaved(variants, rounds=rounds, warmup=1)
             worst = check(f"{data.name} m={m}", results["reverse"], results["forward"])
             timings[m] = seconds
@@ -244,7 +246,8 @@ else:
     result = reverse_hypergradient(inner, hyper, wrt, checkpoint_every=None)
 seconds = time.perf_counter() - began
 peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-print(json.dumps({"seconds": seconds, "state": result.state_mib, "peak": peak,
+total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "state": result.state_mib, "peak": peak, "peak_total": total,
                   "eta": float(result.hypergradient["eta"])}))
 """
 
@@ -262,9 +265,9 @@ def t_block(steps_list: list[int], threads: int) -> list[dict]:
             etas[variant] = out["eta"]
             rows.append({"block": "T", "data": "digits", "T": steps, "m": 8, "variant": variant,
                          "seconds": out["seconds"], "state MiB": out["state"], "peak RSS growth MiB": out["peak"],
-                         "d/d eta": out["eta"]})
+                         "peak RSS MiB": out["peak_total"], "d/d eta": out["eta"]})
             print(f"T={steps} {variant}: {out['seconds']:.2f}s, state {out['state']:.1f} MiB, "
-                  f"peak growth {out['peak']:.0f} MiB", flush=True)
+                  f"peak RSS {out['peak_total']:.0f} MiB (growth {out['peak']:.0f})", flush=True)
         spread = max(abs(e - etas["forward"]) / abs(etas["forward"]) for e in etas.values())
         if spread > 1e-3:
             raise SystemExit(f"T={steps}: modes disagree on d/d eta by {spread:.2e}")
@@ -295,7 +298,7 @@ def main() -> None:
         rows += t_block([int(t) for t in args.steps.split(",")], args.threads)
     print()
     print_table(rows, ["block", "data", "T", "m", "variant", "seconds", "x reverse (trajectory)", "state MiB",
-                       "peak RSS growth MiB", "max rel. diff vs forward"])
+                       "peak RSS MiB", "peak RSS growth MiB", "max rel. diff vs forward"])
     write_json(args.out, rows, rounds=args.rounds, m_rounds=args.m_rounds, command=" ".join(sys.argv),
                total_seconds=time.perf_counter() - began)
 
