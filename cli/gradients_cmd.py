@@ -121,11 +121,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(run=run_train)
 
 
-def _load(args: argparse.Namespace, seed: int):
+def _load(args: argparse.Namespace, seed: int, cache: dict | None = None):
+    """The data set split by ``seed`` (read once per seed when ``cache`` is given) and a fresh model."""
     from sipgrad.analysis.models import small_model
     from sipgrad.datasets import load_dataset
 
-    data = load_dataset(args.data, seed=seed)
+    cache = {} if cache is None else cache
+    if seed not in cache:
+        cache[seed] = load_dataset(args.data, seed=seed)
+    data = cache[seed]
     return data, small_model(args.model, data.image_shape, data.classes, seed=seed)
 
 
@@ -182,6 +186,7 @@ def run_train(args: argparse.Namespace) -> int:
                for seed in args.seed for noise in args.label_noise for optimizer in args.optimizer]
     out = output_folder(args.out)
     runs: list[dict] = []
+    datasets: dict = {}
     interrupted = False
 
     def write() -> dict:
@@ -194,7 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
     with progress_bar(len(configs) * args.steps, "training", unit="step") as bar:
         try:
             for config in configs:
-                data, model = _load(args, config.seed)
+                data, model = _load(args, config.seed, datasets)
                 runs.append(train(model, data, config, args.model, progress=bar.update).to_dict())
                 write()
         except KeyboardInterrupt:
