@@ -109,6 +109,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="binary models: store latent weights at B bits (2..16, 32 = float), e.g. 5,6,7,8")
     train.set_defaults(run=run_train)
 
+    plot = commands.add_parser("plot", help="redraw the accuracy plot of a forward_train.json")
+    plot.add_argument("runs", metavar="FILE", help="forward_train.json written by `sipgrad fwdgrad train`")
+    plot.add_argument("--out", required=True, metavar="PNG", help="the figure to write")
+    plot.set_defaults(run=run_plot)
+
 
 def _write_json(path: Path, document: dict) -> None:
     from sipgrad.io.atomic import atomic_write
@@ -225,3 +230,19 @@ def run_train(args: argparse.Namespace) -> int:
                 print(f"  {run['label']:<42}{memory['weight_bytes'] / 1024:>8.1f} "
                       f"({memory['weight_bytes_float32'] / 1024:.1f}){memory['optimizer_state_bytes'] / 1024:>10.1f}")
     return 130 if interrupted else 0
+
+
+@guarded
+def run_plot(args: argparse.Namespace) -> int:
+    from sipgrad.engines.forward.figures import save_accuracy_curves
+    from sipgrad.errors import SipgradError
+
+    try:
+        document = json.loads(Path(args.runs).read_text())
+        curves = [(run["label"], run["steps"], run["test_accuracy"]) for run in document["runs"]]
+        title = f"{document['model']} on {document['data']}: test accuracy"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SipgradError(f"{args.runs}: not a forward_train.json ({type(error).__name__}: {error})") from None
+    save_accuracy_curves(args.out, curves, title)
+    print(args.out)
+    return 0

@@ -15,12 +15,17 @@ from sipgrad.render.figure import pyplot
 
 def save_accuracy_curves(path: str | os.PathLike, curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],
                          title: str) -> None:
-    """Test accuracy vs training step, one line per (label, steps, accuracies)."""
+    """Test accuracy vs training step, one line per (label, steps, accuracies); the legend sits outside the axes.
+
+    Backprop runs are dashed, forward-gradient runs solid; colours cycle through 20 so that
+    near-identical curves stay distinguishable.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    styles = ("-", "--", "-.", ":")  # near-identical curves stay distinguishable
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10").colors
     for index, (label, steps, accuracies) in enumerate(curves):
-        ax.plot(steps, accuracies, label=label, linewidth=1.8, linestyle=styles[index % len(styles)])
+        ax.plot(steps, accuracies, label=label, linewidth=1.6, color=colours[index % len(colours)],
+                linestyle="--" if label.startswith("backprop") else "-")
     ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training step", fontsize=11)
     ax.set_ylabel("test accuracy", fontsize=11)
@@ -28,7 +33,7 @@ def save_accuracy_curves(path: str | os.PathLike, curves: Sequence[tuple[str, Se
     ax.set_title(title, fontsize=11)
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     with atomic_write(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
