@@ -53,11 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scoring = parser.add_argument_group("scoring and output")
     scoring.add_argument("--tolerance", type=nonnegative_float,
                          help="pointing-game radius in input px (default: 15 at a 224-px input, scaled with the size)")
-    scoring.add_argument("--steps", type=nonnegative_int, default=10, help="deletion/insertion steps; 0 skips them (default: 10)")
+    scoring.add_argument("--steps", type=nonnegative_int, default=10,
+                         help="deletion/insertion steps; 0 skips them (default: 10)")
     scoring.add_argument("--compile", action="store_true",
-                         help="torch.compile the model for the deletion/insertion passes: about 30 s the first "
-                              "time (cached after), then about 20%% faster on CPU (needs a C++ compiler; falls "
-                              "back with a warning)")
+                         help="torch.compile the model for the deletion/insertion passes: slow the first time on a "
+                              "machine (cached after), then faster on CPU; pays for long runs only (needs a C++ "
+                              "compiler; falls back with a warning)")
     scoring.add_argument("--batch-size", type=positive_int, default=8, help="cases per batch (default: 8)")
     scoring.add_argument("--save-maps", action="store_true", help="also save every map as OUT/maps/CONFIG/CASE.npy")
     scoring.add_argument("--out", required=True, metavar="DIR", help="output folder")
