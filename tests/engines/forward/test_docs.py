@@ -34,3 +34,17 @@ def test_cosine_table_matches_its_json():
         for ratio, k in ((ratio32, 32), (ratio1, 1)):
             assert float(ratio) == round(cells[k][b, "activity"]["cosine"] / cells[k][b, "gaussian"]["cosine"], 2)
     assert f"{tables[32]['closed_form']:.4f}" in text and f"{tables[1]['closed_form']:.4f}" in text
+
+
+def test_training_tables_match_their_json():
+    """Every table after a `<!-- data: FILE -->` marker: each run's accuracy and steps-to-90% as in FILE."""
+    text = (DOCS / "forward.md").read_text()
+    markers = re.findall(r"<!-- data: (\S+) -->", text)
+    assert markers
+    for relative in markers:
+        runs = {run["label"]: run for run in json.loads((DOCS / relative).read_text())["runs"]}
+        rows = _table_rows(text[text.index(f"<!-- data: {relative} -->"):], "| run |")
+        assert {row[0] for row in rows} == set(runs)
+        for label, accuracy, steps, *_ in rows:
+            assert float(accuracy) == round(runs[label]["final_accuracy"], 3)
+            assert steps == (str(runs[label]["steps_to_90"]) if runs[label]["steps_to_90"] is not None else "never")
