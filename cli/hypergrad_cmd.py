@@ -66,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="hidden layer widths (default 300,300)")
     parser.add_argument("--update", choices=["rfho", "torch"], default="rfho",
                         help="L2 convention: rfho rho*||W||^2 in the loss, torch weight decay (default rfho)")
-    parser.add_argument("--checkpoint-every", type=positive_int, metavar="K",
-                        help="reverse mode: store every K-th state and recompute (default: store all)")
+    parser.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="K",
+                        help="reverse mode: store every K-th state and recompute the rest (default 1: store all; "
+                             "0: keep autograd's whole unrolled graph instead, fastest, most memory)")
     parser.add_argument("--compile", action="store_true",
                         help="forward mode: torch.compile the Hessian-vector products (minutes to compile)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (a list of records)")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                                      hidden=args.hidden, update=args.update, dtype=dtype)
     hyper = seed_hyperparameters(problem.inner, eta=args.eta, mu=args.mu)
     modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
-    options = {"reverse": {"checkpoint_every": args.checkpoint_every or 1}, "forward": {"compiled": args.compile}}
+    options = {"reverse": {"checkpoint_every": args.checkpoint_every or None}, "forward": {"compiled": args.compile}}
     records = []
     bar = progress_bar(args.hyper_steps * len(modes), "hypergrad", unit="run")
     try:

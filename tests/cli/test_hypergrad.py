@@ -35,6 +35,19 @@ def test_json_lists_both_modes_per_outer_step_with_the_seeds_fields(capsys):
     assert reverse["state_mib"] == pytest.approx(6 * state, rel=1e-3)
 
 
+@pytest.mark.parametrize("every", ["0", "3"])
+def test_reverse_variants_give_the_same_hypergradient(every, capsys):
+    assert main([*SMALL, "--json", "--dtype", "float64", "--hyper-steps", "1"]) == 0
+    default = json.loads(capsys.readouterr().out)[1]
+    assert main([*SMALL, "--json", "--dtype", "float64", "--hyper-steps", "1", "--mode", "reverse",
+                 "--checkpoint-every", every]) == 0
+    variant = json.loads(capsys.readouterr().out)[0]
+    for name in NAMES:
+        assert variant["hyperparameters"][name]["hypergradient"] == pytest.approx(
+            default["hyperparameters"][name]["hypergradient"], rel=1e-9, abs=1e-12)
+    assert variant["state_mib"] != default["state_mib"]  # checkpoints keep fewer states, the graph more
+
+
 def test_text_report_prints_the_seeds_lines(capsys):
     assert main([*SMALL, "--mode", "reverse", "--hyper-steps", "1"]) == 0
     out = capsys.readouterr().out
@@ -79,7 +92,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(argv, message, capsys):
 
 
 def test_ctrl_c_keeps_the_finished_records(monkeypatch, capsys):
-    import sipgrad.engines.hypergrad as hypergrad
+    from sipgrad.engines import hypergrad
 
     real = hypergrad.run_experiment
 
