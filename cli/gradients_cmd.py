@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = one_line_errors(subparsers.add_parser("gradients", help="gradient structure across examples: spectrum, pca-sgd",
                                    description="Per-example gradients: their spectrum, and training on their "
                                                "top principal directions."))
-    commands = parser.add_subparsers(title="commands", dest="gradients_command", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", dest="gradients_command", metavar="COMMAND",
+                                     help="spectrum (per-example gradient spectra) or train (pca-sgd experiment)")
     parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
 
     spectrum = add_command(commands, "spectrum", "spectrum of per-example gradients vs batch size and k",
