@@ -48,3 +48,20 @@ def test_training_tables_match_their_json():
         for label, accuracy, steps, *_ in rows:
             assert float(accuracy) == round(runs[label]["final_accuracy"], 3)
             assert steps == (str(runs[label]["steps_to_90"]) if runs[label]["steps_to_90"] is not None else "never")
+
+
+def test_performance_tables_match_the_benchmark_json():
+    text = (DOCS / "forward.md").read_text()
+    benchmark = json.loads((DOCS / "data" / "forward_gradient_benchmark.json").read_text())
+    summary = {(s["model"], int(s["batch"]), s["sampler"]): s for s in benchmark["summary"]}
+    rows = _table_rows(text, "| model | B | sampler | K=1 | extra direction |")
+    assert len(rows) == len(summary)
+    for model, batch, sampler, first, extra in rows:
+        entry = summary[model, int(batch), sampler]
+        assert first == f"{entry['K=1 x backprop']:.2f}x" and extra == f"{entry['extra direction x backprop']:.2f}x"
+    memory = {(m["model"], m["variant"]): m["peak MiB"] for m in benchmark["memory"]}
+    for model, _batch, variant, peak in _table_rows(text, "| model | B | step | peak MiB |"):
+        assert peak == f"{memory[model, variant]:.1f}"
+    breakdown = json.loads((DOCS / "data" / "forward_k1_breakdown.json").read_text())
+    jvp_alone = next(r for r in breakdown["rows"] if r["model"] == "mlp" and r["part"].startswith("torch.func.jvp"))
+    assert f"costs\n  {jvp_alone['x backprop']:.2f}x" in text
