@@ -7,6 +7,7 @@
 * ``binary``: sign-binarised layers with a straight-through estimator that works in forward mode.
 * ``models``: the small MLP / CNN / binary models of these experiments.
 * ``training``: SGD (momentum) and Adam on forward gradients, beside backprop.
+* ``figures``: accuracy curves and gradient row-correlation heatmaps.
 
 The names of the former single module ``sipgrad.engines.forward`` stay importable from here.
 """
