@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=200, metavar="B", help="mini-batch (default 200)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="start weights, data split and mini-batch order (default 0)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                        help="precision of weights, data and hypergradients (default float32, the seed's)")
     parser.add_argument("--eta", type=positive_float, default=0.01, help="start learning rate (default 0.01)")
     parser.add_argument("--mu", type=_momentum, default=0.5, help="start momentum (default 0.5)")
     parser.add_argument("--outer-lr", type=positive_float, default=1e-3,
