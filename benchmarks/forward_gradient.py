@@ -33,24 +33,36 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import print_table, write_json  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch.func import jvp
 
-SETUP = r"""
-import torch, torch.nn.functional as F
 from sipgrad.datasets import load_digits
-from sipgrad.engines.forward.estimators import model_gradient_estimate
+from sipgrad.engines.forward.estimators import (
+    combine,
+    directional_derivatives,
+    loss_function,
+    model_gradient_estimate,
+    trainable_parameters,
+)
 from sipgrad.engines.forward.models import build_model
 from sipgrad.engines.forward.samplers import make_sampler
 
-def make(model_name, batch_size):
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import print_table, write_json
+
+
+def make(model_name: str, batch_size: int):
+    """The digits model and a batch of ``batch_size`` training digits (cycled if fewer)."""
     data = load_digits()
     model = build_model(model_name, data.image_shape, seed=0).train()
     rows = torch.arange(batch_size) % len(data.train)
     return model, data.train.inputs[rows], data.train.labels[rows]
+
+
 
 def backprop_step(model, x, y):
     def run():
@@ -58,15 +70,19 @@ def backprop_step(model, x, y):
         F.cross_entropy(model(x), y).backward()
     return run
 
+
 def forward_step(model, x, y, sampler, directions, seed=0, chunk_size="auto"):
     generator = torch.Generator().manual_seed(seed)
     sampler = make_sampler(sampler)
     return lambda: model_gradient_estimate(model, F.cross_entropy, x, y, sampler, directions, generator=generator,
                                            chunk_size=chunk_size)
-"""
 
-MEMORY_CHILD = SETUP + r"""
+
+MEMORY_CHILD = r"""
 import json, sys
+sys.path.insert(0, sys.argv[4])
+import torch
+from forward_gradient import backprop_step, forward_step, make
 torch.set_num_threads(1)
 model_name, batch_size, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 model, x, y = make(model_name, batch_size)
@@ -86,7 +102,8 @@ print(json.dumps({"peak_mib": (status_kib("VmHWM") - before) / 1024}))
 
 def peak_memory(model: str, batch_size: int, variant: str) -> float:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, model, str(batch_size), variant], check=True,
+    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, model, str(batch_size), variant,
+                           str(Path(__file__).resolve().parent)], check=True,
                           capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
 
@@ -105,10 +122,6 @@ def interleaved_clocks(variants: dict[str, Callable[[], object]], rounds: int) -
             wall[name].append(time.perf_counter() - began_wall)
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in variants}
 
-
-BREAKDOWN = r"""
-from torch.func import jvp
-from sipgrad.engines.forward.estimators import combine, directional_derivatives, loss_function, trainable_parameters
 
 def breakdown_variants(model, x, y):
     params = trainable_parameters(model)
@@ -135,17 +148,16 @@ def breakdown_variants(model, x, y):
             "directional_derivatives K=1": lambda: directional_derivatives(loss_of, params, one),
             "combine K=1": lambda: combine(torch.ones(1), one),
             "whole estimate K=1": forward_step(model, x, y, "gaussian", 1)}
-"""
 
 
-def run_breakdown(namespace: dict, models: list[str], batch_sizes: list[int], rounds: int, out: str) -> None:
+
+def run_breakdown(models: list[str], batch_sizes: list[int], rounds: int, out: str) -> None:
     """Where a K = 1 forward-gradient step's time goes, beside backprop (CPU-time medians, interleaved)."""
-    exec(BREAKDOWN, namespace)
     rows = []
     for model_name in models:
         for batch_size in batch_sizes:
-            model, x, y = namespace["make"](model_name, batch_size)
-            clocks = interleaved_clocks(namespace["breakdown_variants"](model, x, y), rounds)
+            model, x, y = make(model_name, batch_size)
+            clocks = interleaved_clocks(breakdown_variants(model, x, y), rounds)
             base = clocks["backprop"][1]
             rows += [{"model": model_name, "batch": batch_size, "part": name, "cpu ms": 1000 * cpu,
                       "x backprop": cpu / base} for name, (_, cpu) in clocks.items()]
@@ -167,13 +179,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/forward_gradient.json")
     args = parser.parse_args()
 
-    import torch
-
-    namespace: dict = {}
-    exec(SETUP, namespace)  # the same set-up code the memory children run
     torch.set_num_threads(1)
     if args.breakdown:
-        run_breakdown(namespace, args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.rounds,
+        run_breakdown(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.rounds,
                       args.out)
         return
     directions = [int(k) for k in args.directions.split(",")]
@@ -181,13 +189,13 @@ def main() -> None:
     rows, summary, memory = [], [], []
     for model_name in args.models.split(","):
         for batch_size in map(int, args.batch_sizes.split(",")):
-            model, x, y = namespace["make"](model_name, batch_size)
-            variants = {"backprop": namespace["backprop_step"](model, x, y)}
+            model, x, y = make(model_name, batch_size)
+            variants = {"backprop": backprop_step(model, x, y)}
             for sampler in samplers:
                 for k in directions:
-                    variants[f"{sampler} K={k}"] = namespace["forward_step"](model, x, y, sampler, k)
+                    variants[f"{sampler} K={k}"] = forward_step(model, x, y, sampler, k)
             # automatic chunking (default) against all K directions in one vmapped batch
-            variants[f"gaussian K={directions[-1]} unchunked"] = namespace["forward_step"](
+            variants[f"gaussian K={directions[-1]} unchunked"] = forward_step(
                 model, x, y, "gaussian", directions[-1], chunk_size=None)
             clocks = interleaved_clocks(variants, rounds=args.rounds)
             seconds = {name: cpu for name, (_, cpu) in clocks.items()}

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from PIL import Image
-
 from sipgrad_cli.main import main
 
 
@@ -74,11 +73,11 @@ def test_bad_numbers_fail_at_parse_time_with_one_line(capsys, args, message):
 
 
 def test_bad_input_is_one_line_not_a_traceback(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "fwdgrad", "cosine", "--samplers", "gaussian,nope", "--trials", "2")
+    code, _out, err = run_cli(capsys, "fwdgrad", "cosine", "--samplers", "gaussian,nope", "--trials", "2")
     assert code == 2 and err.strip().count("\n") == 0 and "unknown direction sampler 'nope'" in err
-    code, out, err = run_cli(capsys, "fwdgrad", "train", "--data", f"mnist:{tmp_path / 'missing'}", "--steps", "1")
+    code, _out, err = run_cli(capsys, "fwdgrad", "train", "--data", f"mnist:{tmp_path / 'missing'}", "--steps", "1")
     assert code == 2 and err.strip().count("\n") == 0 and "no such folder" in err
-    code, out, err = run_cli(capsys, "fwdgrad", "train", "--latent-bits", "6", "--steps", "1")
+    code, _out, err = run_cli(capsys, "fwdgrad", "train", "--latent-bits", "6", "--steps", "1")
     assert code == 2 and "needs a binary model" in err
 
 
@@ -87,9 +86,9 @@ def test_plot_redraws_a_runs_file_and_rejects_other_json(capsys, tmp_path):
             "runs": [{"label": "backprop (adam)", "steps": [10, 20], "test_accuracy": [0.5, 0.9]},
                      {"label": "forward gaussian K=4 (adam)", "steps": [10, 20], "test_accuracy": [0.2, 0.4]}]}
     (tmp_path / "runs.json").write_text(json.dumps(runs))
-    code, out, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "runs.json", "--out", tmp_path / "curves.png")
+    code, _out, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "runs.json", "--out", tmp_path / "curves.png")
     assert code == 0, err
     assert Image.open(tmp_path / "curves.png").size[0] > 800
     (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
-    code, out, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "other.json", "--out", tmp_path / "x.png")
+    code, _out, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "other.json", "--out", tmp_path / "x.png")
     assert code == 2 and "not a forward_train.json" in err and err.strip().count("\n") == 0

@@ -12,9 +12,19 @@
 The names of the former single module ``sipgrad.engines.forward`` stay importable from here.
 """
 
-from sipgrad.engines.forward.estimators import (GradientEstimate, directional_derivatives, estimate_gradient,
-                                                forward_gradient_step, model_gradient_estimate)
-from sipgrad.engines.forward.jvp import forward_gradient, model_jvp, quiet_forward_ad, target_logit
+from sipgrad.engines.forward.estimators import (
+                                                GradientEstimate,
+                                                directional_derivatives,
+                                                estimate_gradient,
+                                                forward_gradient_step,
+                                                model_gradient_estimate,
+)
+from sipgrad.engines.forward.jvp import (
+                                                forward_gradient,
+                                                model_jvp,
+                                                quiet_forward_ad,
+                                                target_logit,
+)
 from sipgrad.engines.forward.samplers import SAMPLERS, DirectionSampler, make_sampler
 
 __all__ = [

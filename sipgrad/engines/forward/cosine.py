@@ -20,8 +20,8 @@ gradient. Strongly correlated rows are what makes a low-rank (input-span) sample
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,13 @@ from torch import nn
 from torch.func import grad
 
 from sipgrad.datasets import Split
-from sipgrad.engines.forward.estimators import (batchnorm_for_forward_mode, capture_layer_inputs, estimate_gradient,
-                                                loss_function, trainable_parameters)
+from sipgrad.engines.forward.estimators import (
+    batchnorm_for_forward_mode,
+    capture_layer_inputs,
+    estimate_gradient,
+    loss_function,
+    trainable_parameters,
+)
 from sipgrad.engines.forward.samplers import flatten_directions, make_sampler
 from sipgrad.errors import SipgradError
 

@@ -11,8 +11,8 @@ and naming the layer when forward mode cannot run through one.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,11 @@ from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from sipgrad.engines.forward.jvp import quiet_forward_ad
-from sipgrad.engines.forward.samplers import DirectionSampler, Directions, GaussianSampler
+from sipgrad.engines.forward.samplers import (
+    Directions,
+    DirectionSampler,
+    GaussianSampler,
+)
 from sipgrad.errors import SipgradError
 
 Params = dict[str, torch.Tensor]

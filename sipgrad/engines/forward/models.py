@@ -7,7 +7,7 @@ Small on purpose: forward gradients lose quality as the parameter count n grows 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -33,7 +33,7 @@ shape), which ``estimators.directional_derivatives`` pushes through one vmapped 
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 

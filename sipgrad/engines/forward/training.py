@@ -17,15 +17,19 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sipgrad.datasets import SmallDataset, Split
-from sipgrad.engines.forward.binary import binary_layers, clip_and_store_latents, set_beta
+from sipgrad.engines.forward.binary import (
+    binary_layers,
+    clip_and_store_latents,
+    set_beta,
+)
 from sipgrad.engines.forward.estimators import model_gradient_estimate
 from sipgrad.engines.forward.models import MODELS, build_model
 from sipgrad.engines.forward.samplers import make_sampler

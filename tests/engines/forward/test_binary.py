@@ -9,8 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipgrad.engines.forward.binary import (BinaryConv2d, BinaryLinear, SignSTE, binarize, clip_and_store_latents,
-                                            set_beta, stochastic_round)
+from sipgrad.engines.forward.binary import (
+    BinaryConv2d,
+    BinaryLinear,
+    SignSTE,
+    binarize,
+    clip_and_store_latents,
+    set_beta,
+    stochastic_round,
+)
 from sipgrad.errors import SipgradError
 
 LATENT = torch.tensor([-1.7, -1.0, -0.4, 0.0, 0.3, 0.999, 1.5], dtype=torch.float64)
@@ -48,7 +55,7 @@ def test_forward_mode_ste_under_vmap_and_against_backward():
     latent = torch.empty(4, 5, dtype=torch.float64).uniform_(-1.5, 1.5, generator=generator)
     tangents = torch.randn(3, 4, 5, generator=generator, dtype=torch.float64)
     weights = torch.randn(4, 5, generator=generator, dtype=torch.float64)
-    f = lambda w: (SignSTE.apply(w) * weights).sum()  # noqa: E731
+    f = lambda w: (SignSTE.apply(w) * weights).sum()
     derivatives = torch.func.vmap(lambda v: torch.func.jvp(f, (latent,), (v,))[1])(tangents)
     gradient = torch.func.grad(f)(latent)  # backward STE
     torch.testing.assert_close(derivatives, (tangents * gradient).sum(dim=(1, 2)))

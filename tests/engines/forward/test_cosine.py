@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from sipgrad.datasets import load_digits
-from sipgrad.engines.forward.cosine import (closed_form_cosine, cosine_table, estimate_cosines,
-                                            gradient_row_correlations)
+from sipgrad.engines.forward.cosine import (
+    closed_form_cosine,
+    cosine_table,
+    estimate_cosines,
+    gradient_row_correlations,
+)
 from sipgrad.engines.forward.models import build_model
 from sipgrad.errors import SipgradError
 

@@ -8,8 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sipgrad.engines.forward import forward_gradient_step, model_gradient_estimate
-from sipgrad.engines.forward.estimators import (batchnorm_for_forward_mode, directional_derivatives, loss_function,
-                                                trainable_parameters)
+from sipgrad.engines.forward.estimators import (
+    batchnorm_for_forward_mode,
+    directional_derivatives,
+    loss_function,
+    trainable_parameters,
+)
 from sipgrad.engines.forward.models import build_model
 from sipgrad.engines.forward.samplers import make_sampler
 from sipgrad.errors import SipgradError

@@ -6,7 +6,12 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from sipgrad.engines import forward_gradient, forward_gradient_step, model_jvp, target_logit
+from sipgrad.engines import (
+    forward_gradient,
+    forward_gradient_step,
+    model_jvp,
+    target_logit,
+)
 from sipgrad.errors import SipgradError
 from tests.conftest import make_small_cnn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,10 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipgrad.engines.forward.cosine import max_direction_overlap
-from sipgrad.engines.forward.estimators import (capture_layer_inputs, directional_derivatives, estimate_gradient,
-                                                loss_function, trainable_parameters)
-from sipgrad.engines.forward.samplers import (SAMPLERS, OrthonormalSampler, flatten_directions, make_sampler,
-                                              span_basis)
+from sipgrad.engines.forward.estimators import (
+    capture_layer_inputs,
+    directional_derivatives,
+    estimate_gradient,
+    loss_function,
+    trainable_parameters,
+)
+from sipgrad.engines.forward.samplers import (
+    SAMPLERS,
+    OrthonormalSampler,
+    flatten_directions,
+    make_sampler,
+    span_basis,
+)
 from sipgrad.errors import SipgradError
 
 ALL = ["gaussian", "rademacher", "layerwise", "orthonormal", "activity", "orthogonal", "orthogonal:activity"]
@@ -59,9 +70,9 @@ def test_every_sampler_is_unbiased(name):
     assert estimates.std(dim=0).max() > 0  # an estimate, not the gradient itself
 
 
-def test_the_unbiasedness_check_catches_a_missing_scale():
+def test_the_unbiasedness_check_catches_a_wrong_scale():
     """The orthonormal sampler with a wrong scale is biased; the z-test above must see it."""
-    model, inputs, params, loss_of, true = _problem()
+    _, _, params, loss_of, true = _problem()
 
     class Misscaled(OrthonormalSampler):
         def sample(self, params, count, generator=None, layer_inputs=None):
@@ -113,7 +124,7 @@ def test_successive_orthogonal_sets_are_orthogonal():
     sampler = make_sampler("orthogonal")
     generator = torch.Generator().manual_seed(0)
     sets = [sampler.sample(params, 5, generator) for _ in range(4)]
-    for before, after in zip(sets, sets[1:]):
+    for before, after in itertools.pairwise(sets):
         assert max_direction_overlap(before, after) < 1e-10
     assert max_direction_overlap(sets[0], sets[2]) > 1e-3  # only the previous step's set is avoided
     plain = make_sampler("gaussian")
