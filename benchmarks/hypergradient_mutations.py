@@ -16,30 +16,122 @@ import sys
 H = "sipgrad/engines/hypergrad/"
 T = "tests/engines/hypergrad/"
 MUTATIONS = [
-    ("rfho L2 factor 2 dropped", H + "updates.py", "return HeavyBall(loss, tuple(penalties), l2_scale=2.0)", "return HeavyBall(loss, tuple(penalties), l2_scale=1.0)", T + "test_updates.py " + T + "test_modes.py"),
-    ("weight decay outside momentum", H + "updates.py", "            g = gradient[name] + extra[name] if name in extra else gradient[name]\n            v = mu * velocity[name] + g\n            new_velocity[name] = v\n            new_weights[name] = w - eta * v\n        return new_weights, new_velocity", "            v = mu * velocity[name] + gradient[name]\n            new_velocity[name] = v\n            new_weights[name] = w - eta * (v + extra[name] if name in extra else v)\n        return new_weights, new_velocity", T + "test_updates.py"),
-    ("sign-only hypergradient", H + "modes.py", "        out[name] = flat[offset:offset + h.numel()].reshape(h.shape)", "        out[name] = torch.sign(flat[offset:offset + h.numel()]).reshape(h.shape)", T + "test_modes.py"),
-    ("wrong batch index in the reverse sweep", H + "modes.py", "        return problem.update(w, v, problem.batch(step), {**fixed, **h})", "        return problem.update(w, v, problem.batch(max(step - 1, 0)), {**fixed, **h})", T + "test_modes.py"),
-    ("wrong batch index in the schedule", H + "problem.py", "        index = schedule[step]", "        index = schedule[step // 2]", T + "test_modes.py"),
-    ("projection removed (no range)", H + "outer.py", "            out[name] = value.clamp(low, high)", "            out[name] = value", T + "test_outer.py"),
-    ("Adam bias correction (1/(1-b^k)) dropped", H + "outer.py", "            m_hat = self.first[name] / (1 - c.beta1 ** self.count)", "            m_hat = self.first[name]", T + "test_outer.py"),
-    ("fused: L2 scale dropped in the tangent", H + "updates.py", "                    z_v.addcmul_(z_w, self.l2_scale * rho)", "                    z_v.addcmul_(z_w, rho)", T + "test_updates.py"),
-    ("fused: mu row uses the new velocity", H + "updates.py", "                z_v[rows[self.momentum]] += velocity[name]", "                z_v[rows[self.momentum]] += v", T + "test_updates.py"),
-    ("fused: eta row dropped", H + "updates.py", "                z_w[rows[self.learning_rate]] -= v", "                pass", T + "test_updates.py " + T + "test_modes.py"),
-    ("checkpoint segment off by one", H + "modes.py", "            for step in range(start, min(start + every, problem.steps) - 1):", "            for step in range(start, min(start + every, problem.steps) - 2):", T + "test_modes.py"),
-    ("finiteness never checked", H + "modes.py", "        if not bool(ok.all()):", "        if False:", T + "test_modes.py"),
-    ("report value before the update", H + "report.py", "        hyperparameters={name: (_plain(outer.updated[name])", "        hyperparameters={name: (_plain(outer.used[name])", T + "test_report.py"),
-    ("velocity adjoint dropped in reverse", H + "modes.py", "        cotangents = [*(adjoint_w[name] for name in new_w), *(adjoint_v[name] for name in new_v)]", "        cotangents = [*(adjoint_w[name] for name in new_w), *(torch.zeros_like(adjoint_v[name]) for name in new_v)]", T + "test_modes.py"),
+    (
+        "rfho L2 factor 2 dropped",
+        H + "updates.py",
+        "return HeavyBall(loss, tuple(penalties), l2_scale=2.0)",
+        "return HeavyBall(loss, tuple(penalties), l2_scale=1.0)",
+        T + "test_updates.py " + T + "test_modes.py",
+    ),
+    (
+        "weight decay outside momentum",
+        H + "updates.py",
+        "            g = gradient[name] + extra[name] if name in extra else gradient[name]\n            v = mu * velocity[name] + g\n            new_velocity[name] = v\n            new_weights[name] = w - eta * v\n        return new_weights, new_velocity",
+        "            v = mu * velocity[name] + gradient[name]\n            new_velocity[name] = v\n            new_weights[name] = w - eta * (v + extra[name] if name in extra else v)\n        return new_weights, new_velocity",
+        T + "test_updates.py",
+    ),
+    (
+        "sign-only hypergradient",
+        H + "modes.py",
+        "        out[name] = flat[offset:offset + h.numel()].reshape(h.shape)",
+        "        out[name] = torch.sign(flat[offset:offset + h.numel()]).reshape(h.shape)",
+        T + "test_modes.py",
+    ),
+    (
+        "wrong batch index in the reverse sweep",
+        H + "modes.py",
+        "        return problem.update(w, v, problem.batch(step), {**fixed, **h})",
+        "        return problem.update(w, v, problem.batch(max(step - 1, 0)), {**fixed, **h})",
+        T + "test_modes.py",
+    ),
+    (
+        "wrong batch index in the schedule",
+        H + "problem.py",
+        "        index = schedule[step]",
+        "        index = schedule[step // 2]",
+        T + "test_modes.py",
+    ),
+    (
+        "projection removed (no range)",
+        H + "outer.py",
+        "            out[name] = value.clamp(low, high)",
+        "            out[name] = value",
+        T + "test_outer.py",
+    ),
+    (
+        "Adam bias correction (1/(1-b^k)) dropped",
+        H + "outer.py",
+        "            m_hat = self.first[name] / (1 - c.beta1 ** self.count)",
+        "            m_hat = self.first[name]",
+        T + "test_outer.py",
+    ),
+    (
+        "fused: L2 scale dropped in the tangent",
+        H + "updates.py",
+        "                    z_v.addcmul_(z_w, self.l2_scale * rho)",
+        "                    z_v.addcmul_(z_w, rho)",
+        T + "test_updates.py",
+    ),
+    (
+        "fused: mu row uses the new velocity",
+        H + "updates.py",
+        "                z_v[rows[self.momentum]] += velocity[name]",
+        "                z_v[rows[self.momentum]] += v",
+        T + "test_updates.py",
+    ),
+    (
+        "fused: eta row dropped",
+        H + "updates.py",
+        "                z_w[rows[self.learning_rate]] -= v",
+        "                pass",
+        T + "test_updates.py " + T + "test_modes.py",
+    ),
+    (
+        "checkpoint segment off by one",
+        H + "modes.py",
+        "            for step in range(start, min(start + every, problem.steps) - 1):",
+        "            for step in range(start, min(start + every, problem.steps) - 2):",
+        T + "test_modes.py",
+    ),
+    (
+        "finiteness never checked",
+        H + "modes.py",
+        "        if not bool(ok.all()):",
+        "        if False:",
+        T + "test_modes.py",
+    ),
+    (
+        "report value before the update",
+        H + "report.py",
+        "        hyperparameters={name: (_plain(outer.updated[name])",
+        "        hyperparameters={name: (_plain(outer.used[name])",
+        T + "test_report.py",
+    ),
+    (
+        "velocity adjoint dropped in reverse",
+        H + "modes.py",
+        "        cotangents = [*(adjoint_w[name] for name in new_w), *(adjoint_v[name] for name in new_v)]",
+        "        cotangents = [*(adjoint_w[name] for name in new_w), *(torch.zeros_like(adjoint_v[name]) for name in new_v)]",
+        T + "test_modes.py",
+    ),
 ]
 results = []
 os.chdir(pathlib.Path(__file__).resolve().parents[1])
 for title, path, old, new, tests in MUTATIONS:
-    p = pathlib.Path(path); original = p.read_text()
+    p = pathlib.Path(path)
+    original = p.read_text()
     if original.count(old) != 1:
-        results.append((title, "PATTERN NOT FOUND")); continue
+        results.append((title, "PATTERN NOT FOUND"))
+        continue
     try:
         p.write_text(original.replace(old, new))
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
+            check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
         results.append((title, "KILLED" if done.returncode != 0 else "SURVIVED", last))
     finally:
