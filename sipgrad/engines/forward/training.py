@@ -222,6 +222,9 @@ def _gradient_step(model: nn.Module, optimizer: torch.optim.Optimizer, config: T
         loss = F.cross_entropy(model(inputs), labels)
         loss.backward()
     else:
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules()):
+            with torch.no_grad():  # forward mode leaves running statistics alone; one plain pass updates them
+                model(inputs)
         estimate = model_gradient_estimate(model, F.cross_entropy, inputs, labels, sampler, config.directions,
                                            generator=generator)
         for name, p in model.named_parameters():

@@ -75,3 +75,14 @@ def test_interrupted_training_keeps_what_it_finished(digits):
 
     result = train(TrainConfig(directions=4, steps=100, eval_every=10), digits, progress=stop_at)
     assert result.interrupted and result.completed_steps == 30 and result.steps == [10, 20, 30]
+
+
+def test_forward_training_keeps_batchnorm_running_statistics_current(digits, monkeypatch):
+    from sipgrad.engines.forward import training
+
+    built = []
+    original = training.build_model
+    monkeypatch.setattr(training, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    train(TrainConfig(model="cnn-bn", directions=2, steps=3, eval_every=3), digits)
+    norm = next(m for m in built[0].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert int(norm.num_batches_tracked) == 3 and norm.running_mean.abs().sum() > 0
