@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if records is None:
         return 0
     stage(f"writing the summary, plots and report to {out}/")
-    summary = write_reports(classifier, cases, settings, records, out, title=f"{classifier.name} on {dataset}")
+    summary = write_reports(classifier, cases, settings, records, out, title=f"{classifier.name} on {dataset}",
+                            stage=lambda step: stage(f"  {step}"))
     failed = {r["case"]: r["error"] for r in records if "error" in r}
     print(f"{len(records) - sum('error' in r for r in records)} records in {out}/records.jsonl; "
           f"report: {out}/report.html")

@@ -110,7 +110,8 @@ def _assemble(classifier: Classifier, prepared: PreparedBatch, parts: list[Batch
               engine: AttributionEngine, reduce: str, seconds: list[float]) -> Explanation:
     attribution = torch.cat([p.attribution for p in parts]).cpu()
     input_maps = torch.cat([p.maps(reduce).cpu() for p in parts])
-    originals = [g.map_to_original(m).numpy().astype(np.float32) for g, m in zip(prepared.geometries, input_maps)]
+    originals = [g.map_to_original(m).numpy().astype(np.float32, copy=False)
+                 for g, m in zip(prepared.geometries, input_maps)]
     return Explanation(
         model_name=classifier.name, method=engine.method.name, attribution=attribution, input_saliency=input_maps,
         saliency=originals, probabilities=torch.cat([p.logits for p in parts]).float().softmax(dim=1).cpu(),

@@ -120,13 +120,17 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
         progress(len(mine) - len(pending))
     for start in range(0, len(pending), batch_size):
         batch = pending[start:start + batch_size]
-        # Each image is loaded and preprocessed once here, then shared by every config.
-        records = evaluator.evaluate(evaluator.prepare(batch), keep_maps=save_maps, skip=done)
-        if save_maps:
-            _save_maps(out, [r for r in records if "_map" in r])
-        append_records(target, records)
-        if progress:
-            progress(len(batch))
+        # Each image is loaded and preprocessed once here, then shared by every config. Records
+        # are written config by config, so progress moves (by a share of the batch) and an
+        # interruption keeps every finished config.
+        prepared = evaluator.prepare(batch)
+        for config in evaluator.configs:
+            records = evaluator.evaluate(prepared, [config], keep_maps=save_maps, skip=done)
+            if save_maps:
+                _save_maps(out, [r for r in records if "_map" in r])
+            append_records(target, records)
+            if progress:
+                progress(len(batch) / len(evaluator.configs))
     _barrier(world)
     if rank != 0:
         return None

@@ -55,10 +55,13 @@ def test_each_image_is_loaded_once_per_run_for_every_config(small_classifier, tm
     original = cases_module.Case.load
     monkeypatch.setattr(cases_module.Case, "load", lambda self: loads.append(self.case_id) or original(self))
     settings = EvalSettings(methods=("grad", "gradcam"), sips=("none", "topq:0.25", "pca:2"), steps=2)
+    steps = []
     records = evaluate(small_classifier, _small_cases(tmp_path), settings, tmp_path / "out", dataset="t",
-                       batch_size=3)
+                       batch_size=3, progress=steps.append)
     assert len(records) == 4 * 6
     assert sorted(loads) == ["c0", "c1", "c2", "c3"]  # once each, not once per config
+    # progress moves after every config of every batch (2 batches x 6 configs), and adds up to the cases
+    assert steps[0] == 0 and len(steps) == 1 + 2 * 6 and sum(steps) == pytest.approx(4)
 
 
 def test_an_unreadable_image_is_recorded_and_the_rest_evaluated(small_classifier, tmp_path):
