@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fwdgrad", help="forward-gradient experiments: cosine table, training beside backprop",
         description="Forward gradients (grad . v) v from JVPs, without backprop: how well each direction "
                     "sampler points (cosine) and how well it trains.")
-    commands = parser.add_subparsers(title="experiments", dest="experiment", metavar="EXPERIMENT")
+    commands = parser.add_subparsers(title="experiments", dest="experiment", metavar="EXPERIMENT",
+                                     help="cosine, train or plot; `sipgrad fwdgrad EXPERIMENT --help` for its options")
     parser.set_defaults(run=lambda args: parser.print_help() or 2)
 
     def common(sub: argparse.ArgumentParser) -> None:

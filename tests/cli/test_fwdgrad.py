@@ -92,3 +92,12 @@ def test_plot_redraws_a_runs_file_and_rejects_other_json(capsys, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
     code, _out, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "other.json", "--out", tmp_path / "x.png")
     assert code == 2 and "not a forward_train.json" in err and err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("experiment", ["cosine", "train", "plot"])
+def test_every_experiment_option_has_help(capsys, experiment):
+    with pytest.raises(SystemExit) as info:
+        main(["fwdgrad", experiment, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text and "show this help message" in text
