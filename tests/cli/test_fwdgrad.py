@@ -62,7 +62,7 @@ def test_train_binary_table_reports_memory(capsys):
 @pytest.mark.parametrize("args,message", [
     (["cosine", "--trials", "1"], "at least 2 trials"),
     (["cosine", "--batch-sizes", "0"], "must be at least 1"),
-    (["train", "--lr", "-1"], "must be a positive number"),
+    (["train", "--lr", "-1"], "must be greater than 0"),
     (["train", "--latent-bits", "40"], "latent bits must be 2..16"),
 ])
 def test_bad_numbers_fail_at_parse_time_with_one_line(capsys, args, message):
