@@ -9,7 +9,6 @@ torchvision's ``BasicBlock``, with its in-place ReLUs.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from sipgrad.models.classes import ClassNames
 from sipgrad.models.preprocessing import Preprocessing
@@ -22,6 +21,9 @@ class DigitsResNet(nn.Sequential):
     """Stride-2 conv stem, three stages of two BasicBlocks (16, 32/2, 64/2 channels), GAP, linear."""
 
     def __init__(self, num_classes: int = 10) -> None:
+        # Imported here: torchvision costs ~170 MB of resident memory, needed only to build this model.
+        from torchvision.models.resnet import BasicBlock
+
         def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
             down = None if stride == 1 and cin == cout else nn.Sequential(
                 nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
