@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--layers", metavar="NAMES",
                        help="comma-separated layers to analyse (default: the layers SIP filters)")
     group.add_argument("--components", type=positive_int, default=3, help="spatial components kept per image (default: 3)")
-    group.add_argument("--no-center", action="store_true",
+    group.add_argument("--no-centre", "--no-center", dest="no_centre", action="store_true",
                        help="SVD of the raw gradient instead of PCA (keep each channel's mean over positions)")
     group.add_argument("--figure-layer", metavar="NAME", help="layer shown in the components figures (default: last)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of the whole image")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 if not images:
                     continue
                 batch = [analyze_gradients(classifier, images, args.target, layers, config,
-                                           components=args.components, center=not args.no_center, crop=args.crop,
+                                           components=args.components, centre=not args.no_centre, crop=args.crop,
                                            batch_size=args.batch_size, progress=bar.update)
                          for config in configs]
                 for analysis in batch:

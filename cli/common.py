@@ -19,6 +19,31 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+# The library names its parameters in errors; the CLI user typed flags. Only here are they mapped.
+PARAMETER_FLAGS = {
+    "weights=FILE": "--weights FILE",
+    "pretrained=False": "--pretrained none",
+    "the stats parameter": "--stats FILE",
+    "made by calibrate": "made by `sipgrad calibrate`",
+    "layer_ratio": "--layer-ratio",
+    "batch_size": "--batch-size",
+    "ig_steps": "--ig-steps",
+    "ig_baseline": "--ig-baseline",
+    "smoothgrad_samples": "--smoothgrad-samples",
+    "smoothgrad_noise": "--smoothgrad-noise",
+    "internal_batch_size": "--internal-batch-size",
+    "gradcam_layer": "--gradcam-layer",
+    "shapiro_threshold": "--shapiro-threshold",
+}
+
+
+def as_flags(message: str) -> str:
+    """A library error message with its parameter names replaced by the CLI's flags."""
+    for parameter, flag in PARAMETER_FLAGS.items():
+        message = message.replace(parameter, flag)
+    return message
+
+
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn library errors into one line on stderr and a non-zero exit, never a traceback."""
 
@@ -29,7 +54,7 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
                 warnings.showwarning = _one_line_warning
                 return command(args)
         except SipgradError as error:
-            return fail(str(error))
+            return fail(as_flags(str(error)))
         except KeyboardInterrupt:
             return fail("interrupted; finished results were kept", 130)
         except BrokenPipeError:  # stdout closed early (`sipgrad ... | head`): stop quietly, like other tools

@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="train N SGD steps first (default: 0, the spectrum at initialisation)")
     spectrum.add_argument("--lr", type=positive_float, default=0.1, help="learning rate of --train-steps (0.1)")
     spectrum.add_argument("--seed", type=nonnegative_int, default=0, help="weights, data split, batch (0)")
-    spectrum.add_argument("--center", action="store_true", help="PCA of centred gradients (default: uncentred)")
+    spectrum.add_argument("--centre", action="store_true", help="PCA of centred gradients (default: uncentred)")
     spectrum.add_argument("--chunk-size", type=positive_int, metavar="N",
                           help="examples vectorised at once (default: all; lower it to bound memory)")
     spectrum.set_defaults(run=run_spectrum)
@@ -149,11 +149,11 @@ def run_spectrum(args: argparse.Namespace) -> int:
                                                     seed=args.seed, eval_every=args.train_steps),
                            args.model, progress=bar.update).params
     spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
-                                       tuple(args.k), params, seed=args.seed, center=args.center,
+                                       tuple(args.k), params, seed=args.seed, centre=args.centre,
                                        chunk_size=args.chunk_size)
     rows = spectrum_rows(spectra)
     document = {"command": "spectrum", "model": args.model, "data": data.name, "train steps": args.train_steps,
-                "seed": args.seed, "center": args.center, "rows": rows}
+                "seed": args.seed, "centre": args.centre, "rows": rows}
     with atomic_write(out / "spectrum.json") as tmp:
         tmp.write_text(json.dumps(document, indent=2))
     save_spectrum_figure(out / "spectrum.png", rows)

@@ -17,3 +17,16 @@ class ImageLoadError(SipgradError):
 
 class WeightsUnavailableError(SipgradError):
     """Pretrained weights are neither cached nor downloadable."""
+
+
+def renamed_centre(centre: bool, center: bool | None) -> bool:
+    """The value of a ``centre`` parameter whose old spelling ``center`` still works, with a warning.
+
+    sipgrad spells it ``centre`` everywhere (the metric too); ``center=`` is deprecated.
+    """
+    if center is None:
+        return centre
+    import warnings
+
+    warnings.warn("the 'center' parameter is now spelled 'centre'", DeprecationWarning, stacklevel=3)
+    return center

@@ -65,7 +65,7 @@ class ExampleGradientSpectrum:
 
 
 def example_gradient_spectrum(matrix: torch.Tensor, ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-                              center: bool = False) -> ExampleGradientSpectrum:
+                              centre: bool = False) -> ExampleGradientSpectrum:
     """Spectrum and mean-projection cosines of a B x P per-example gradient matrix (see module doc)."""
     if matrix.dim() != 2 or matrix.shape[0] < 1 or matrix.shape[1] < 1:
         raise SipgradError(f"expected a B x P gradient matrix, got shape {tuple(matrix.shape)}")
@@ -74,7 +74,7 @@ def example_gradient_spectrum(matrix: torch.Tensor, ks: tuple[int, ...] = (1, 2,
     g_matrix = matrix.detach().to(torch.float64)
     batch, width = g_matrix.shape
     mean = g_matrix.mean(dim=0)
-    if center:
+    if centre:
         g_matrix = g_matrix - mean
     if batch <= width:  # G G^T = U S^2 U^T, and v_i = G^T u_i / s_i, so v_i^T g = u_i^T G g / s_i
         values, vectors = torch.linalg.eigh(g_matrix @ g_matrix.T)
@@ -101,16 +101,16 @@ def example_gradient_spectrum(matrix: torch.Tensor, ks: tuple[int, ...] = (1, 2,
 
 
 def model_gradient_spectra(layer_matrices: dict[str, torch.Tensor], ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-                           center: bool = False) -> dict[str, ExampleGradientSpectrum]:
+                           centre: bool = False) -> dict[str, ExampleGradientSpectrum]:
     """One spectrum per layer, plus ``"all"``: the whole model's gradient (the layers concatenated)."""
-    spectra = {layer: example_gradient_spectrum(m, ks, center) for layer, m in layer_matrices.items()}
-    spectra["all"] = example_gradient_spectrum(torch.cat(list(layer_matrices.values()), dim=1), ks, center)
+    spectra = {layer: example_gradient_spectrum(m, ks, centre) for layer, m in layer_matrices.items()}
+    spectra["all"] = example_gradient_spectrum(torch.cat(list(layer_matrices.values()), dim=1), ks, centre)
     return spectra
 
 
 def spectra_over_batch_sizes(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                              batch_sizes: tuple[int, ...], ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-                             params: Mapping[str, torch.Tensor] | None = None, seed: int = 0, center: bool = False,
+                             params: Mapping[str, torch.Tensor] | None = None, seed: int = 0, centre: bool = False,
                              chunk_size: int | None = None) -> dict[int, dict[str, ExampleGradientSpectrum]]:
     """Spectra of nested random batches: batch size -> layer (and ``"all"``) -> spectrum.
 
@@ -124,7 +124,7 @@ def spectra_over_batch_sizes(model: nn.Module, inputs: torch.Tensor, labels: tor
         raise SipgradError(f"batch size {largest} exceeds the {labels.shape[0]} examples available")
     order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))[:largest]
     rows = layer_gradients(model, inputs[order], labels[order], params, chunk_size=chunk_size)
-    return {size: model_gradient_spectra({layer: m[:size] for layer, m in rows.items()}, ks, center)
+    return {size: model_gradient_spectra({layer: m[:size] for layer, m in rows.items()}, ks, centre)
             for size in sorted(set(batch_sizes))}
 
 

@@ -24,7 +24,7 @@ from sipgrad.analysis.spectrum import GradientSpectrum, gradient_spectrum
 from sipgrad.attribution.engine import AttributionEngine
 from sipgrad.attribution.explain import TargetSpec, resolve_targets
 from sipgrad.attribution.inputs import prepare_batch
-from sipgrad.errors import SipgradError
+from sipgrad.errors import SipgradError, renamed_centre
 from sipgrad.hooks.core import ForwardRecord, GradientHook
 from sipgrad.hooks.sip import SIPConfig, resolve_layers
 from sipgrad.io.atomic import atomic_write
@@ -206,15 +206,16 @@ def channel_pca(vectors: torch.Tensor | np.ndarray, components: int = 10) -> dic
 
 def analyze_gradients(model: Classifier | nn.Module, images: Any, target: TargetSpec = None,
                       layers: tuple[str, ...] | str | None = None, sip: str | SIPConfig | None = None, *,
-                      layer_ratio: float | None = None, components: int = 3, center: bool = True,
+                      layer_ratio: float | None = None, components: int = 3, centre: bool = True,
                       crop: bool = False, batch_size: int = 16,
-                      progress: Callable[[int], None] | None = None) -> GradientAnalysis:
+                      progress: Callable[[int], None] | None = None, center: bool | None = None) -> GradientAnalysis:
     """Spectra of the internal gradients of many images, batch by batch (bounded memory).
 
     Only the spectra, the ``components`` strongest spatial maps and the channel vectors are
-    kept, not the full gradients. Arguments as for ``record_gradients``; ``center=False``
+    kept, not the full gradients. Arguments as for ``record_gradients``; ``centre=False``
     analyses the raw gradient matrix instead of its PCA.
     """
+    centre = renamed_centre(centre, center)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SipgradError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     _, chosen_layers, engine, prepared, all_targets = _setup(model, images, target, layers, layer_ratio, sip, crop)
@@ -224,7 +225,7 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
         gradients, chosen, _ = _record_batch(engine, prepared.inputs[rows], all_targets[rows], chosen_layers, rows)
         spectra, vectors = {}, {}
         for name, grad in gradients.items():  # SVDs on the model's device; only results go to the CPU
-            spectrum = gradient_spectrum(grad, components, center)
+            spectrum = gradient_spectrum(grad, components, centre)
             spectra[name] = GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS))
             vectors[name] = grad.mean(dim=(2, 3)).cpu()
         chunk = slice(start, start + len(rows))

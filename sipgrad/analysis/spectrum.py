@@ -8,7 +8,7 @@ position carries a C-dimensional gradient vector. Its singular value decompositi
 says how the gradient is organised. If a few singular values carry nearly all the
 energy, the gradient is essentially a few channel patterns, each painted over the image
 by one spatial map; if the energy is spread evenly, the gradient is closer to
-unstructured noise. With ``center=True`` each channel's mean over positions is removed
+unstructured noise. With ``centre=True`` each channel's mean over positions is removed
 first, so ``s**2`` are the PCA variances of the positions' gradient vectors.
 
 Everything is batched (``torch.linalg.svd`` on B x C x HW): no loop over images.
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from sipgrad.errors import renamed_centre
 
 _TINY = 1e-30
 
@@ -56,20 +58,22 @@ def effective_rank(singular_values: torch.Tensor) -> torch.Tensor:
     return torch.where(total[:, 0] > 0, entropy.exp(), torch.zeros_like(entropy))
 
 
-def gradient_spectrum(grad: torch.Tensor, components: int = 3, center: bool = True) -> GradientSpectrum:
+def gradient_spectrum(grad: torch.Tensor, components: int = 3, centre: bool = True, *,
+                      center: bool | None = None) -> GradientSpectrum:
     """SVD of each image's gradient (B x C x H x W), viewed as a C x HW matrix.
 
     Args:
         grad: gradients at one layer's output.
         components: how many spatial components and loadings to keep.
-        center: remove each channel's mean over positions first (PCA); ``False`` keeps the
+        centre: remove each channel's mean over positions first (PCA); ``False`` keeps the
             mean, whose pattern then usually dominates the first component.
     """
+    centre = renamed_centre(centre, center)
     if grad.dim() != 4:
         raise ValueError(f"expected a B x C x H x W gradient, got shape {tuple(grad.shape)}")
     batch, channels, height, width = grad.shape
     matrix = grad.detach().to(torch.float64).reshape(batch, channels, height * width)
-    if center:
+    if centre:
         matrix = matrix - matrix.mean(dim=2, keepdim=True)
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     energy = s.square()

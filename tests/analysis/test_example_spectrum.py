@@ -16,10 +16,10 @@ from sipgrad.errors import SipgradError
 KS = (1, 2, 3, 5, 40)
 
 
-def reference(matrix: np.ndarray, ks, center: bool):
+def reference(matrix: np.ndarray, ks, centre: bool):
     """Direct SVD of the B x P matrix, and the projection of the mean on the top-k right vectors."""
     mean = matrix.mean(axis=0)
-    data = matrix - mean if center else matrix
+    data = matrix - mean if centre else matrix
     _, singular, vt = np.linalg.svd(data, full_matrices=False)
     rank = int((singular > 1e-9 * singular[0]).sum())
     cosines = []
@@ -31,15 +31,15 @@ def reference(matrix: np.ndarray, ks, center: bool):
 
 
 @settings(max_examples=30, deadline=None)
-@given(batch=st.integers(1, 12), width=st.integers(1, 12), center=st.booleans(), seed=st.integers(0, 10_000))
-def test_matches_numpy_on_wide_and_tall_matrices(batch, width, center, seed):
+@given(batch=st.integers(1, 12), width=st.integers(1, 12), centre=st.booleans(), seed=st.integers(0, 10_000))
+def test_matches_numpy_on_wide_and_tall_matrices(batch, width, centre, seed):
     generator = np.random.default_rng(seed)
     matrix = generator.normal(size=(batch, width)) + generator.normal(size=width)  # a shared direction
-    spectrum = example_gradient_spectrum(torch.tensor(matrix, dtype=torch.float32), KS, center=center)
-    singular, cosines = reference(matrix.astype(np.float32).astype(np.float64), KS, center)
+    spectrum = example_gradient_spectrum(torch.tensor(matrix, dtype=torch.float32), KS, centre=centre)
+    singular, cosines = reference(matrix.astype(np.float32).astype(np.float64), KS, centre)
     np.testing.assert_allclose(spectrum.singular_values.numpy(), singular, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(spectrum.explained.sum().item(), 1.0 if singular.max() > 0 else 0.0, atol=1e-5)
-    if not (center and batch == 1):  # a centred single row has no directions at all
+    if not (centre and batch == 1):  # a centred single row has no directions at all
         np.testing.assert_allclose(spectrum.mean_projection_cosine.numpy(), cosines, rtol=1e-3, atol=1e-3)
     assert (spectrum.batch_size, spectrum.parameters) == (batch, width)
 

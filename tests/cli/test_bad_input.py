@@ -181,3 +181,12 @@ def test_an_unreadable_image_is_skipped_and_the_rest_evaluated(capsys, box_image
     scored = [r["case"] for r in records if "error" not in r]
     assert scored == ["a.png#1", "c.png#2"] and all(np.isfinite(r["energy"]) for r in records if "error" not in r)
     assert sorted(r["case"] for r in records if "error" in r) == ["b.png#1", "d.png#3"]
+
+
+def test_library_errors_reach_the_user_as_flags(capsys):
+    """The library names parameters (weights=FILE, the stats parameter); the CLI maps them to its flags."""
+    from tests.conftest import ASSETS
+
+    code, _, err = run_cli(capsys, "explain", str(ASSETS / "chelsea.jpg"), "--sip", "cls", "--out", "unused-out")
+    line = one_line(err)
+    assert code == 2 and "--stats FILE" in line and "stats parameter" not in line
