@@ -105,44 +105,36 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
+def _checked(text: str, kind: type, accept: Callable[[int | float], bool], rule: str) -> int | float:
+    value = _number(text, kind)
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1 (counts, batch sizes, steps)."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+    return _checked(text, int, lambda v: v >= 1, "at least 1")
 
 
 def nonnegative_int(text: str) -> int:
     """A whole number >= 0 (0 switches something off)."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _checked(text, int, lambda v: v >= 0, "0 or more")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
+    return _checked(text, float, lambda v: v > 0, "greater than 0")
 
 
 def nonnegative_float(text: str) -> float:
     """A finite number >= 0."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _checked(text, float, lambda v: v >= 0, "0 or more")
 
 
 def fraction(text: str) -> float:
     """A number in (0, 1] (shares, ratios, p-value thresholds)."""
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+    return _checked(text, float, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def gamma_value(text: str) -> float:
