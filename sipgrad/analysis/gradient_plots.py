@@ -83,14 +83,19 @@ def save_accuracy_figure(path: str | os.PathLike, runs: Sequence[dict]) -> None:
                             label=f"{optimizer} ({len(members)} seed{'s' if len(members) > 1 else ''})")
             if len(members) > 1:
                 ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
-        ax.set_title(f"{noise:.0%} of training labels wrong", fontsize=_FONT)
-        ax.set_xlabel("step", fontsize=_FONT)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=_FONT - 1)
-        ax.tick_params(labelsize=_FONT - 1)
+        _style_step_panel(ax, f"{noise:.0%} of training labels wrong")
     axes[0, 0].set_ylabel("test accuracy", fontsize=_FONT)
     _save(fig, path)
     plt.close(fig)
+
+
+def _style_step_panel(ax, title: str) -> None:
+    """Title, step axis, grid, legend and tick sizes shared by the panels plotted against step."""
+    ax.set_title(title, fontsize=_FONT)
+    ax.set_xlabel("step", fontsize=_FONT)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=_FONT - 1)
+    ax.tick_params(labelsize=_FONT - 1)
 
 
 MOMENTUM_MEASURES = ("cos(v, Pg)", "cos(v, g)", "cos(g, Pg)", "|Pv|/|v|")
@@ -112,12 +117,8 @@ def save_momentum_figure(path: str | os.PathLike, runs: Sequence[dict]) -> bool:
         for measure in MOMENTUM_MEASURES:
             curve = np.nanmean(np.array([m["probe"][measure][:length] for m in members]), axis=0)
             ax.plot(steps, curve, label=measure)
-        ax.set_title(f"momentum, {noise:.0%} labels wrong (k = {members[0]['config']['k']})", fontsize=_FONT)
-        ax.set_xlabel("step", fontsize=_FONT)
         ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=_FONT - 1)
-        ax.tick_params(labelsize=_FONT - 1)
+        _style_step_panel(ax, f"momentum, {noise:.0%} labels wrong (k = {members[0]['config']['k']})")
     axes[0, 0].set_ylabel("cosine / norm ratio (window mean)", fontsize=_FONT)
     _save(fig, path)
     plt.close(fig)
