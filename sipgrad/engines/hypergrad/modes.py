@@ -36,7 +36,7 @@ import torch
 from torch.func import grad_and_value, jvp, vmap
 
 from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
-from sipgrad.engines.hypergrad.updates import Params
+from sipgrad.engines.hypergrad.updates import Params, StepGraph
 from sipgrad.errors import SipgradError
 
 MIB = 2.0 ** 20
@@ -223,13 +223,22 @@ def _unflatten(flat: torch.Tensor, diff: Mapping[str, torch.Tensor], mode: str) 
 
 
 def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor],
-                          wrt: Sequence[str] | None = None, checkpoint_every: int | None = 1) -> HypergradientResult:
+                          wrt: Sequence[str] | None = None, checkpoint_every: int | None = 1,
+                          store_activations: bool = False, fused: bool = True) -> HypergradientResult:
     """Reverse-HG: store the trajectory, then sweep back one vector-Jacobian product per step.
 
     ``checkpoint_every=k`` stores every k-th state and recomputes each segment on the way
     back. ``None`` keeps autograd's whole unrolled graph instead (as ``higher`` does): no
     recomputation, but every step's activations stay alive; its ``state_mib`` counts the
     tensors that graph saves.
+
+    With an update that offers ``adjoint_step`` (the built-in heavy ball) and ``fused``
+    (default), each backward step is written out and only its Hessian-vector product goes
+    through autograd; ``fused=False`` takes ``vjp`` of the whole update, for any update.
+    ``store_activations`` (fused only) also keeps, for every stored step, the graph of its
+    gradient (the activations it needs, counted in ``state_mib``), so that the backward
+    sweep does not redo each step's forward and backward pass: as fast as the whole graph,
+    for less memory. Without it the trajectory keeps T + 2 copies of the state.
     """
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
@@ -237,42 +246,99 @@ def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     began = time.perf_counter()
     diff, fixed = _prepare(problem, hyper, wrt)
     step_fn = _step_function(problem, fixed)
+    structured = getattr(problem.update, "adjoint_step", None) is not None and fused
+    if store_activations and (checkpoint_every is None or not structured):
+        raise SipgradError("store_activations needs a stored trajectory (checkpoint_every >= 1) and an update with "
+                           "adjoint_step (the built-in heavy ball) with fused=True")
     if checkpoint_every is None:
         loss, flat, state_mib, weights, velocity = _reverse_through_graph(problem, step_fn, diff, fixed)
     else:
-        loss, flat, state_mib, weights, velocity = _reverse_by_trajectory(problem, step_fn, diff, fixed,
-                                                                          checkpoint_every)
+        sweep = _Sweep(problem, step_fn, diff, fixed, structured, store_activations)
+        loss, flat, state_mib, weights, velocity = _reverse_by_trajectory(problem, sweep, checkpoint_every)
     return HypergradientResult(float(loss), _unflatten(flat, diff, "reverse"), "reverse", problem.steps,
                                state_mib, time.perf_counter() - began, weights, velocity)
 
 
-def _reverse_by_trajectory(problem: InnerProblem, step_fn: Callable, diff: Params, fixed: Params, every: int):
+class _Sweep:
+    """The two halves of a trajectory reverse mode: one inner step forward, one adjoint step back.
+
+    ``structured``: the update's own ``traced_step`` / ``adjoint_step`` (plain autograd for
+    the gradient, the linear rest written out); otherwise ``step_fn`` and one ``vjp`` of the
+    whole update. ``keep``: each forward step returns its gradient's graph, which the
+    matching backward step consumes.
+    """
+
+    def __init__(self, problem: InnerProblem, step_fn: Callable, diff: Params, fixed: Params, structured: bool,
+                 keep: bool) -> None:
+        self.problem, self.step_fn, self.diff, self.structured, self.keep = problem, step_fn, diff, structured, keep
+        self.hyper = {**fixed, **diff}
+
+    def forward(self, step: int, weights: Params, velocity: Params,
+                keep: bool = False) -> tuple[Params, Params, StepGraph | None]:
+        """The next state, and (``keep``, structured only) this step's gradient graph."""
+        if not self.structured:
+            with torch.no_grad():
+                return (*self.step_fn(step, weights, velocity, self.diff), None)
+        return self.problem.update.traced_step(weights, velocity, self.batch(step), self.hyper, self.diff, keep)
+
+    def backward(self, step: int, state: tuple, new_velocity: Params, adjoint_w: Params,
+                 adjoint_v: Params) -> tuple[Params, Params, list[torch.Tensor]]:
+        """dE/d(state t) and this step's share of dE/dh, from dE/d(state t+1); ``new_velocity`` is v_{t+1}."""
+        weights, velocity, graph = state
+        if not self.structured:
+            return _step_vjp(self.step_fn, step, weights, velocity, self.diff, adjoint_w, adjoint_v)
+        batch = None if graph is not None else self.batch(step)
+        adjoint_w, adjoint_v, share = self.problem.update.adjoint_step(weights, velocity, new_velocity, batch,
+                                                                       self.hyper, self.diff, adjoint_w, adjoint_v,
+                                                                       graph)
+        return adjoint_w, adjoint_v, [share[name] for name in self.diff]
+
+    def batch(self, step: int):
+        return self.problem.batch(step)
+
+
+def _reverse_by_trajectory(problem: InnerProblem, sweep: _Sweep, every: int):
+    """Forward sweep storing every ``every``-th state (with its gradient graph when ``sweep.keep`` and every
+    step is stored), then the backward sweep, segment by segment from the end, recomputing each segment's
+    states (and graphs) from its checkpoint."""
     weights = dict(problem.weights)
     velocity = {name: torch.zeros_like(w) for name, w in weights.items()}
-    stored: dict[int, tuple[Params, Params]] = {}
+    stored: dict[int, tuple[Params, Params, StepGraph | None]] = {}
+    keep_now = sweep.keep and every == 1
     watch = _FiniteWatch("weight or velocity")
-    with torch.no_grad():
-        for step in range(problem.steps):
-            if step % every == 0:
-                stored[step] = (weights, velocity)
-            weights, velocity = step_fn(step, weights, velocity, diff)
-            watch.add(step, _values(weights, velocity))
+    for step in range(problem.steps):
+        new_weights, new_velocity, graph = sweep.forward(step, weights, velocity, keep_now)
+        if step % every == 0:
+            stored[step] = (weights, velocity, graph)
+        weights, velocity = new_weights, new_velocity
+        watch.add(step, _values(weights, velocity))
     loss, adjoint_w = _final_gradient(problem, weights, watch)
     adjoint_v = {name: torch.zeros_like(w) for name, w in weights.items()}
-    total = [torch.zeros_like(h) for h in diff.values()]
-    kept = _values(weights, velocity, adjoint_w, adjoint_v, diff, fixed)
+    total = [torch.zeros_like(h) for h in sweep.diff.values()]
+    fixed = {n: v for n, v in sweep.hyper.items() if n not in sweep.diff}
+    kept = _values(weights, velocity, adjoint_w, adjoint_v, sweep.diff, fixed)
     state_mib = 0.0
     watch = _FiniteWatch("adjoint (reverse sweep)")
+    next_velocity = velocity
     for start in sorted(stored, reverse=True):
         segment = [stored.pop(start)]
-        with torch.no_grad():
-            for step in range(start, min(start + every, problem.steps) - 1):
-                segment.append(step_fn(step, *segment[-1], diff))
-        held = [t for s in (*stored.values(), *segment) for part in s for t in part.values()]
-        state_mib = max(state_mib, tensor_mib(held + kept))
+        end = min(start + every, problem.steps)
+        for step in range(start, end - 1):
+            new_weights, new_velocity, graph = sweep.forward(step, *segment[-1][:2], sweep.keep)
+            segment[-1] = (*segment[-1][:2], graph)
+            segment.append((new_weights, new_velocity, None))
+        if sweep.keep and segment[-1][2] is None:  # the segment's last step: its graph only
+            segment[-1] = (*segment[-1][:2], sweep.forward(end - 1, *segment[-1][:2], True)[2])
+        if every > 1 or start == problem.steps - 1:  # every == 1: the first segment holds everything later ones do
+            held = [t for s in (*stored.values(), *segment) for part in s[:2] for t in part.values()]
+            held += graph_saved_tensors([g for s in (*stored.values(), *segment) if s[2] is not None
+                                         for g in s[2].gradient.values()])
+            state_mib = max(state_mib, tensor_mib(held + kept))
         for offset in range(len(segment) - 1, -1, -1):
             step = start + offset
-            adjoint_w, adjoint_v, adjoint_h = _step_vjp(step_fn, step, *segment.pop(), diff, adjoint_w, adjoint_v)
+            state = segment.pop()
+            adjoint_w, adjoint_v, adjoint_h = sweep.backward(step, state, next_velocity, adjoint_w, adjoint_v)
+            next_velocity = state[1]
             total = [a + b for a, b in zip(total, adjoint_h)]
             watch.add(step, _values(adjoint_w, adjoint_v))
     watch.check()
@@ -318,19 +384,29 @@ def _reverse_through_graph(problem: InnerProblem, step_fn: Callable, diff: Param
 
 def graph_saved_mib(output: torch.Tensor) -> float:
     """MiB of the tensors autograd's graph behind ``output`` keeps for the backward pass."""
-    seen_nodes, tensors, stack = set(), [], [output.grad_fn]
+    return tensor_mib(graph_saved_tensors([output]))
+
+
+_SAVED_ATTRIBUTES: dict[type, tuple[str, ...]] = {}
+
+
+def graph_saved_tensors(outputs: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors autograd's graph behind ``outputs`` keeps for the backward pass (each node once)."""
+    seen_nodes, tensors, stack = set(), [], [t.grad_fn for t in outputs]
     while stack:
         node = stack.pop()
         if node is None or node in seen_nodes:
             continue
         seen_nodes.add(node)
-        for attribute in dir(node):
-            if attribute.startswith("_saved_"):
-                value = getattr(node, attribute, None)
-                values = value if isinstance(value, (tuple, list)) else (value,)
-                tensors += [v for v in values if isinstance(v, torch.Tensor)]
+        kind = type(node)
+        if kind not in _SAVED_ATTRIBUTES:  # dir() is slow; node types are few
+            _SAVED_ATTRIBUTES[kind] = tuple(a for a in dir(node) if a.startswith("_saved_"))
+        for attribute in _SAVED_ATTRIBUTES[kind]:
+            value = getattr(node, attribute, None)
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            tensors += [v for v in values if isinstance(v, torch.Tensor)]
         stack.extend(next_node for next_node, _ in node.next_functions)
-    return tensor_mib(tensors)
+    return tensors
 
 
 def _step_function(problem: InnerProblem, fixed: Mapping[str, torch.Tensor]) -> Callable:

@@ -26,7 +26,7 @@ subgradient autograd uses for ``abs``), and the hypergradient is that of this ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -157,7 +157,11 @@ class HeavyBall:
 
     def __call__(self, weights: Params, velocity: Params, batch: Batch,
                  hyper: Mapping[str, torch.Tensor]) -> tuple[Params, Params]:
-        gradient = self.loss_gradient(weights, batch, hyper)
+        return self._apply(weights, velocity, self.loss_gradient(weights, batch, hyper), hyper)
+
+    def _apply(self, weights: Params, velocity: Params, gradient: Params,
+               hyper: Mapping[str, torch.Tensor]) -> tuple[Params, Params]:
+        """The update given the loss gradient: add the penalties, then heavy ball (v' = mu v + g, w' = w - eta v')."""
         extra = self.penalty_gradient(weights, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         new_weights, new_velocity = {}, {}
@@ -226,6 +230,105 @@ class HeavyBall:
                 z_w[rows[self.learning_rate]] -= v
             tangent_v[name] = z_v
         return new_weights, new_velocity, tangent_w, tangent_v
+
+
+    def traced_step(self, weights: Params, velocity: Params, batch: Batch, hyper: Mapping[str, torch.Tensor],
+                    wrt: Collection[str] = (), keep: bool = False) -> tuple[Params, Params, StepGraph | None]:
+        """One step for the reverse modes' forward sweep, and (with ``keep``) the graph of its gradient.
+
+        The gradient comes from plain ``torch.autograd.grad`` (faster than ``torch.func.grad``
+        outside transforms). With ``keep`` it is taken with ``create_graph=True`` and that graph
+        is returned: it holds the step's activations (for an MLP: the layer inputs, the ReLU
+        outputs and the back-propagated errors, O(batch x width)), so the reverse sweep's
+        Hessian-vector product needs no second forward and backward pass. The new state itself
+        carries no graph.
+        """
+        graph = self.gradient_graph(weights, batch, hyper, wrt, create_graph=keep)
+        with torch.no_grad():
+            new_weights, new_velocity = self._apply(weights, velocity, graph.gradient_values(), hyper)
+        return new_weights, new_velocity, graph if keep else None
+
+    def gradient_graph(self, weights: Params, batch: Batch, hyper: Mapping[str, torch.Tensor],
+                       wrt: Collection[str] = (), create_graph: bool = True) -> StepGraph:
+        """The inner gradient at ``weights`` with autograd's graph, whose leaves are the weights and the
+        differentiated loss hyperparameters (``wrt``)."""
+        with torch.enable_grad():
+            leaves = {name: w.detach().requires_grad_() for name, w in weights.items()}
+            loss_leaves = {name: hyper[name].detach().requires_grad_(create_graph and name in wrt)
+                           for name in self.loss_hyper}
+            loss = self.loss(leaves, batch, loss_leaves) if self.loss_hyper else self.loss(leaves, batch)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=create_graph, allow_unused=True)
+        gradient = {name: torch.zeros_like(w) if g is None else g for (name, w), g in zip(leaves.items(), grads)}
+        return StepGraph(leaves, {n: t for n, t in loss_leaves.items() if t.requires_grad}, gradient)
+
+    def adjoint_step(self, weights: Params, velocity: Params, new_velocity: Params, batch: Batch,
+                     hyper: Mapping[str, torch.Tensor], wrt: Collection[str], adjoint_w: Params, adjoint_v: Params,
+                     graph: StepGraph | None = None) -> tuple[Params, Params, dict[str, torch.Tensor]]:
+        """One step of the reverse sweep with the update's structure written out (no autograd through it).
+
+        (p_w', p_v') = dE/d(w_{t+1}, v_{t+1}) becomes dE/d(w_t, v_t) and this step's share of
+        dE/dh. With q = p_v' - eta p_w' (w' reads v'):
+
+            p_w = p_w' + H q + sum_l2 s rho q,     p_v = mu q
+            dE/d eta += -<p_w', v'>,  dE/d mu += <q, v>,
+            dE/d rho_l1 += <q, sign(w)>,  dE/d rho_l2 += s <q, w>,  dE/d (loss hyper) += <q, dg/d(loss hyper)>
+
+        H q, the only product with the Hessian, is one double-backward through the gradient's
+        graph: the one kept by ``traced_step`` (``graph``) or, without it, one rebuilt here from
+        the stored weights (a forward and backward pass more). ``v'`` is the stored next
+        velocity. Returns (p_w, p_v, {name: contribution} for the names in ``wrt``).
+        """
+        eta, mu = hyper[self.learning_rate], hyper[self.momentum]
+        q = {name: adjoint_v[name] - eta * adjoint_w[name] for name in weights}
+        if graph is None:
+            graph = self.gradient_graph(weights, batch, hyper, wrt, create_graph=True)
+        inputs = [*graph.weights.values(), *graph.loss_hyper.values()]
+        outputs = [(g, q[name]) for name, g in graph.gradient.items() if g.requires_grad]  # not a constant gradient
+        products = torch.autograd.grad([g for g, _ in outputs], inputs, [c for _, c in outputs],
+                                       allow_unused=True) if outputs else [None] * len(inputs)
+        products = [torch.zeros_like(x) if g is None else g for g, x in zip(products, inputs)]
+        out = {name: torch.zeros_like(hyper[name]) for name in wrt}
+        new_adjoint_w = {}
+        for (name, w), hq in zip(weights.items(), products):
+            p = hq.add_(adjoint_w[name])
+            for penalty in self._penalties_of(name):
+                rho = penalty.coefficient(hyper)
+                if penalty.kind == "l2":
+                    p.addcmul_(q[name], self.l2_scale * rho)
+                if penalty.hyper in out:
+                    term = torch.vdot(q[name].reshape(-1), (torch.sign(w) if penalty.kind == "l1" else w).reshape(-1))
+                    term = term if penalty.kind == "l1" else self.l2_scale * term
+                    if penalty.index is None:
+                        out[penalty.hyper] = out[penalty.hyper] + term
+                    else:
+                        out[penalty.hyper][penalty.index] += term
+            new_adjoint_w[name] = p
+        if self.learning_rate in out:
+            out[self.learning_rate] = out[self.learning_rate] - _dot(adjoint_w, new_velocity)
+        if self.momentum in out:
+            out[self.momentum] = out[self.momentum] + _dot(q, velocity)
+        for name, mixed in zip(graph.loss_hyper, products[len(graph.weights):]):
+            out[name] = out[name] + mixed
+        return new_adjoint_w, {name: mu * q[name] for name in weights}, out
+
+    def _penalties_of(self, name: str) -> tuple[Penalty, ...]:
+        return tuple(p for p in self.penalties if name in p.params)
+
+
+@dataclass(frozen=True)
+class StepGraph:
+    """One inner step's loss gradient and the autograd graph behind it (leaves: weights, loss hyperparameters)."""
+
+    weights: Params
+    loss_hyper: Params
+    gradient: Params
+
+    def gradient_values(self) -> Params:
+        return {name: g.detach() for name, g in self.gradient.items()}
+
+
+def _dot(a: Params, b: Params) -> torch.Tensor:
+    return sum(torch.vdot(a[name].reshape(-1), b[name].reshape(-1)) for name in a)
 
 
 def _tracked_by_autograd(weights: Params) -> bool:

@@ -54,7 +54,12 @@ def test_all_modes_and_variants_agree_to_1e_9_in_float64(smooth):
     reference = forward_hypergradient(smooth.inner, hyper)
     variants = [forward_hypergradient(smooth.inner, hyper, fused=False), reverse_hypergradient(smooth.inner, hyper),
                 reverse_hypergradient(smooth.inner, hyper, checkpoint_every=3),
-                reverse_hypergradient(smooth.inner, hyper, checkpoint_every=None)]
+                reverse_hypergradient(smooth.inner, hyper, checkpoint_every=None),
+                reverse_hypergradient(smooth.inner, hyper, fused=False),
+                reverse_hypergradient(smooth.inner, hyper, fused=False, checkpoint_every=3),
+                reverse_hypergradient(smooth.inner, hyper, store_activations=True),
+                reverse_hypergradient(smooth.inner, hyper, store_activations=True, checkpoint_every=3),
+                reverse_hypergradient(smooth.inner, hyper, store_activations=True, checkpoint_every=5)]
     for result in variants:
         _close(result.hypergradient, reference.hypergradient, 1e-9)
         assert result.validation_loss == pytest.approx(reference.validation_loss, rel=1e-13)
@@ -68,6 +73,8 @@ def test_forward_and_reverse_agree_to_1e_4_in_float32_at_t_100():
     forward = forward_hypergradient(problem.inner, hyper)
     reverse = reverse_hypergradient(problem.inner, hyper)
     _close(forward.hypergradient, reverse.hypergradient, 1e-4)
+    stored = reverse_hypergradient(problem.inner, hyper, store_activations=True)
+    _close(forward.hypergradient, stored.hypergradient, 1e-4)
     assert float(forward.hypergradient["eta"]) < 0  # a small learning rate: raising it helps
 
 
@@ -158,6 +165,24 @@ def test_state_memory_is_m_plus_1_states_forward_and_t_plus_2_reverse():
     assert checkpointed.state_mib == pytest.approx((3 + 2 + 2) * state_mib + tensor_mib(hyper.values()), rel=1e-12)
 
 
+def test_stored_activations_cost_the_same_per_step_and_are_kept_per_segment_when_checkpointing():
+    """state(T) = (T + 2) states + T steps' activations; every 3 of 9: 2 checkpoints, a segment of 3 with its 3."""
+    results, state_mib, hyper_mib = {}, None, None
+    for steps in (3, 9):
+        problem = smooth_problem(steps=steps)
+        hyper = nonzero_hyper(problem)
+        state_mib = 2 * tensor_mib(problem.inner.weights.values())
+        hyper_mib = tensor_mib(hyper.values())
+        results[steps] = reverse_hypergradient(problem.inner, hyper, store_activations=True).state_mib
+        plain = reverse_hypergradient(problem.inner, hyper).state_mib
+        assert results[steps] > plain
+    per_step = (results[3] - 5 * state_mib - hyper_mib) / 3  # one step's graph, beyond the weights it shares
+    assert per_step > 0.5 * state_mib  # batch 15 x width 5, several tensors per layer
+    assert results[9] == pytest.approx(11 * state_mib + 9 * per_step + hyper_mib, rel=1e-12)
+    checkpointed = reverse_hypergradient(problem.inner, hyper, store_activations=True, checkpoint_every=3)
+    assert checkpointed.state_mib == pytest.approx((2 + 3 + 2) * state_mib + 3 * per_step + hyper_mib, rel=1e-12)
+
+
 def test_results_do_not_depend_on_threads_or_on_which_hyperparameters_share_the_tangent_batch(smooth):
     hyper = nonzero_hyper(smooth)
     before = torch.get_num_threads()
@@ -227,6 +252,10 @@ def test_bad_arguments_are_clear_errors(smooth):
         hypergradient(smooth.inner, hyper, wrt=("nope",))
     with pytest.raises(SipgradError, match="checkpoint_every"):
         reverse_hypergradient(smooth.inner, hyper, checkpoint_every=0)
+    with pytest.raises(SipgradError, match="store_activations needs"):
+        reverse_hypergradient(smooth.inner, hyper, checkpoint_every=None, store_activations=True)
+    with pytest.raises(SipgradError, match="store_activations needs"):
+        reverse_hypergradient(smooth.inner, hyper, fused=False, store_activations=True)
     with pytest.raises(SipgradError, match="steps must be"):
         InnerProblem(smooth.inner.weights, smooth.inner.update, smooth.inner.batch, smooth.inner.validation_loss, 0)
 
@@ -250,6 +279,8 @@ def test_hyperparameters_inside_the_loss_per_example_weights():
     reverse = reverse_hypergradient(problem, hyper)
     _close(fused.hypergradient, reverse.hypergradient, 1e-9)
     _close(generic.hypergradient, reverse.hypergradient, 1e-9)
+    for options in ({"fused": False}, {"store_activations": True}, {"store_activations": True, "checkpoint_every": 4}):
+        _close(reverse_hypergradient(problem, hyper, **options).hypergradient, reverse.hypergradient, 1e-9)
     eps = 1e-6
     bump = torch.tensor([0.0, 0.0, eps, 0.0], dtype=F64)
     up = forward_hypergradient(problem, {**hyper, "gamma": hyper["gamma"] + bump}).validation_loss
