@@ -1,7 +1,7 @@
 """Forward-HG vs reverse-HG (and the peers higher, torchopt) on RFHO's experiment: time and state memory.
 
     python benchmarks/hypergradient.py [--rounds 3] [--m-rounds 2] [--steps 10,100,1000] [--ms 1,8,32]
-                                       [--threads 1]
+                                       [--threads 1] [--blocks goal,m,T] [--no-compile]
                                        [--out docs/data/hypergradient.json]
 
 The seed setup: an MLP with two hidden layers of 300 (ReLU), cross-entropy on mini-batches
@@ -19,11 +19,15 @@ Measured, in one process, interleaved (every round runs each variant once in tur
 median over rounds is reported):
 
 1. the goal (digits, T = 100, m = 8): forward (fused tangent step; also through
-   ``torch.compile``, whose one-off compilation is reported apart), forward (jvp of the
-   whole update), reverse (stored trajectory, the seed's algorithm), reverse (autograd's
-   whole unrolled graph), ``higher`` and ``torchopt`` (differentiable SGD, reverse mode);
-2. versus m (1, 8, 32) at T = 100 on both data sets: forward and reverse, and the
-   crossover m where their times are equal (forward time is linear in m);
+   ``torch.compile``, whose one-off compilation is reported apart, unless --no-compile),
+   forward (jvp of the whole update), reverse (stored trajectory, the seed's algorithm:
+   structured adjoint step, and vjp of the whole update), reverse (trajectory plus each
+   step's stored activations, also checkpointed every 10), reverse (autograd's whole
+   unrolled graph), ``higher`` and ``torchopt`` (differentiable SGD, reverse mode; the
+   tensors their graphs save are measured once, untimed);
+2. versus m (1, 8, 32) at T = 100 on both data sets: forward, reverse (trajectory) and
+   reverse (trajectory + activations), and the crossover m where forward's time equals
+   each reverse's (forward time is linear in m);
 3. versus T (10, 100, 1000), digits, m = 8: each (variant, T) once in a fresh process, so
    its peak resident memory is its own; state memory is computed from the tensors kept.
 
@@ -51,6 +55,7 @@ from _timing import interleaved, print_table, write_json  # noqa: E402
 from sipgrad.datasets import SmallDataset, Split, load_digits  # noqa: E402
 from sipgrad.engines.hypergrad import (HeavyBall, InnerProblem, classification_problem,  # noqa: E402
                                        forward_hypergradient, reverse_hypergradient, seed_hyperparameters)
+from sipgrad.engines.hypergrad.modes import graph_saved_mib  # noqa: E402
 
 SEED_NAMES = [f"rho_l1_{k}" for k in range(3)] + [f"rho_l2_{k}" for k in range(3)] + ["eta", "mu"]
 
@@ -91,8 +96,11 @@ def setup(data: SmallDataset, steps: int, m: int, seed: int = 0):
     return weighted_inner, hyper, (*SEED_NAMES, "gamma"), problem
 
 
-def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
-    """Reverse-mode hypergradient of the 8 seed hyperparameters with ``higher`` or ``torchopt``."""
+def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int, memory: dict | None = None):
+    """Reverse-mode hypergradient of the 8 seed hyperparameters with ``higher`` or ``torchopt``.
+
+    With ``memory`` (a dict), also records there the MiB its unrolled graph saves (not timed).
+    """
     import copy
 
     model = copy.deepcopy(problem.model)
@@ -121,6 +129,7 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
             for t in range(steps):
                 diffopt.step(training_loss(fmodel, inner.batch(t)))
             loss = F.cross_entropy(fmodel(val_x), val_y)
+            saved = graph_saved_mib(loss) if memory is not None else None
             grads = torch.autograd.grad(loss, [h[n] for n in SEED_NAMES])
     else:
         import torchopt
@@ -132,7 +141,10 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int):
         for t in range(steps):
             optimizer.step(training_loss(model, inner.batch(t)))
         loss = F.cross_entropy(model(val_x), val_y)
+        saved = graph_saved_mib(loss) if memory is not None else None
         grads = torch.autograd.grad(loss, [h[n] for n in SEED_NAMES])
+    if memory is not None:
+        memory[library] = saved
     return {n: g.detach() for n, g in zip(SEED_NAMES, grads)}
 
 
@@ -146,7 +158,7 @@ def check(name: str, got: dict, want: dict, rel: float = 1e-3) -> float:
     return worst
 
 
-def goal_block(rounds: int) -> list[dict]:
+def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
     inner, hyper, wrt, problem = setup(load_digits(), 100, 8)
     results: dict[str, dict] = {}
     memory: dict[str, float] = {}
@@ -163,7 +175,8 @@ def goal_block(rounds: int) -> list[dict]:
         return run
 
     began = time.perf_counter()
-    forward_hypergradient(inner, hyper, wrt, compiled=True)  # torch.compile happens here, once
+    if compiled:
+        forward_hypergradient(inner, hyper, wrt, compiled=True)  # torch.compile happens here, once
     compile_seconds = time.perf_counter() - began
     variants = {
         "forward (fused)": ours("forward (fused)", lambda: forward_hypergradient(inner, hyper, wrt)),
@@ -172,21 +185,39 @@ def goal_block(rounds: int) -> list[dict]:
         "forward (jvp of update)": ours("forward (jvp of update)",
                                         lambda: forward_hypergradient(inner, hyper, wrt, fused=False)),
         "reverse (trajectory)": ours("reverse (trajectory)", lambda: reverse_hypergradient(inner, hyper, wrt)),
+        "reverse (trajectory, vjp of update)": ours("reverse (trajectory, vjp of update)",
+                                                    lambda: reverse_hypergradient(inner, hyper, wrt, fused=False)),
+        "reverse (trajectory + activations)": ours("reverse (trajectory + activations)",
+                                                   lambda: reverse_hypergradient(inner, hyper, wrt,
+                                                                                 store_activations=True)),
+        "reverse (checkpoint 10 + activations)": ours("reverse (checkpoint 10 + activations)",
+                                                      lambda: reverse_hypergradient(inner, hyper, wrt,
+                                                                                    checkpoint_every=10,
+                                                                                    store_activations=True)),
         "reverse (graph)": ours("reverse (graph)",
                                 lambda: reverse_hypergradient(inner, hyper, wrt, checkpoint_every=None)),
         "higher": theirs("higher"),
         "torchopt": theirs("torchopt"),
     }
+    if not compiled:
+        del variants["forward (fused, compiled)"]
     seconds = interleaved(variants, rounds=rounds, warmup=1)
+    for library in ("higher", "torchopt"):  # their graphs' saved tensors, measured once, untimed
+        peer(library, problem, inner, hyper, 100, memory)
     reference = results["forward (fused)"]
     base = seconds["reverse (trajectory)"]
+    fastest = min(value for name, value in seconds.items() if name.startswith("reverse"))
     rows = []
     for name, value in seconds.items():
         rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": name, "seconds": value,
-                     "x reverse (trajectory)": value / base, "state MiB": memory.get(name),
+                     "x reverse (trajectory)": value / base, "x fastest of our reverse": value / fastest,
+                     "x higher": value / seconds["higher"], "state MiB": memory.get(name),
                      "max rel. diff vs forward": check(name, results[name], reference)})
-    rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": "torch.compile + first run",
-                 "seconds": compile_seconds})
+    if compiled:
+        rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": "torch.compile + first run",
+                     "seconds": compile_seconds})
+    for row in rows:
+        row["threads"] = torch.get_num_threads()
     return rows
 
 
@@ -205,23 +236,29 @@ def m_block(rounds: int, ms: list[int]) -> list[dict]:
                 return run
 
             variants = {"forward": runner("forward", partial(forward_hypergradient, inner, hyper, wrt)),
-                        "reverse": runner("reverse", partial(reverse_hypergradient, inner, hyper, wrt))}
+                        "reverse": runner("reverse", partial(reverse_hypergradient, inner, hyper, wrt)),
+                        "reverse (activations)": runner("reverse (activations)",
+                                                        partial(reverse_hypergradient, inner, hyper, wrt,
+                                                                store_activations=True))}
             seconds = interleaved(variants, rounds=rounds, warmup=1)
-            worst = check(f"{data.name} m={m}", results["reverse"], results["forward"])
+            worst = max(check(f"{data.name} m={m} {name}", results[name], results["forward"])
+                        for name in ("reverse", "reverse (activations)"))
             timings[m] = seconds
             for name, value in seconds.items():
                 rows.append({"block": "m", "data": data.name, "T": 100, "m": m, "variant": name, "seconds": value,
                              "x reverse (trajectory)": value / seconds["reverse"], "state MiB": memory[name],
                              "max rel. diff vs forward": worst})
-            print(f"{data.name} m={m}: forward {seconds['forward']:.2f}s, reverse {seconds['reverse']:.2f}s",
-                  flush=True)
+            print(f"{data.name} m={m}: forward {seconds['forward']:.2f}s, reverse {seconds['reverse']:.2f}s, "
+                  f"reverse (activations) {seconds['reverse (activations)']:.2f}s", flush=True)
         # forward time is linear in m; reverse is nearly flat: where do they cross?
         xs, ys = list(timings), [timings[m]["forward"] for m in timings]
         slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
         intercept = ys[0] - slope * xs[0]
-        reverse = statistics.median(timings[m]["reverse"] for m in timings)
-        rows.append({"block": "crossover", "data": data.name, "T": 100, "variant": "m where forward = reverse",
-                     "m": round((reverse - intercept) / slope, 2), "seconds": reverse})
+        for name in ("reverse", "reverse (activations)"):
+            reverse = statistics.median(timings[m][name] for m in timings)
+            rows.append({"block": "crossover", "data": data.name, "T": 100,
+                         "variant": f"m where forward = {name}", "m": round((reverse - intercept) / slope, 2),
+                         "seconds": reverse})
     return rows
 
 
@@ -242,6 +279,10 @@ elif variant == "reverse (trajectory)":
     result = reverse_hypergradient(inner, hyper, wrt)
 elif variant == "reverse (checkpoint 10)":
     result = reverse_hypergradient(inner, hyper, wrt, checkpoint_every=10)
+elif variant == "reverse (trajectory + activations)":
+    result = reverse_hypergradient(inner, hyper, wrt, store_activations=True)
+elif variant == "reverse (checkpoint 10 + activations)":
+    result = reverse_hypergradient(inner, hyper, wrt, checkpoint_every=10, store_activations=True)
 else:
     result = reverse_hypergradient(inner, hyper, wrt, checkpoint_every=None)
 seconds = time.perf_counter() - began
@@ -256,7 +297,8 @@ def t_block(steps_list: list[int], threads: int) -> list[dict]:
     rows = []
     here = str(Path(__file__).resolve().parent)
     for steps in steps_list:
-        variants = ["forward", "reverse (trajectory)", "reverse (checkpoint 10)", "reverse (graph)"]
+        variants = ["forward", "reverse (trajectory)", "reverse (checkpoint 10)", "reverse (trajectory + activations)",
+                    "reverse (checkpoint 10 + activations)", "reverse (graph)"]
         etas = {}
         for variant in variants:
             done = subprocess.run([sys.executable, "-c", CHILD, variant, str(steps), "8", str(threads), here],
@@ -282,6 +324,7 @@ def main() -> None:
     parser.add_argument("--ms", default="1,8,32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", default="goal,m,T")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the goal block")
     parser.add_argument("--out", default="docs/data/hypergradient.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -289,9 +332,10 @@ def main() -> None:
     rows: list[dict] = []
     began = time.perf_counter()
     if "goal" in blocks:
-        rows += goal_block(args.rounds)
+        rows += goal_block(args.rounds, compiled=not args.no_compile)
         print_table([r for r in rows if r["block"] == "goal"],
-                    ["variant", "seconds", "x reverse (trajectory)", "state MiB", "max rel. diff vs forward"])
+                    ["variant", "seconds", "x reverse (trajectory)", "x fastest of our reverse", "x higher",
+                     "state MiB", "max rel. diff vs forward"])
     if "m" in blocks:
         rows += m_block(args.m_rounds, [int(m) for m in args.ms.split(",")])
     if "T" in blocks:
