@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad import explain
     from sipgrad.errors import ImageLoadError, SipgradError
     from sipgrad.hooks.sip import SIPConfig
-    from sipgrad.io.images import find_images, load_image
+    from sipgrad.io.images import find_images, load_image_array
     from sipgrad.io.names import output_stems
     from sipgrad.render.figure import save_panels
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             batch_paths, batch_stems, images = [], [], []
             for path, stem in zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]):
                 try:
-                    images.append(load_image(path))
+                    images.append(load_image_array(path))
                     batch_paths.append(path)
                     batch_stems.append(stem)
                 except ImageLoadError as error:

@@ -25,6 +25,7 @@ from sipgrad.models.inference import evaluation_mode  # noqa: F401  (re-exported
 from sipgrad.models.classes import ClassNames
 from sipgrad.models.preprocessing import Preprocessing
 from sipgrad.models.registry import Classifier
+from sipgrad.memory import release_freed_memory
 
 TargetSpec = int | str | Sequence[int | str] | torch.Tensor | None
 
@@ -103,6 +104,7 @@ def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = Non
         seconds += [(time.perf_counter() - began) / len(rows)] * len(rows)
         if progress is not None:
             progress(len(rows))
+    release_freed_memory()  # the passes' temporaries, before the full-size maps are made
     return _assemble(classifier, prepared, parts, engine, reduce, seconds)
 
 

@@ -15,7 +15,7 @@ from sipgrad.io.names import slug, unique_stems
 from sipgrad.models.classes import ClassNames
 from sipgrad.models.preprocessing import Geometry
 from sipgrad.render.figure import save_panels
-from sipgrad.render.overlay import overlay as blend, save_npy, save_png
+from sipgrad.render.overlay import overlay as blend, save_npy, save_overlay_png
 
 SALIENCY_DTYPES = ("float32", "float16")
 
@@ -100,7 +100,7 @@ class Explanation:
             stem = directory / f"{stem_name}.{suffix}"
             paths = {"saliency": str(stem) + ".saliency.npy", "overlay": str(stem) + ".overlay.png"}
             save_npy(paths["saliency"], self.saliency[i], dtype=saliency_dtype)
-            save_png(paths["overlay"], self.overlay(i))
+            save_overlay_png(paths["overlay"], self.images[i], self.saliency[i])  # streamed: no full-size copy
             if figure:
                 paths["figure"] = str(stem) + ".figure.png"
                 save_panels(paths["figure"], self.images[i], [self.saliency[i]], [self.method], self.title(i))

@@ -26,6 +26,10 @@ class PreparedBatch:
     names: list[str]
 
 
+def _is_rgb_uint8(item: Any) -> bool:
+    return isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[-1] == 3
+
+
 def _array_to_pil(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels-first array
@@ -38,7 +42,7 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
         array = np.clip(array * scale, 0, 255).astype(np.uint8)
     image = Image.fromarray(array)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def to_pil(item: Any) -> tuple[Image.Image, str]:
@@ -77,6 +81,9 @@ def prepare_batch(images: Any, preprocessing: Preprocessing, crop: bool = False)
         tensor, geometry = preprocessing.prepare(image, crop=crop)
         tensors.append(tensor)
         geometries.append(geometry)
-        originals.append(np.asarray(image))
+        # An RGB uint8 array is kept as it is: the PIL copy made for resizing is dropped here,
+        # so a large photo passed as an array is held once, not twice.
+        originals.append(item if _is_rgb_uint8(item) else np.asarray(image))
+        del image
         names.append(name)
     return PreparedBatch(torch.stack(tensors), geometries, originals, names)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from sipgrad.evaluation.catalog import METRICS
 
@@ -43,6 +42,8 @@ def rank_biserial(improvements: np.ndarray) -> float:
     the ranks of |difference| (zero differences dropped, ties get mean ranks). +1: every
     non-zero pair improved; -1: every one got worse; 0 also when all pairs are tied.
     """
+    from scipy import stats  # here, not at import: scipy.stats costs every sipgrad process ~60 MiB
+
     nonzero = np.asarray(improvements, np.float64)
     nonzero = nonzero[nonzero != 0]
     if not len(nonzero):
@@ -66,6 +67,8 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, higher_is_better: bool = Tru
     identical = not np.any(difference != 0)
     p = 1.0
     if not identical:
+        from scipy import stats
+
         with warnings.catch_warnings():  # scipy warns about ties and small samples; p is still defined
             warnings.simplefilter("ignore")
             try:

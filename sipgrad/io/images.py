@@ -20,7 +20,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; alpha is composited over white, 16-bit is rescaled."""
+    """Convert any Pillow mode to RGB; alpha is composited over white, 16-bit is rescaled.
+
+    An image that is already RGB is returned as it is (no copy).
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -32,7 +35,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -50,10 +53,13 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            # Pillow reads from our file object, so the decoded pixels outlive it; rotating in
+            # place and returning an RGB image as it is keeps one full-size copy, not three.
+            with open(path, "rb") as stream:
+                image = Image.open(stream)
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
+            ImageOps.exif_transpose(image, in_place=True)
+            return to_rgb(image)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -63,6 +69,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as error:  # truncated data, bad headers, permissions
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ImageLoadError(f"{path}: cannot read image ({reason})") from None
+
+
+def load_image_array(path: str | os.PathLike) -> np.ndarray:
+    """``load_image`` as an H x W x 3 uint8 array (read-only), without keeping the PIL image.
+
+    For a batch of large photos this halves what is held: the decoded PIL image is dropped
+    once its pixels are in the array.
+    """
+    return np.asarray(load_image(path))
 
 
 def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Path]:

@@ -76,23 +76,30 @@ class Preprocessing:
         size = self.input_size
         if not crop:
             return Geometry((height, width), (0.0, 0.0, float(width), float(height)), (size, size))
-        # Same arithmetic as torchvision's Resize(int) followed by CenterCrop(int).
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
-        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-        top = int(round((new_h - size) / 2.0))
-        left = int(round((new_w - size) / 2.0))
+        (new_w, new_h), (left, top) = self._crop_layout(width, height)
         sx, sy = width / new_w, height / new_h
         return Geometry((height, width), (left * sx, top * sy, (left + size) * sx, (top + size) * sy), (size, size))
 
+    def _crop_layout(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The resized (width, height) and the crop's (left, top) for ``crop=True``.
+
+        Same arithmetic as torchvision's ``Resize(resize_size)`` followed by ``CenterCrop(input_size)``.
+        """
+        size = self.input_size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+        return (new_w, new_h), (int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0)))
+
     def prepare(self, image: Image.Image, crop: bool = False) -> tuple[torch.Tensor, Geometry]:
         """Return the normalised 3 x H x W input tensor for ``image`` and its geometry."""
-        from torchvision.transforms import functional as TF
-
         geometry = self.geometry(image.width, image.height, crop)
         if crop:
-            resized = TF.resize(image, self.resize_size, interpolation=TF.InterpolationMode.BILINEAR)
-            resized = TF.center_crop(resized, [self.input_size, self.input_size])
+            # torchvision's Resize(int) + CenterCrop(int) on a PIL image, done with Pillow alone so
+            # the explain path does not import torchvision (about 160 MiB of resident memory).
+            size = self.input_size
+            (new_w, new_h), (left, top) = self._crop_layout(image.width, image.height)
+            resized = image.resize((new_w, new_h), Image.BILINEAR).crop((left, top, left + size, top + size))
         else:
             resized = image.resize((self.input_size, self.input_size), Image.BILINEAR)
         tensor = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)

@@ -7,12 +7,15 @@ gradient pixels would otherwise wash the whole heatmap out to one colour.
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from sipgrad.errors import SipgradError
 from sipgrad.io.atomic import atomic_write
+from sipgrad.io.png import write_png_rows
+from sipgrad.render.selection import all_finite, percentile
 
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "magma": cv2.COLORMAP_MAGMA,
@@ -20,7 +23,7 @@ COLORMAPS = {
 }
 
 
-ROWS_PER_CHUNK = 512  # large photos are coloured and blended this many rows at a time (bounded temporaries)
+ROWS_PER_CHUNK = 256  # large photos are coloured and blended this many rows at a time (bounded temporaries)
 
 
 def map_scale(saliency: np.ndarray, clip_percentile: float = 99.0) -> float:
@@ -29,9 +32,9 @@ def map_scale(saliency: np.ndarray, clip_percentile: float = 99.0) -> float:
     saliency = np.asarray(saliency, dtype=np.float32)
     if saliency.size == 0:
         return 0.0
-    if not np.isfinite(saliency).all():
+    if not all_finite(saliency):
         saliency = np.nan_to_num(saliency, nan=0.0, posinf=0.0, neginf=0.0)
-    top = float(np.percentile(saliency, clip_percentile))
+    top = percentile(saliency, clip_percentile)  # no full-size copy of a large map
     if top <= 0:
         top = float(saliency.max(initial=0.0))
     return max(top, 0.0)
@@ -58,24 +61,47 @@ def heatmap(saliency: np.ndarray, colormap: str = "jet", clip_percentile: float 
     return cv2.cvtColor(cv2.applyColorMap(scaled, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
-            clip_percentile: float = 99.0) -> np.ndarray:
-    """Blend the heatmap of ``saliency`` over ``image`` (RGB uint8, same height and width).
+def overlay_blocks(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
+                   clip_percentile: float = 99.0) -> Iterator[tuple[slice, np.ndarray]]:
+    """The overlay of ``saliency`` on ``image`` as (rows, RGB uint8 block), ``ROWS_PER_CHUNK`` rows at a time.
 
-    Works ``ROWS_PER_CHUNK`` rows at a time with one scale for the whole map, so a 6000 x 4000
-    photo needs the output and a few small temporaries, not several full-size copies.
+    One colour scale for the whole map, so the blocks put together are exactly ``overlay``;
+    consumers that write as they go (``save_overlay_png``) never hold the full-size overlay.
     """
     if image.shape[:2] != saliency.shape[:2]:
         saliency = cv2.resize(np.asarray(saliency, np.float32), (image.shape[1], image.shape[0]),
                               interpolation=cv2.INTER_LINEAR)
     scale = map_scale(saliency, clip_percentile)
     image = np.asarray(image, dtype=np.uint8)
-    blended = np.empty_like(image)
     for start in range(0, image.shape[0], ROWS_PER_CHUNK):
         rows = slice(start, start + ROWS_PER_CHUNK)
         colored = heatmap(saliency[rows], colormap, clip_percentile, scale=scale)
-        blended[rows] = cv2.addWeighted(np.ascontiguousarray(image[rows]), 1.0 - alpha, colored, alpha, 0.0)
+        yield rows, cv2.addWeighted(np.ascontiguousarray(image[rows]), 1.0 - alpha, colored, alpha, 0.0)
+
+
+def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
+            clip_percentile: float = 99.0) -> np.ndarray:
+    """Blend the heatmap of ``saliency`` over ``image`` (RGB uint8, same height and width).
+
+    Works in row blocks (``overlay_blocks``), so a 6000 x 4000 photo needs the output and a few
+    small temporaries, not several full-size copies.
+    """
+    blended = np.empty(np.shape(image)[:2] + (3,), np.uint8)
+    for rows, block in overlay_blocks(image, saliency, alpha, colormap, clip_percentile):
+        blended[rows] = block
     return blended
+
+
+def save_overlay_png(path: str | os.PathLike, image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5,
+                     colormap: str = "jet", clip_percentile: float = 99.0) -> None:
+    """Write ``overlay(image, saliency, ...)`` as a PNG block by block (atomically).
+
+    The same pixels as saving ``overlay``'s result, without the full-size overlay or an
+    encoder buffer of its size: for a large photo that is the difference at the memory peak.
+    """
+    height, width = np.shape(image)[:2]
+    write_png_rows(path, width, height,
+                   (block for _, block in overlay_blocks(image, saliency, alpha, colormap, clip_percentile)))
 
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
@@ -89,8 +115,14 @@ def save_npy(path: str | os.PathLike, array: np.ndarray, dtype: str = "float32")
     """Write a ``.npy`` of ``dtype`` (float32 or float16) atomically; float16 clips to its finite range."""
     array = np.asarray(array)
     if dtype == "float16":
+        # Clipped and converted a block of rows at a time: a full-size clipped float32 copy of a
+        # 24-megapixel map would be 96 MB at the run's memory peak.
         limit = np.finfo(np.float16).max
-        array = np.clip(array, -limit, limit).astype(np.float16)  # no inf from a large value
+        half = np.empty(array.shape, np.float16)
+        for start in range(0, max(array.shape[0], 1) if array.ndim else 1, ROWS_PER_CHUNK):
+            rows = slice(start, start + ROWS_PER_CHUNK) if array.ndim else ()
+            half[rows] = np.clip(array[rows], -limit, limit)  # no inf from a large value
+        array = half
     else:
         array = array.astype(np.dtype(dtype), copy=False)
     with atomic_write(path, suffix=".tmp.npy") as tmp:

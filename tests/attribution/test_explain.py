@@ -97,3 +97,27 @@ def test_save_writes_unique_files(lite0, photos, tmp_path):
     assert len({w["overlay"] for w in written}) == 2
     assert np.load(written[1]["saliency"]).shape == photos["chelsea"].shape[:2]
     assert ".sip-topq_0.25." in written[0]["overlay"]
+
+
+def test_saved_overlay_is_the_overlay_and_arrays_are_not_copied(lite0, photos, tmp_path):
+    from PIL import Image
+
+    photo = np.ascontiguousarray(photos["coffee"])
+    result = explain(lite0, photo)
+    assert result.images[0] is photo  # an RGB uint8 array is held once, not copied
+    written = result.save(tmp_path, figure=False)
+    with Image.open(written[0]["overlay"]) as saved:
+        assert np.array_equal(np.asarray(saved), result.overlay(0))  # streamed PNG == the in-memory overlay
+
+
+def test_the_explain_path_leaves_heavy_modules_unloaded(tmp_path):
+    """torchvision (~160 MiB) and scipy.stats (~60 MiB) are not needed to explain a photo."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from skimage import data; import sipgrad; "
+            "sipgrad.explain(sipgrad.load_model(), data.chelsea(), crop=True); "
+            "print(sorted(m for m in ('torchvision', 'scipy.stats') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

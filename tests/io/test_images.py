@@ -84,3 +84,13 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_rgb_images_are_not_copied_and_arrays_are_rgb(tmp_path):
+    from sipgrad.io.images import load_image_array, to_rgb
+
+    image = Image.new("RGB", (5, 4), (10, 20, 30))
+    assert to_rgb(image) is image
+    image.save(tmp_path / "p.png")
+    array = load_image_array(tmp_path / "p.png")
+    assert array.shape == (4, 5, 3) and array.dtype == np.uint8 and tuple(array[3, 4]) == (10, 20, 30)
