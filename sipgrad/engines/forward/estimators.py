@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
-from sipgrad.engines.forward.fused import FusedPlan, flat_combine, flat_gaussian, fused_chunk_size, plan_for
+from sipgrad.engines.forward.fused import (
+    FusedPlan,
+    compiled_gaussian,
+    flat_combine,
+    flat_gaussian,
+    fused_chunk_size,
+    plan_for,
+)
 from sipgrad.engines.forward.jvp import quiet_forward_ad
 from sipgrad.engines.forward.samplers import (
     Directions,
@@ -187,7 +194,8 @@ def _failing_layer(model: nn.Module, run: Callable[[], object]) -> str | None:
 def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, labels: torch.Tensor,
                             sampler: DirectionSampler | None = None, directions: int = 1, *,
                             generator: torch.Generator | None = None,
-                            chunk_size: int | None | str = "auto", fused: bool = True) -> GradientEstimate:
+                            chunk_size: int | None | str = "auto", fused: bool = True,
+                            compiled: bool = False) -> GradientEstimate:
     """Forward-gradient estimate of grad_params loss_fn(model(inputs), labels), without backprop.
 
     ``chunk_size`` directions go through vmap at a time: ``"auto"`` bounds a chunk to
@@ -200,7 +208,9 @@ def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
     one op with the K weight tangents stacked, and Gaussian directions are drawn as one flat
     tensor (``fused.flat_gaussian``; a different random stream from ``GaussianSampler.sample``,
     the same distribution). Same derivatives up to float rounding (tested); ``fused=False``
-    forces the general path.
+    forces the general path. ``compiled`` runs the fused Gaussian step through
+    ``torch.compile`` (``fused.compiled_gaussian``): the first call per shape compiles (seconds,
+    needs a C++ compiler on CPU), later ones skip Python's per-op overhead.
 
     Works with BatchNorm (eval mode: its running statistics; training mode: batch statistics,
     see ``batchnorm_for_forward_mode``) and with dropout (one mask shared by all directions).
@@ -210,7 +220,7 @@ def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
     plan = plan_for(model, loss_fn, inputs, labels) if fused else None
     if plan is not None:
         with torch.no_grad():
-            return _fused_estimate(plan, model, inputs, labels, sampler, directions, generator, chunk_size)
+            return _fused_estimate(plan, model, inputs, labels, sampler, directions, generator, chunk_size, compiled)
     params = trainable_parameters(model)
     if chunk_size == "auto":
         chunk_size = auto_chunk_size(inputs.shape[0], directions)
@@ -233,7 +243,7 @@ def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
 
 def _fused_estimate(plan: FusedPlan, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                     sampler: DirectionSampler, directions: int, generator: torch.Generator | None,
-                    chunk_size: int | None | str) -> GradientEstimate:
+                    chunk_size: int | None | str, compiled: bool = False) -> GradientEstimate:
     """``model_gradient_estimate`` on the fused path (``fused.FusedPlan``)."""
     if directions < 1:
         raise SipgradError(f"a forward gradient needs at least one direction, got {directions}")
@@ -242,6 +252,9 @@ def _fused_estimate(plan: FusedPlan, model: nn.Module, inputs: torch.Tensor, lab
     params = plan.params
     if type(sampler) is GaussianSampler:  # one randn call, per-parameter views, one multiply for the estimate
         flat, tangents = flat_gaussian(params, directions, generator)
+        if compiled:
+            loss, derivatives, gradient = compiled_gaussian()(plan, inputs, labels, flat, directions, chunk_size)
+            return GradientEstimate(loss, gradient, derivatives)
         loss, derivatives = plan.derivatives(inputs, labels, tangents, chunk_size)
         return GradientEstimate(loss, flat_combine(derivatives, flat, params), derivatives)
     layer_inputs = capture_layer_inputs(model, inputs) if sampler.needs_layer_inputs else None

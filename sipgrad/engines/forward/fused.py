@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.nn.modules import module as _module_py
 
 from sipgrad.engines.forward.models import GlobalAveragePool
@@ -218,6 +217,13 @@ def _max_pool(layer: _Layer, h: torch.Tensor, t: torch.Tensor | None, directions
     return out, t.reshape(b, k, c, -1).gather(3, index).reshape(b, k, *out.shape[1:])
 
 
+def _relu_max_pool(layer: _Layer, h: torch.Tensor, t: torch.Tensor | None, directions: Params,
+                   count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """ReLU then max pooling, computed as pooling then ReLU: the same values (max commutes with a
+    monotone function), and the tangent is masked after the gather, on a quarter of the elements."""
+    return _relu(layer, *_max_pool(layer, h, t, directions, count), directions, count)
+
+
 def _global_average(layer: _Layer, h: torch.Tensor, t: torch.Tensor | None, directions: Params,
                     count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images -> features: B x C -> C x B, tangents B x K x C -> K x C x B."""
@@ -290,6 +296,9 @@ def plan_for(model: nn.Module, loss_fn: object, inputs: torch.Tensor, labels: to
                 return None
             names.append(prefix + attribute)
             params[prefix + attribute] = p
+        if type(module) is nn.MaxPool2d and layers and layers[-1].step is _relu:
+            layers[-1] = _Layer(module, _relu_max_pool)  # see _relu_max_pool
+            continue
         layers.append(_Layer(module, step, *names))
     if not params or regime != "features":
         return None
@@ -321,3 +330,27 @@ def flat_combine(derivatives: torch.Tensor, flat: torch.Tensor, params: Params) 
     sizes = [count * p.numel() for p in params.values()]
     return {name: torch.mv(block.view(count, -1).t(), scale).view(p.shape)
             for (name, p), block in zip(params.items(), flat.split_with_sizes(sizes))}
+
+
+def _gaussian_core(plan: FusedPlan, inputs: torch.Tensor, labels: torch.Tensor, flat: torch.Tensor, count: int,
+                   chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Derivatives and estimate from a flat parameter-major direction buffer (what ``compiled_gaussian`` compiles)."""
+    sizes = [count * p.numel() for p in plan.params.values()]
+    views = {name: block.view(count, *p.shape)
+             for (name, p), block in zip(plan.params.items(), flat.split_with_sizes(sizes))}
+    loss, derivatives = plan.derivatives(inputs, labels, views, chunk_size)
+    return loss, derivatives, flat_combine(derivatives, flat, plan.params)
+
+
+_COMPILED: list[Callable] = []
+
+
+def compiled_gaussian() -> Callable:
+    """``_gaussian_core`` through ``torch.compile`` (built on first use; the first call per shape compiles, seconds).
+
+    The directions are still drawn eagerly with the caller's generator (``flat_gaussian``), so
+    the compiled and eager paths see the same directions; only the per-op overhead goes.
+    """
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_gaussian_core))
+    return _COMPILED[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -19,15 +20,19 @@ from sipgrad.engines.forward.estimators import (
     trainable_parameters,
 )
 from sipgrad.engines.forward.fused import (
-    _Layer,
     _conv,
+    _Layer,
     flat_combine,
     flat_gaussian,
     fused_chunk_size,
     plan_for,
 )
 from sipgrad.engines.forward.models import build_model
-from sipgrad.engines.forward.samplers import DirectionSampler, flatten_directions, make_sampler
+from sipgrad.engines.forward.samplers import (
+    DirectionSampler,
+    flatten_directions,
+    make_sampler,
+)
 
 
 def _problem(model_name="cnn", dtype=torch.float64, batch=6, seed=0):
@@ -184,3 +189,38 @@ def test_unsupported_models_fall_back_to_the_general_path():
     torch.testing.assert_close(estimate.derivatives, expected)
     handle.remove()
     assert plan_for(hooked, F.cross_entropy, x, y) is not None
+
+
+def test_ties_at_zero_in_relu_then_max_pool_give_torchs_derivatives():
+    """Digits have blank patches: conv outputs equal to the bias, ties in every pooling window.
+
+    The fused path pools before the ReLU; on ties and all-negative windows it must still pick
+    what torch's forward mode picks."""
+    from sipgrad.datasets import load_digits
+
+    data = load_digits()
+    model = build_model("cnn", data.image_shape, 10, seed=0).double()
+    with torch.no_grad():
+        model[0].bias[::2] = -model[0].bias[::2].abs()  # all-negative windows on blank patches
+        model[0].bias[1::2] = model[0].bias[1::2].abs()  # positive ties on blank patches
+    inputs, labels = data.train.inputs[:16].double(), data.train.labels[:16]
+    assert (inputs == 0).float().mean() > 0.3
+    params = trainable_parameters(model)
+    directions = make_sampler("gaussian").sample(params, 3, torch.Generator().manual_seed(0))
+    _, fused = plan_for(model, F.cross_entropy, inputs, labels).derivatives(inputs, labels, directions)
+    _, reference = directional_derivatives(loss_function(model, F.cross_entropy, inputs, labels), params, directions)
+    torch.testing.assert_close(fused, reference, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_fused_step_equals_the_eager_one():
+    model, inputs, labels = _problem("cnn", torch.float32, batch=16)
+    for count in (1, 3):
+        eager = model_gradient_estimate(model, F.cross_entropy, inputs, labels, directions=count,
+                                        generator=torch.Generator().manual_seed(4))
+        compiled = model_gradient_estimate(model, F.cross_entropy, inputs, labels, directions=count,
+                                           generator=torch.Generator().manual_seed(4), compiled=True)
+        torch.testing.assert_close(compiled.derivatives, eager.derivatives, atol=1e-6, rtol=1e-5)
+        for name, g in eager.gradient.items():
+            torch.testing.assert_close(compiled.gradient[name], g, atol=1e-6, rtol=1e-5)
