@@ -1,23 +1,28 @@
 """Forward-gradient step vs backprop step: time and peak memory, side by side.
 
     python benchmarks/forward_gradient.py [--models mlp,cnn] [--batch-sizes 64] [--directions 1,8,64]
-        [--samplers gaussian,...] [--rounds 9] [--out benchmarks/results/forward_gradient.json]
+        [--samplers gaussian,...] [--rounds 9] [--threads 1] [--compile] [--chunk-rows 512,...]
+        [--out benchmarks/results/forward_gradient.json]
 
 One "step" is what a training step spends on its gradient: backprop is forward + backward
 (``loss.backward()``) of the model; a forward-gradient step draws K directions with the
-sampler and evaluates them in one vmapped JVP (``model_gradient_estimate``, in chunks of
-at most 2,048 directions x examples; one row per setting also runs all K unchunked), then
-forms the estimate. Optimizer updates are the same for both and left out.
+sampler, computes the K directional derivatives and forms the estimate
+(``model_gradient_estimate``: the fused tangent path for these models, in chunks of at most
+2,048 directions x examples; one row per setting also runs all K unchunked, and one the
+general path, ``fused=False``, vmapped JVPs / dual tensors). Optimizer updates are the same
+for both and left out. With ``--compile``, two more rows: the fused Gaussian step through
+``torch.compile`` (``compiled=True``) and backprop of the ``torch.compile``d model, both after
+a warm-up call that compiles. ``--chunk-rows`` adds K_max rows with other chunk bounds.
 
-Time: every variant runs once per round, rounds interleaved, median over rounds, on one
-thread (``torch.set_num_threads(1)``). Two clocks: wall time, and the process's CPU time
-(``time.process_time``), which a loaded shared machine inflates far less (a process that
-is descheduled mid-call is not charged); the ratios use CPU time. Peak memory: each
-(model, batch, variant) in a fresh process with glibc's mmap threshold lowered (large
-tensors come from and go back to the OS), the rise of the peak resident set
+Time: every variant runs once per round, rounds interleaved, median over rounds, on
+``--threads`` threads (``torch.set_num_threads``, default 1). Two clocks: wall time, and the
+process's CPU time (``time.process_time``), which a loaded shared machine inflates far less
+(a process that is descheduled mid-call is not charged); the ratios use CPU time (with more
+than one thread CPU time adds the threads up, so there the ratios use wall time). Peak
+memory: each (model, batch, variant) in a fresh process with glibc's mmap threshold lowered
+(large tensors come from and go back to the OS), the rise of the peak resident set
 (``VmHWM``, reset through ``/proc/self/clear_refs`` after a first warm-up step) over the
-resident set before the steps, for backprop and the Gaussian
-sampler, at ``--memory-batch``.
+resident set before the steps, for backprop and the Gaussian sampler, at ``--memory-batch``.
 
 The columns ``x backprop`` (time of the step / time of backprop) and, per model, the cost of
 each extra direction ((t(K_max) - t(K=1)) / (K_max - 1) / t(backprop)) are the issue's
@@ -48,6 +53,7 @@ from sipgrad.engines.forward.estimators import (
     model_gradient_estimate,
     trainable_parameters,
 )
+from sipgrad.engines.forward.fused import flat_combine, flat_gaussian, plan_for
 from sipgrad.engines.forward.models import build_model
 from sipgrad.engines.forward.samplers import make_sampler
 
@@ -71,11 +77,21 @@ def backprop_step(model, x, y):
     return run
 
 
-def forward_step(model, x, y, sampler, directions, seed=0, chunk_size="auto"):
+def compiled_backprop_step(model, x, y):
+    """Backprop of the ``torch.compile``d model (compiled on the first call)."""
+    loss_of = torch.compile(lambda inputs, labels: F.cross_entropy(model(inputs), labels))
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        loss_of(x, y).backward()
+    return run
+
+
+def forward_step(model, x, y, sampler, directions, seed=0, chunk_size="auto", fused=True, compiled=False):
     generator = torch.Generator().manual_seed(seed)
     sampler = make_sampler(sampler)
     return lambda: model_gradient_estimate(model, F.cross_entropy, x, y, sampler, directions, generator=generator,
-                                           chunk_size=chunk_size)
+                                           chunk_size=chunk_size, fused=fused, compiled=compiled)
 
 
 MEMORY_CHILD = r"""
@@ -109,7 +125,7 @@ def peak_memory(model: str, batch_size: int, variant: str) -> float:
 
 
 def interleaved_clocks(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
-    """Median (wall seconds, thread CPU seconds) per call of each variant, over interleaved rounds."""
+    """Median (wall seconds, process CPU seconds) per call of each variant, over interleaved rounds."""
     for run in variants.values():
         run()
     wall: dict[str, list[float]] = {name: [] for name in variants}
@@ -123,12 +139,13 @@ def interleaved_clocks(variants: dict[str, Callable[[], object]], rounds: int) -
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in variants}
 
 
-def breakdown_variants(model, x, y):
+def breakdown_variants(model, x, y, compile_too=False):
     params = trainable_parameters(model)
     loss_of = loss_function(model, F.cross_entropy, x, y)
     sampler, generator = make_sampler("gaussian"), torch.Generator().manual_seed(0)
     one = sampler.sample(params, 1, generator)
-    single = {k: v[0] for k, v in one.items()}
+    plan = plan_for(model, F.cross_entropy, x, y)
+    flat, views = flat_gaussian(plan.params, 1, generator)
 
     def plain_forward():
         with torch.no_grad():
@@ -142,22 +159,35 @@ def breakdown_variants(model, x, y):
         with torch.no_grad():
             jvp(loss_of, (params,), (single,))
 
-    return {"backprop": backprop_step(model, x, y), "plain forward (no grad)": plain_forward,
-            "functional_call forward": functional_forward, "sample 1 direction": lambda: sampler.sample(params, 1, generator),
-            "torch.func.jvp, 1 direction": bare_jvp,
-            "directional_derivatives K=1": lambda: directional_derivatives(loss_of, params, one),
-            "combine K=1": lambda: combine(torch.ones(1), one),
-            "whole estimate K=1": forward_step(model, x, y, "gaussian", 1)}
+    single = {k: v[0] for k, v in one.items()}
+    variants = {
+        "backprop": backprop_step(model, x, y), "plain forward (no grad)": plain_forward,
+        "functional_call forward": functional_forward,
+        "torch.func.jvp, 1 direction": bare_jvp,
+        "general: dual-tensor JVP K=1": lambda: directional_derivatives(loss_of, params, one),
+        "general: sample 1 direction (per parameter)": lambda: sampler.sample(params, 1, generator),
+        "general: combine K=1": lambda: combine(torch.ones(1), one),
+        "general: whole estimate K=1": forward_step(model, x, y, "gaussian", 1, fused=False),
+        "fused: plan (model check)": lambda: plan_for(model, F.cross_entropy, x, y),
+        "fused: draw 1 flat direction": lambda: flat_gaussian(plan.params, 1, generator),
+        "fused: tangents + loss K=1": lambda: plan.derivatives(x, y, views),
+        "fused: estimate g = d v": lambda: flat_combine(torch.ones(1), flat, plan.params),
+        "fused: whole estimate K=1": forward_step(model, x, y, "gaussian", 1),
+    }
+    if compile_too:
+        variants["fused + torch.compile: whole estimate K=1"] = forward_step(model, x, y, "gaussian", 1,
+                                                                              compiled=True)
+        variants["backprop, torch.compile"] = compiled_backprop_step(model, x, y)
+    return variants
 
 
-
-def run_breakdown(models: list[str], batch_sizes: list[int], rounds: int, out: str) -> None:
+def run_breakdown(models: list[str], batch_sizes: list[int], rounds: int, out: str, compile_too: bool) -> None:
     """Where a K = 1 forward-gradient step's time goes, beside backprop (CPU-time medians, interleaved)."""
     rows = []
     for model_name in models:
         for batch_size in batch_sizes:
             model, x, y = make(model_name, batch_size)
-            clocks = interleaved_clocks(breakdown_variants(model, x, y), rounds)
+            clocks = interleaved_clocks(breakdown_variants(model, x, y, compile_too), rounds)
             base = clocks["backprop"][1]
             rows += [{"model": model_name, "batch": batch_size, "part": name, "cpu ms": 1000 * cpu,
                       "x backprop": cpu / base} for name, (_, cpu) in clocks.items()]
@@ -172,6 +202,11 @@ def main() -> None:
     parser.add_argument("--directions", default="1,8,64")
     parser.add_argument("--samplers", default="gaussian,rademacher,layerwise,orthonormal,activity,orthogonal")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (ratios use wall time above 1)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the torch.compile'd fused K = 1 step and the torch.compile'd backprop")
+    parser.add_argument("--chunk-rows", default="",
+                        help="comma-separated chunk bounds (directions x examples) for extra Gaussian K_max rows")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     parser.add_argument("--memory-batch", type=int, default=1024, help="batch size of the memory runs")
     parser.add_argument("--breakdown", action="store_true",
@@ -179,37 +214,49 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/forward_gradient.json")
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    clock = 1 if args.threads == 1 else 0  # index into (wall, cpu): CPU time adds threads up
     if args.breakdown:
         run_breakdown(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.rounds,
-                      args.out)
+                      args.out, args.compile)
         return
     directions = [int(k) for k in args.directions.split(",")]
     samplers = args.samplers.split(",")
+    chunk_rows = [int(r) for r in args.chunk_rows.split(",") if r]
     rows, summary, memory = [], [], []
     for model_name in args.models.split(","):
         for batch_size in map(int, args.batch_sizes.split(",")):
             model, x, y = make(model_name, batch_size)
             variants = {"backprop": backprop_step(model, x, y)}
+            if args.compile:
+                variants["backprop, torch.compile"] = compiled_backprop_step(model, x, y)
+                variants["gaussian K=1 fused + torch.compile"] = forward_step(model, x, y, "gaussian", 1,
+                                                                              compiled=True)
+            variants["gaussian K=1 general path"] = forward_step(model, x, y, "gaussian", 1, fused=False)
+            variants[f"gaussian K={directions[-1]} general path"] = forward_step(model, x, y, "gaussian",
+                                                                                 directions[-1], fused=False)
             for sampler in samplers:
                 for k in directions:
                     variants[f"{sampler} K={k}"] = forward_step(model, x, y, sampler, k)
-            # automatic chunking (default) against all K directions in one vmapped batch
+            # automatic chunking (default) against all K directions in one batch, and other chunk bounds
             variants[f"gaussian K={directions[-1]} unchunked"] = forward_step(
                 model, x, y, "gaussian", directions[-1], chunk_size=None)
+            for bound in chunk_rows:
+                variants[f"gaussian K={directions[-1]} chunks of {bound} rows"] = forward_step(
+                    model, x, y, "gaussian", directions[-1], chunk_size=max(1, bound // batch_size))
             clocks = interleaved_clocks(variants, rounds=args.rounds)
-            seconds = {name: cpu for name, (_, cpu) in clocks.items()}
+            seconds = {name: both[clock] for name, both in clocks.items()}
             base = seconds["backprop"]
             for name, (wall, cpu) in clocks.items():
                 rows.append({"model": model_name, "batch": batch_size, "variant": name, "cpu ms": 1000 * cpu,
-                             "wall ms": 1000 * wall, "x backprop": cpu / base})
+                             "wall ms": 1000 * wall, "x backprop": seconds[name] / base})
             for sampler in samplers:
                 first, last = seconds[f"{sampler} K={directions[0]}"], seconds[f"{sampler} K={directions[-1]}"]
                 extra = (last - first) / max(directions[-1] - directions[0], 1) / base
                 summary.append({"model": model_name, "batch": batch_size, "sampler": sampler,
                                 "K=1 x backprop": first / base if directions[0] == 1 else None,
                                 "extra direction x backprop": extra})
-            print(f"{model_name} B={batch_size}: backprop {1000 * base:.2f} ms CPU", flush=True)
+            print(f"{model_name} B={batch_size}: backprop {1000 * base:.2f} ms", flush=True)
         if not args.no_memory:
             for variant in ["backprop", *map(str, directions)]:
                 name = "backprop" if variant == "backprop" else f"gaussian K={variant}"
@@ -223,6 +270,7 @@ def main() -> None:
         print()
         print_table(memory, ["model", "batch", "variant", "peak MiB"])
     write_json(args.out, rows, summary=summary, memory=memory, rounds=args.rounds, directions=directions,
+               clock="cpu" if clock else "wall",
                command=" ".join(["python", "benchmarks/forward_gradient.py", *sys.argv[1:]]))
 
 
