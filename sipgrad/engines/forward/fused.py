@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +60,10 @@ def fused_chunk_size(batch_size: int, directions: int, rows: int = FUSED_CHUNK_R
     return None if chunk >= directions else chunk
 
 
-@dataclass(frozen=True)
-class _Layer:
-    """One supported module and the names of its trainable weight / bias (None: absent or frozen)."""
+class _Layer(NamedTuple):
+    """One supported module, its step, and the names of its trainable weight / bias (None: absent or frozen).
+
+    A named tuple, not a dataclass: plans are built on every call, and this is cheaper to make."""
 
     module: nn.Module
     step: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -95,7 +97,7 @@ def _supported(module: nn.Module) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FusedPlan:
     """The layers of a supported model in order; see the module docstring for how tangents go through them."""
 
