@@ -58,7 +58,7 @@ from sipgrad.engines.forward.models import build_model
 from sipgrad.engines.forward.samplers import make_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import print_table, write_json
+from _timing import median_interval, print_table, write_json
 
 
 def make(model_name: str, batch_size: int):
@@ -195,6 +195,55 @@ def run_breakdown(models: list[str], batch_sizes: list[int], rounds: int, out: s
     write_json(out, rows, rounds=rounds, command=" ".join(["python", "benchmarks/forward_gradient.py", *sys.argv[1:]]))
 
 
+def paired_cpu_ratios(base: Callable[[], object], variant: Callable[[], object], rounds: int) -> list[float]:
+    """CPU time of ``variant`` / CPU time of ``base``, called back to back ``rounds`` times, order alternating (ABBA)."""
+    base(), variant()
+    ratios = []
+    for index in range(rounds):
+        spent = {}
+        for name, run in ((("base", base), ("variant", variant)) if index % 2 == 0 else
+                          (("variant", variant), ("base", base))):
+            began = time.process_time()
+            run()
+            spent[name] = time.process_time() - began
+        ratios.append(spent["variant"] / spent["base"])
+    return ratios
+
+
+def run_paired(models: list[str], batch_sizes: list[int], rounds: int, out: str, compile_too: bool) -> None:
+    """Goal 1 measured as paired ratios: each K = 1 step against a backprop step run right beside it.
+
+    A ratio of two calls made microseconds apart is far steadier on a shared machine than a
+    ratio of two medians; reported with a bootstrap 95% interval of the median ratio."""
+    rows = []
+    for model_name in models:
+        for batch_size in batch_sizes:
+            model, x, y = make(model_name, batch_size)
+            backprop = backprop_step(model, x, y)
+            variants = {"gaussian K=1 (fused)": forward_step(model, x, y, "gaussian", 1),
+                        "rademacher K=1 (fused)": forward_step(model, x, y, "rademacher", 1),
+                        "gaussian K=1 (general path)": forward_step(model, x, y, "gaussian", 1, fused=False)}
+            if compile_too:
+                compiled = compiled_backprop_step(model, x, y)
+                variants["gaussian K=1 (fused + torch.compile)"] = forward_step(model, x, y, "gaussian", 1,
+                                                                                compiled=True)
+                variants["backprop, torch.compile"] = compiled
+            for name, run in variants.items():
+                median, low, high = median_interval(paired_cpu_ratios(backprop, run, rounds))
+                rows.append({"model": model_name, "batch": batch_size, "variant": name, "x backprop": median,
+                             "95% low": low, "95% high": high})
+            if compile_too:
+                median, low, high = median_interval(paired_cpu_ratios(
+                    compiled, variants["gaussian K=1 (fused + torch.compile)"], rounds))
+                rows.append({"model": model_name, "batch": batch_size,
+                             "variant": "gaussian K=1 (fused + torch.compile) / compiled backprop",
+                             "x backprop": median, "95% low": low, "95% high": high})
+            print(f"{model_name} B={batch_size} done", flush=True)
+    print_table(rows, ["model", "batch", "variant", "x backprop", "95% low", "95% high"])
+    write_json(out, rows, rounds=rounds, clock="cpu",
+               command=" ".join(["python", "benchmarks/forward_gradient.py", *sys.argv[1:]]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mlp,cnn")
@@ -211,11 +260,17 @@ def main() -> None:
     parser.add_argument("--memory-batch", type=int, default=1024, help="batch size of the memory runs")
     parser.add_argument("--breakdown", action="store_true",
                         help="only break a K = 1 step into its parts (sampling, JVP, combining) beside backprop")
+    parser.add_argument("--paired", action="store_true",
+                        help="only goal 1: paired CPU-time ratios of K = 1 steps to backprop, with 95%% intervals")
     parser.add_argument("--out", default="benchmarks/results/forward_gradient.json")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     clock = 1 if args.threads == 1 else 0  # index into (wall, cpu): CPU time adds threads up
+    if args.paired:
+        run_paired(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.rounds,
+                   args.out, args.compile)
+        return
     if args.breakdown:
         run_breakdown(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.rounds,
                       args.out, args.compile)

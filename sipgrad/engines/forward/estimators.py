@@ -256,6 +256,9 @@ def _fused_estimate(plan: FusedPlan, model: nn.Module, inputs: torch.Tensor, lab
             loss, derivatives, gradient = compiled_gaussian()(plan, inputs, labels, flat, directions, chunk_size)
             return GradientEstimate(loss, gradient, derivatives)
         loss, derivatives = plan.derivatives(inputs, labels, tangents, chunk_size)
+        if directions == 1:  # the direction is spent: its buffer becomes g = d v, its views the gradient's
+            flat.mul_(derivatives)
+            return GradientEstimate(loss, {name: v[0] for name, v in tangents.items()}, derivatives)
         return GradientEstimate(loss, flat_combine(derivatives, flat, params), derivatives)
     layer_inputs = capture_layer_inputs(model, inputs) if sampler.needs_layer_inputs else None
     tangents = sampler.sample(params, directions, generator, layer_inputs)
