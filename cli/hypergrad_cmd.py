@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="K",
                         help="reverse mode: store every K-th state and recompute the rest (default 1: store all; "
                              "0: keep autograd's whole unrolled graph instead, fastest, most memory)")
+    parser.add_argument("--store-activations", action="store_true",
+                        help="reverse mode: also keep each stored step's activations (its gradient's graph), so the "
+                             "backward sweep does not recompute them: as fast as the whole graph, more memory than "
+                             "the trajectory alone")
     parser.add_argument("--compile", action="store_true",
                         help="forward mode: torch.compile the Hessian-vector products (minutes to compile)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (a list of records)")
@@ -94,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
                                      hidden=args.hidden, update=args.update, dtype=dtype)
     hyper = seed_hyperparameters(problem.inner, eta=args.eta, mu=args.mu)
     modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
-    options = {"reverse": {"checkpoint_every": args.checkpoint_every or None}, "forward": {"compiled": args.compile}}
+    options = {"reverse": {"checkpoint_every": args.checkpoint_every or None,
+                           "store_activations": args.store_activations},
+               "forward": {"compiled": args.compile}}
     records = []
     bar = progress_bar(args.hyper_steps * len(modes), "hypergrad", unit="run")
     try:

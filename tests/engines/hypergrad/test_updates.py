@@ -109,6 +109,35 @@ def test_fused_tangent_step_equals_jvp_of_the_update(update):
         torch.testing.assert_close(new_w[n], plain_w[n], rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.parametrize("update", ["rfho", "torch"])
+@pytest.mark.parametrize("keep", [False, True])
+def test_structured_reverse_step_equals_vjp_of_the_update(update, keep):
+    """traced_step is the update; adjoint_step is (p_w', p_v') . d(update)/d(w, v, h), with or without a kept graph."""
+    problem = smooth_problem(update=update)
+    hyper = nonzero_hyper(problem)
+    inner = problem.inner
+    generator = torch.Generator().manual_seed(5)
+    w = {n: t + 0.1 * torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in inner.weights.items()}
+    v = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
+    pw = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
+    pv = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
+    batch = inner.batch(3)
+    (want_w, want_v), pullback = torch.func.vjp(lambda w_, v_, h_: inner.update(w_, v_, batch, h_), w, v, hyper)
+    want_pw, want_pv, want_h = pullback((pw, pv))
+    new_w, new_v, graph = inner.update.traced_step(w, v, batch, hyper, tuple(hyper), keep)
+    assert (graph is not None) == keep
+    got_pw, got_pv, got_h = inner.update.adjoint_step(w, v, new_v, None if keep else batch, hyper, tuple(hyper),
+                                                      pw, pv, graph)
+    for n in w:
+        torch.testing.assert_close(new_w[n], want_w[n], rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(new_v[n], want_v[n], rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(got_pw[n], want_pw[n], rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(got_pv[n], want_pv[n], rtol=1e-12, atol=1e-13)
+    assert set(got_h) == set(hyper)
+    for name in hyper:
+        torch.testing.assert_close(got_h[name], want_h[name], rtol=1e-12, atol=1e-13)
+
+
 def test_l1_at_zero_uses_autograds_subgradient_zero():
     """At W == 0 exactly, d|W|/dW is taken as 0 (sign(0)), as autograd does for abs."""
     w = {"w": torch.tensor([[0.0, 2.0]], dtype=torch.float64)}
