@@ -57,6 +57,10 @@ def main() -> None:
         rows.append({"run": "import sipgrad + load_model (baseline)", "peak_mib": baseline})
         torch_only = peak_mib([sys.executable, "-c", "import os, torch; os._exit(0)"])
         rows.append({"run": "import torch", "peak_mib": torch_only})
+        small = Path(scratch) / "small.jpg"
+        Image.fromarray(data.chelsea()).save(small, quality=90)
+        rows.append({"run": "explain, the same photo at 451 x 300", "peak_mib": peak_mib(
+            [sys.executable, "-m", "sipgrad_cli", "explain", str(small), "--out", str(Path(scratch) / "small")])})
         for dtype in ("float32", "float16"):
             out = Path(scratch) / dtype
             peak = peak_mib([sys.executable, "-m", "sipgrad_cli", "explain", str(photo), "--out", str(out),
