@@ -50,6 +50,10 @@ def test_training_tables_match_their_json():
             assert steps == (str(runs[label]["steps_to_90"]) if runs[label]["steps_to_90"] is not None else "never")
 
 
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
 def test_performance_tables_match_the_benchmark_json():
     text = (DOCS / "forward.md").read_text()
     benchmark = json.loads((DOCS / "data" / "forward_gradient_benchmark.json").read_text())
@@ -58,12 +62,32 @@ def test_performance_tables_match_the_benchmark_json():
     assert len(rows) == len(summary)
     for model, batch, sampler, first, extra in rows:
         entry = summary[model, int(batch), sampler]
-        assert first == f"{entry['K=1 x backprop']:.2f}x" and extra == f"{entry['extra direction x backprop']:.2f}x"
+        assert first == _ratio(entry["K=1 x backprop"]) and extra == _ratio(entry["extra direction x backprop"])
+    variants = {(r["model"], int(r["batch"]), r["variant"]): r for r in benchmark["rows"]}
+    gaussian = _table_rows(text, "| model | B | backprop ms | K=1 | K=8 | K=64 |")
+    assert len(gaussian) == 4
+    for model, batch, base, *cells in gaussian:
+        b = int(batch)
+        assert base == f"{variants[model, b, 'backprop']['cpu ms']:.2f}"
+        names = ["gaussian K=1", "gaussian K=8", "gaussian K=64", "gaussian K=64 unchunked",
+                 "gaussian K=1 general path", "gaussian K=64 general path"]
+        assert cells[:-1] == [_ratio(variants[model, b, name]["x backprop"]) for name in names]
+        assert cells[-1] == _ratio(summary[model, b, "gaussian"]["extra direction x backprop"])
     memory = {(m["model"], m["variant"]): m["peak MiB"] for m in benchmark["memory"]}
     for model, _batch, variant, peak in _table_rows(text, "| model | B | step | peak MiB |"):
         assert peak == f"{memory[model, variant]:.1f}"
-    breakdown = json.loads((DOCS / "data" / "forward_k1_breakdown.json").read_text())
-    jvp_alone = next(r for r in breakdown["rows"] if r["model"] == "mlp" and r["part"].startswith("torch.func.jvp"))
-    used = next(r for r in breakdown["rows"] if r["model"] == "mlp" and r["part"] == "directional_derivatives K=1")
-    assert f"with one direction {jvp_alone['x backprop']:.2f}x" in text
-    assert f"dual-tensor JVP used here {used['x backprop']:.2f}x" in text
+    paired = {(r["model"], int(r["batch"]), r["variant"]): r
+              for r in json.loads((DOCS / "data" / "forward_k1_paired.json").read_text())["rows"]}
+    table = _table_rows(text, "| model | B | fused K=1 | fused K=1 + torch.compile |")
+    assert len(table) == 4
+    for model, batch, *cells in table:
+        names = ["gaussian K=1 (fused)", "gaussian K=1 (fused + torch.compile)", "gaussian K=1 (general path)",
+                 "backprop, torch.compile", "gaussian K=1 (fused + torch.compile) / compiled backprop"]
+        for cell, name in zip(cells, names):
+            r = paired[model, int(batch), name]
+            assert cell == f"{r['x backprop']:.2f}x ({r['95% low']:.2f}-{r['95% high']:.2f})"
+    breakdown = {(r["model"], r["part"]): r["x backprop"]
+                 for r in json.loads((DOCS / "data" / "forward_k1_breakdown.json").read_text())["rows"]}
+    assert f"fused tangents + primal + loss: {_ratio(breakdown['mlp', 'fused: tangents + loss K=1'])}" in text
+    assert f"the whole step: {_ratio(breakdown['mlp', 'fused: whole estimate K=1'])}" in text
+    assert f"dual-tensor JVP alone cost {_ratio(breakdown['mlp', 'general: dual-tensor JVP K=1'])}" in text
