@@ -5,7 +5,9 @@
 cost one batched forward pass, not K Python-level passes. ``estimate_gradient`` turns the
 derivatives into the forward gradient mean_k (grad L . v_k) v_k; ``model_gradient_estimate``
 does it for an ``nn.Module`` and a loss, capturing layer inputs for samplers that need them
-and naming the layer when forward mode cannot run through one.
+and naming the layer when forward mode cannot run through one. For plain linear / conv
+stacks with cross-entropy it takes ``fused``'s hand-written tangent path instead, several
+times cheaper per op on small models (same derivatives, tested).
 """
 
 from __future__ import annotations

@@ -8,17 +8,20 @@ step (docs/forward.md, Performance). This module computes the same derivatives b
 models built from a few layer types, the way a forward-mode implementation written for
 them would:
 
-* The tangents of all K directions travel as one tensor, examples first (B x K x ...), so a
-  layer's tangent needs no vmap and no permutes.
+* The tangents of all K directions travel as one tensor: B x K x C x H x W for images,
+  K x F x B for features (which run transposed, features x examples: the classifier's
+  matmuls and a softmax over a contiguous class axis are several times faster that way on
+  batches of 10-class rows). No vmap, no dual tensors.
 * A layer's weight directions enter as ONE op with the K weight tangents stacked: for a
-  linear layer ``x @ cat(V_1..V_K)^T + cat(u_1..u_K)`` (one ``addmm``), for a convolution
-  ``conv(x, cat(V_1..V_K))`` with the K tangents concatenated along the output channels
+  linear layer ``cat(V_1..V_K) h + cat(u_1..u_K)`` (one ``addmm``), for a convolution
+  ``conv(h, cat(V_1..V_K))`` with the K tangents concatenated along the output channels
   (one conv on the shared input, K times the output channels). The input is read once for
   all K directions, which is where batching directions gains arithmetic intensity.
 * The tangent arriving from the layer below goes through the layer's own weight as one op
-  on the B*K rows (``addmm_`` into the same buffer, or one conv over a B*K batch).
+  (``addmm_`` / ``baddbmm_`` into the same buffer, or one conv over a B*K batch).
 * ReLU's tangent is one ``threshold_backward`` (the tangent where the input is positive),
-  max pooling's a gather at the pooling indices.
+  max pooling's a gather at the pooling indices; ReLU then max pooling runs as pooling then
+  ReLU (same values, same derivatives on ties), masking a quarter of the elements.
 * Cross-entropy's tangent is softmax(z) . dz - dz[label]: with G = softmax(z) - onehot(y),
   the derivative along direction k is sum_b G_b . dz_bk / B.
 
@@ -48,9 +51,9 @@ from sipgrad.engines.forward.models import GlobalAveragePool
 
 Params = Mapping[str, torch.Tensor]
 # Rows (directions x examples) per chunk when chunking is automatic. Measured on the digits
-# CNN at B = 256 (benchmarks/forward_gradient.py --chunk-rows): the per-direction cost is flat
-# from 512 to 4,096 rows; a chunk recomputes the plain forward pass, so fewer, larger chunks
-# are cheaper until the tangents no longer fit in cache.
+# MLP and CNN at B = 64 and 256 (benchmarks/forward_gradient.py --chunk-rows, docs/forward.md):
+# 2,048 and 4,096 are within noise of each other, 512 is slower (each chunk reruns the plain
+# forward pass), and one unchunked batch is slower at B = 256 (K x B tangents leave the caches).
 FUSED_CHUNK_ROWS = 2048
 
 
