@@ -91,3 +91,20 @@ def test_performance_tables_match_the_benchmark_json():
     assert f"fused tangents + primal + loss: {_ratio(breakdown['mlp', 'fused: tangents + loss K=1'])}" in text
     assert f"the whole step: {_ratio(breakdown['mlp', 'fused: whole estimate K=1'])}" in text
     assert f"dual-tensor JVP alone cost {_ratio(breakdown['mlp', 'general: dual-tensor JVP K=1'])}" in text
+
+
+def test_two_thread_table_matches_its_json():
+    text = (DOCS / "forward.md").read_text()
+    benchmark = json.loads((DOCS / "data" / "forward_gradient_benchmark_2threads.json").read_text())
+    assert benchmark["machine"]["threads"] == 2 and benchmark["clock"] == "wall"
+    variants = {(r["model"], int(r["batch"]), r["variant"]): r for r in benchmark["rows"]}
+    summary = {(s["model"], int(s["batch"])): s for s in benchmark["summary"]}
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text[text.index("| model | B | backprop wall ms |"):].splitlines()[2:6]]
+    assert len(rows) == 4
+    for model, batch, base, *cells in rows:
+        b = int(batch)
+        assert base == f"{variants[model, b, 'backprop']['wall ms']:.2f}"
+        names = ["gaussian K=1", "gaussian K=8", "gaussian K=64", "gaussian K=64 unchunked", "gaussian K=1 general path"]
+        assert cells[:-1] == [_ratio(variants[model, b, name]["x backprop"]) for name in names]
+        assert cells[-1] == _ratio(summary[model, b]["extra direction x backprop"])
