@@ -105,6 +105,7 @@ def test_two_thread_table_matches_its_json():
     for model, batch, base, *cells in rows:
         b = int(batch)
         assert base == f"{variants[model, b, 'backprop']['wall ms']:.2f}"
-        names = ["gaussian K=1", "gaussian K=8", "gaussian K=64", "gaussian K=64 unchunked", "gaussian K=1 general path"]
+        names = ["gaussian K=1", "gaussian K=8", "gaussian K=64", "gaussian K=64 unchunked",
+                 "gaussian K=1 general path"]
         assert cells[:-1] == [_ratio(variants[model, b, name]["x backprop"]) for name in names]
         assert cells[-1] == _ratio(summary[model, b]["extra direction x backprop"])
