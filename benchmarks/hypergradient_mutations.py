@@ -129,13 +129,6 @@ MUTATIONS = [
         T + "test_modes.py " + T + "test_updates.py",
     ),
     (
-        "forward: every Hessian-vector product along the first direction",
-        H + "updates.py",
-        "            products = torch.autograd.grad([g for _, g in outputs], inputs, [directions[name][i] for name, _ in outputs],",
-        "            products = torch.autograd.grad([g for _, g in outputs], inputs, [directions[name][0] for name, _ in outputs],",
-        T + "test_updates.py " + T + "test_modes.py",
-    ),
-    (
         "wrong batch index in the fused reverse sweep",
         H + "modes.py",
         "        return self.problem.batch(step)",

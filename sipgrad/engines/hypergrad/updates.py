@@ -126,32 +126,6 @@ class HeavyBall:
 
         return vmap(one, out_dims=(None, 0))(directions, loss_directions)
 
-    def _hvp_double_backward(self, weights: Params, directions: Params, batch: Batch,
-                             hyper: Mapping[str, torch.Tensor]) -> tuple[Params, Params]:
-        """The inner gradient and H z for each of the m directions z, by double backward through one graph.
-
-        H is symmetric, so H z = d<g, z>/dw: one backward pass through the gradient's graph
-        per direction, the graph built once. On the seed's MLP this is faster than the
-        ``vmap``-ed ``jvp`` of ``grad`` (``_hvp_batch``), by about a sixth at m = 8 and a
-        third at m = 1 (benchmarks/hypergradient.py measures the modes). It cannot give
-        the tangents of loss hyperparameters (a column of d g / d h, not a row), so
-        ``tangent_step`` uses ``_hvp_batch`` when those are differentiated.
-        """
-        graph = self.gradient_graph(weights, batch, hyper, (), create_graph=True)
-        outputs = [(name, g) for name, g in graph.gradient.items() if g.requires_grad]
-        inputs = list(graph.weights.values())
-        m = next(iter(directions.values())).shape[0]
-        hvp = {name: torch.zeros_like(z) for name, z in directions.items()}
-        for i in range(m):
-            if not outputs:
-                break
-            products = torch.autograd.grad([g for _, g in outputs], inputs, [directions[name][i] for name, _ in outputs],
-                                           retain_graph=i < m - 1, allow_unused=True)
-            for name, product in zip(graph.weights, products):
-                if product is not None:
-                    hvp[name][i] = product
-        return graph.gradient_values(), hvp
-
     @property
     def hyperparameters(self) -> tuple[str, ...]:
         """Names this update reads, in a stable order (penalties first, as RFHO prints them)."""
@@ -222,14 +196,12 @@ class HeavyBall:
         m = next(iter(tangent_w.values())).shape[0]
         loss_directions = {name: _one_hot(m, rows.get(name), value) for name, value in loss_hyper.items()}
 
+        hvp_batch = self._hvp_batch
         if compiled:
             if self._compiled is None:
                 object.__setattr__(self, "_compiled", torch.compile(self._hvp_batch, dynamic=False))
-            gradient, hvp = self._compiled(weights, tangent_w, loss_hyper, loss_directions, batch)
-        elif any(name in rows for name in self.loss_hyper):  # d g / d(loss hyper) columns: forward mode's job
-            gradient, hvp = self._hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
-        else:
-            gradient, hvp = self._hvp_double_backward(weights, tangent_w, batch, hyper)
+            hvp_batch = self._compiled
+        gradient, hvp = hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
         extra = self.penalty_gradient(weights, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         by_param: dict[str, list[Penalty]] = {}

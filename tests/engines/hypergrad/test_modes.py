@@ -224,9 +224,7 @@ def test_divergence_is_an_error_naming_the_step_never_a_clipped_number(mode):
     problem = smooth_problem(steps=40, dtype=torch.float32)
     hyper = {name: value.float() for name, value in nonzero_hyper(problem, eta=10.0).items()}
     hyper.update({f"rho_l2_{k}": torch.tensor(10.0) for k in range(3)})  # |1 - 2 eta rho| = 199: w grows 199x a step
-    # Weights overflow float32 near step 16; forward mode's tangents (double backward through logits of
-    # ~1e20) can turn NaN a few steps earlier. Either way a middle step is named, not 0 and not the last.
-    with pytest.raises(NonFiniteError, match=r"non-finite .* at inner step ([5-9]|1[0-9]|2[0-9])\b"):
+    with pytest.raises(NonFiniteError, match=r"non-finite .* at inner step (1[0-9]|2[0-9])\b"):
         hypergradient(problem.inner, hyper, mode)
     with pytest.raises(NonFiniteError, match="hyperparameter eta is not finite"):
         hypergradient(problem.inner, {**hyper, "eta": torch.tensor(float("nan"))}, mode)
