@@ -184,6 +184,48 @@ MUTATIONS = [
         "            stored[step] = (weights, velocity, stored[step - 1][2] if step else graph)",
         T + "test_modes.py",
     ),
+    (
+        "fused HVP: the delta dW_k term of the back-propagated tangent dropped",
+        H + "fused.py",
+        "                below.view(examples, m * features).addmm_(g, dw.transpose(0, 1).reshape(out, m * features))",
+        "                pass",
+        T + "test_fused.py",
+    ),
+    (
+        "fused HVP: the delta^T dh term of the weight-gradient tangent dropped",
+        H + "fused.py",
+        "                dgw = torch.add(from_error, from_input.transpose(0, 1), out=w.new_empty(m, out, features))",
+        "                dgw = from_error.contiguous()",
+        T + "test_fused.py",
+    ),
+    (
+        "fused HVP: softmax tangent sign flipped",
+        H + "fused.py",
+        "    ddelta = dlogits - (pu * dlogits).sum(2, keepdim=True)",
+        "    ddelta = dlogits + (pu * dlogits).sum(2, keepdim=True)",
+        T + "test_fused.py",
+    ),
+    (
+        "fused HVP: ReLU mask left off the forward tangent",
+        H + "fused.py",
+        "                dh = torch.ops.aten.threshold_backward(dh, h.unsqueeze(1), 0)",
+        "                dh = dh",
+        T + "test_fused.py",
+    ),
+    (
+        "fused HVP: tangent from below through direction 0's weight instead of W",
+        H + "fused.py",
+        "                dz.view(examples * m, out).addmm_(dh.reshape(examples * m, features), w.t())",
+        "                dz.view(examples * m, out).addmm_(dh.reshape(examples * m, features), dw[0].t())",
+        T + "test_fused.py",
+    ),
+    (
+        "finiteness watch: only the maximum (misses -inf)",
+        H + "modes.py",
+        "        extremes = [x for t in tensors if t.numel() for x in torch.aminmax(t.detach())]",
+        "        extremes = [torch.aminmax(t.detach())[1] for t in tensors if t.numel()]",
+        T + "test_fused.py",
+    ),
 ]
 results = []
 os.chdir(pathlib.Path(__file__).resolve().parents[1])

@@ -14,7 +14,7 @@ the plain mean cross-entropy on the whole validation split.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sipgrad.datasets import SmallDataset, Split
+from sipgrad.engines.hypergrad.fused import plan_for
 from sipgrad.engines.hypergrad.updates import (
     Batch,
     InnerUpdate,
@@ -151,7 +152,11 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
         return loss(current, (val_x, val_y))
 
     penalties = layerwise_penalties(penalized_parameters(weights), vector=vector_penalties)
-    inner = InnerProblem(weights, make_update(update, loss, penalties), batch, validation_loss, steps)
+    inner_update = make_update(update, loss, penalties)
+    plan = plan_for(model)  # a plain stack: forward mode's tangent step is written out (hypergrad/fused.py)
+    if plan is not None:
+        inner_update = replace(inner_update, network=plan)
+    inner = InnerProblem(weights, inner_update, batch, validation_loss, steps)
     return ClassificationProblem(inner, model, data, schedule)
 
 

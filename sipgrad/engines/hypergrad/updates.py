@@ -33,6 +33,7 @@ from typing import Protocol
 import torch
 from torch.func import grad, jvp, vmap
 
+from sipgrad.engines.hypergrad.fused import SequentialPlan, gradient_and_hvps
 from sipgrad.errors import SipgradError
 
 Params = dict[str, torch.Tensor]
@@ -103,6 +104,12 @@ class HeavyBall:
     ``l2_scale`` is the derivative factor of the L2 term: 2 for RFHO's ``rho ||W||^2``, 1
     for PyTorch's weight decay. Hyperparameters read: ``eta``, ``mu``, each penalty's
     coefficient and ``loss_hyper``.
+
+    ``network`` (set by ``classification_problem`` when it recognises the model: a plain
+    ``nn.Sequential`` of Linear / ReLU / Flatten / Identity under mean cross-entropy, see
+    ``hypergrad/fused.py``) says that ``loss`` is that network's loss; ``tangent_step`` then
+    computes the gradient and its m Hessian-vector products by hand instead of by vmapped
+    ``jvp`` of ``grad``. Whoever sets it vouches that ``loss`` is exactly that function.
     """
 
     loss: Callable[..., torch.Tensor]
@@ -111,6 +118,7 @@ class HeavyBall:
     learning_rate: str = LEARNING_RATE
     momentum: str = MOMENTUM
     loss_hyper: tuple[str, ...] = ()
+    network: SequentialPlan | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_gradient", grad(self.loss))
@@ -191,17 +199,23 @@ class HeavyBall:
         ``tangent_w`` and ``tangent_v`` are consumed (updated in place). ``compiled`` runs the
         Hessian-vector products through ``torch.compile`` (compiled once per update and shape;
         the compilation takes minutes on CPU, so it pays only for long or repeated runs).
+        With a recognised ``network`` (and no loss hyperparameters, not ``compiled``) the
+        gradient and the m products come from ``fused.gradient_and_hvps`` instead: the same
+        numbers, written out layer by layer with the m tangents in one matmul per product.
         """
         loss_hyper = {name: hyper[name] for name in self.loss_hyper}
         m = next(iter(tangent_w.values())).shape[0]
         loss_directions = {name: _one_hot(m, rows.get(name), value) for name, value in loss_hyper.items()}
 
-        hvp_batch = self._hvp_batch
-        if compiled:
-            if self._compiled is None:
-                object.__setattr__(self, "_compiled", torch.compile(self._hvp_batch, dynamic=False))
-            hvp_batch = self._compiled
-        gradient, hvp = hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
+        if self.network is not None and not loss_hyper and not compiled and self.network.applies(weights, batch):
+            gradient, hvp = gradient_and_hvps(self.network, weights, tangent_w, batch)
+        else:
+            hvp_batch = self._hvp_batch
+            if compiled:
+                if self._compiled is None:
+                    object.__setattr__(self, "_compiled", torch.compile(self._hvp_batch, dynamic=False))
+                hvp_batch = self._compiled
+            gradient, hvp = hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
         extra = self.penalty_gradient(weights, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         by_param: dict[str, list[Penalty]] = {}

@@ -1,0 +1,173 @@
+"""The hand-written forward-over-reverse step for plain stacks (hypergrad/fused.py) against the general path."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from sipgrad.datasets import load_digits
+from sipgrad.engines.hypergrad import (
+    classification_problem,
+    forward_hypergradient,
+    reverse_hypergradient,
+    seed_hyperparameters,
+)
+from sipgrad.engines.hypergrad.fused import gradient_and_hvps, plan_for
+from sipgrad.engines.hypergrad.modes import _FiniteWatch
+from sipgrad.errors import SipgradError
+from tests.engines.hypergrad.conftest import nonzero_hyper, synthetic_data
+
+F64 = torch.float64
+
+
+def general(inner):
+    """The same problem with the fused plan removed: forward mode's vmapped jvp of grad."""
+    return dataclasses.replace(inner, update=dataclasses.replace(inner.update, network=None))
+
+
+def odd_stack(seed: int = 0) -> nn.Sequential:
+    """Every recognised layer: Flatten, Identity, a bias-free Linear, two Linears in a row, a trailing ReLU."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 7, bias=False), nn.ReLU(), nn.Identity(), nn.Linear(7, 5),
+                         nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3), nn.ReLU())
+
+
+def relu_problem(model=None, steps: int = 6, update: str = "rfho", dtype=F64, batch_size: int = 15):
+    model = odd_stack() if model is None else model
+    return classification_problem(synthetic_data(), steps=steps, batch_size=batch_size, update=update,
+                                  dtype=dtype, model=model)
+
+
+def _close(a: dict, b: dict, rel: float) -> None:
+    for name, value in a.items():
+        scale = max(float(b[name].abs().max()), 1e-12)
+        assert float((value - b[name]).abs().max()) <= rel * scale, (name, value, b[name])
+
+
+def test_plain_stacks_are_recognised_and_anything_else_is_left_to_the_general_path():
+    plan = plan_for(odd_stack())
+    assert plan is not None
+    assert [op.kind for op in plan.ops] == ["flatten", "linear", "relu", "linear", "linear", "relu", "linear", "relu"]
+    assert plan.ops[1].bias is None and plan.ops[3].bias == "4.bias"
+    assert relu_problem().inner.update.network == plan
+
+    assert plan_for(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2))) is None
+
+    class MyLinear(nn.Linear):
+        pass
+    assert plan_for(nn.Sequential(MyLinear(3, 2))) is None  # a subclass may change forward
+    assert plan_for(nn.Sequential(nn.Flatten(0), nn.Linear(3, 2))) is None
+    shared = nn.Linear(3, 3)
+    assert plan_for(nn.Sequential(shared, nn.ReLU(), shared)) is None
+    frozen = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    frozen[0].weight.requires_grad_(False)
+    assert plan_for(frozen) is None
+    hooked = nn.Sequential(nn.Linear(3, 2))
+    hooked[0].register_forward_hook(lambda module, args, out: 2 * out)
+    assert plan_for(hooked) is None
+    assert plan_for(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))) is None  # buffers
+
+
+def test_gradient_and_products_equal_vmapped_jvp_of_grad_in_float64_with_a_relu_at_zero():
+    problem = relu_problem()
+    update, inner = problem.inner.update, problem.inner
+    inputs, labels = inner.batch(0)
+    inputs = inputs.clone()
+    inputs[0] = 0.0  # the bias-free first layer gives z == 0 exactly: ReLU's derivative there is 0 in both
+    generator = torch.Generator().manual_seed(3)
+    m = 5
+    directions = {n: torch.randn(m, *w.shape, generator=generator, dtype=F64) for n, w in inner.weights.items()}
+    gradient, hvp = gradient_and_hvps(update.network, inner.weights, directions, (inputs, labels))
+    want_gradient, want_hvp = update._hvp_batch(inner.weights, directions, {}, {}, (inputs, labels))
+    assert set(hvp) == set(want_hvp) == set(inner.weights)
+    for name in inner.weights:
+        assert hvp[name].shape == (m, *inner.weights[name].shape)
+        torch.testing.assert_close(gradient[name], want_gradient[name], rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(hvp[name], want_hvp[name], rtol=1e-10, atol=1e-13)
+        assert float(hvp[name].abs().max()) > 1e-6, name  # every parameter's product is exercised
+    # linear in the directions: the m products are m independent Hessian-vector products
+    single = {n: d[2:3] for n, d in directions.items()}
+    _, one = gradient_and_hvps(update.network, inner.weights, single, (inputs, labels))
+    for name in inner.weights:
+        torch.testing.assert_close(one[name][0], hvp[name][2], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("update", ["rfho", "torch"])
+def test_fused_forward_hypergradient_equals_the_general_forward_mode_in_float64(update):
+    problem = relu_problem(steps=7, update=update)
+    hyper = nonzero_hyper(problem, eta=0.3, mu=0.6)
+    fused = forward_hypergradient(problem.inner, hyper)
+    plain = forward_hypergradient(general(problem.inner), hyper)
+    assert set(fused.hypergradient) == set(hyper)
+    _close(fused.hypergradient, plain.hypergradient, 1e-10)
+    for name in problem.inner.weights:
+        torch.testing.assert_close(fused.weights[name], plain.weights[name], rtol=1e-12, atol=1e-14)
+    reverse = reverse_hypergradient(problem.inner, hyper, store_activations=True)
+    _close(fused.hypergradient, reverse.hypergradient, 1e-9)
+    # a subset of the hyperparameters: the fixed ones have no tangent row
+    wrt = ("rho_l2_1", "mu")
+    _close(forward_hypergradient(problem.inner, hyper, wrt).hypergradient,
+           forward_hypergradient(general(problem.inner), hyper, wrt).hypergradient, 1e-10)
+
+
+def test_l1_kink_sign_of_zero_is_zero_and_has_no_derivative():
+    """One step from weights with exact zeros: w_1 = w_0 - eta (g + rho sign(w_0)), sign(0) = 0, so
+    dE/d rho_l1 = -eta <dE/dw_1, sign(w_0)> gets nothing from the zero entries."""
+    model = odd_stack(seed=1)
+    with torch.no_grad():
+        model[1].weight[:, :3] = 0.0
+        model[4].weight[0] = 0.0
+    problem = relu_problem(model=model, steps=1)
+    inner = problem.inner
+    hyper = nonzero_hyper(problem, eta=0.3, mu=0.6)
+    fused = forward_hypergradient(inner, hyper)
+    _close(fused.hypergradient, forward_hypergradient(general(inner), hyper).hypergradient, 1e-10)
+    _close(fused.hypergradient, reverse_hypergradient(inner, hyper).hypergradient, 1e-10)
+    with torch.enable_grad():
+        leaves = {n: w.detach().requires_grad_() for n, w in fused.weights.items()}
+        grads = dict(zip(leaves, torch.autograd.grad(inner.validation_loss(leaves), list(leaves.values()))))
+    penalised = [n for n in inner.weights if inner.weights[n].dim() >= 2]
+    for k, name in enumerate(penalised):
+        want = -hyper["eta"] * torch.vdot(grads[name].reshape(-1), torch.sign(inner.weights[name]).reshape(-1))
+        assert abs(float(fused.hypergradient[f"rho_l1_{k}"] - want)) <= 1e-12 * max(1.0, abs(float(want)))
+        # the zero entries would have counted with sign(0) = +1 or -1
+        plus_one = -hyper["eta"] * grads[name][inner.weights[name] == 0].sum()
+        if float(plus_one.abs()) > 1e-8:
+            assert abs(float(fused.hypergradient[f"rho_l1_{k}"] - want - plus_one)) > 1e-9
+
+
+def test_float32_fused_forward_and_reverse_agree_to_1e_4_at_t_100_on_digits():
+    problem = classification_problem(load_digits(), steps=100, batch_size=50, seed=0, hidden=(32, 32))
+    assert problem.inner.update.network is not None
+    hyper = seed_hyperparameters(problem.inner, eta=0.05, mu=0.5, l1=1e-4, l2=1e-3)
+    forward = forward_hypergradient(problem.inner, hyper)
+    reverse = reverse_hypergradient(problem.inner, hyper, store_activations=True)
+    _close(forward.hypergradient, reverse.hypergradient, 1e-4)
+    assert float(forward.hypergradient["eta"]) < 0
+
+
+def test_the_fused_path_is_skipped_where_it_does_not_apply():
+    """Compiled runs, and batches whose labels are not integer classes, take the general path."""
+    problem = relu_problem(steps=2)
+    inner = problem.inner
+    assert not inner.update.network.applies(inner.weights, (torch.zeros(2, 6), torch.zeros(2, 3)))
+    assert not inner.update.network.applies({"x": torch.zeros(1)}, inner.batch(0))
+    assert inner.update.network.applies(inner.weights, inner.batch(0))
+
+
+def test_finiteness_watch_catches_nan_and_both_infinities_anywhere():
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float32, F64):
+            for position in (0, 17, 4095, 8191):
+                tensor = torch.ones(8, 1024, dtype=dtype)
+                tensor.view(-1)[position] = bad
+                watch = _FiniteWatch("tangent")
+                watch.add(3, [torch.zeros(5, dtype=dtype), tensor])
+                with pytest.raises(SipgradError, match="non-finite tangent at inner step 3"):
+                    watch.check()
+    watch = _FiniteWatch("tangent")
+    watch.add(0, [torch.zeros(0), torch.full((9,), 3e38)])
+    watch.check()
