@@ -15,29 +15,75 @@ from sipgrad.render.figure import pyplot
 
 def save_accuracy_curves(path: str | os.PathLike, curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],
                          title: str) -> None:
-    """Test accuracy vs training step, one line per (label, steps, accuracies); the legend sits outside the axes.
-
-    Backprop runs are dashed, forward-gradient runs solid; colours cycle through 20 so that
-    near-identical curves stay distinguishable.
-    """
+    """Write ``accuracy_figure(curves, title)`` as a PNG (atomically)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(11, 5.5))
-    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10").colors
-    for index, (label, steps, accuracies) in enumerate(curves):
-        ax.plot(steps, accuracies, label=label, linewidth=1.6, color=colours[index % len(colours)],
-                linestyle="--" if label.startswith("backprop") else "-")
-    ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("training step", fontsize=11)
-    ax.set_ylabel("test accuracy", fontsize=11)
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=11)
-    ax.tick_params(labelsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
+    fig = accuracy_figure(curves, title)
     with atomic_write(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def accuracy_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]], title: str):
+    """Test accuracy vs training step for (label, steps, accuracies) runs; backprop runs are dashed references.
+
+    Forward-gradient runs often trace nearly the same curve, and one line then hides the
+    next; with two or more of them the figure is small multiples: a panel per forward run,
+    each beside the backprop reference(s) and the 90% line, on shared axes.
+    """
+    plt = pyplot()
+    references = [curve for curve in curves if curve[0].startswith("backprop")]
+    runs = [curve for curve in curves if not curve[0].startswith("backprop")]
+    panels = [runs] if len(runs) <= 1 else [[run] for run in runs]
+    columns = min(len(panels), 3)
+    rows = math.ceil(len(panels) / columns)
+    single = len(panels) == 1
+    fig, axes = plt.subplots(rows, columns, figsize=(11, 5.5) if single else (4.6 * columns, 3.4 * rows + 0.6),
+                             squeeze=False, sharex=True, sharey=True)
+    colours = plt.get_cmap("tab10").colors
+    for number, (ax, panel) in enumerate(zip(axes.flat, panels)):
+        for index, (label, steps, accuracies) in enumerate(_references_for(panel, references, single)):
+            ax.plot(steps, accuracies, label=label, linewidth=1.4, linestyle="--",
+                    color="dimgrey" if index == 0 else colours[(index + 5) % len(colours)])
+        for index, (label, steps, accuracies) in enumerate(panel):
+            ax.plot(steps, accuracies, label=label, linewidth=1.6, color=colours[(number + index) % len(colours)])
+        ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+        if single:
+            ax.set_title(title, fontsize=11)
+            ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            ax.set_title(panel[0][0], fontsize=10)
+            ax.legend(fontsize=8, loc="lower right")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    for number, ax in enumerate(list(axes.flat)[:len(panels)]):
+        if number + columns >= len(panels):  # nothing below this panel: it carries the step axis
+            ax.set_xlabel("training step", fontsize=11)
+            ax.tick_params(labelbottom=True)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy", fontsize=11)
+    if not single:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def _settings(label: str) -> str:
+    """The parenthesised settings of a run label: "forward gaussian K=32 (adam, 5-bit)" -> "adam, 5-bit"."""
+    return label[label.rfind("(") + 1:label.rfind(")")] if label.endswith(")") else ""
+
+
+def _references_for(panel: Sequence[tuple[str, Sequence[int], Sequence[float]]],
+                    references: Sequence[tuple[str, Sequence[int], Sequence[float]]],
+                    single: bool) -> Sequence[tuple[str, Sequence[int], Sequence[float]]]:
+    """The backprop runs to draw beside a panel: in small multiples, the one with the panel's own
+    settings when there is one (binary variants each get their own reference), else all."""
+    if single:
+        return references
+    matching = [ref for ref in references if _settings(ref[0]) == _settings(panel[0][0])]
+    return matching or references
 
 
 def save_row_correlations(path: str | os.PathLike, correlations: Mapping[str, torch.Tensor], title: str) -> None:
