@@ -18,8 +18,10 @@ inputs (784-300-300-10, 328,810 weights: the seed's MNIST network, random data).
 Measured, in one process, interleaved (every round runs each variant once in turn; the
 median over rounds is reported):
 
-1. the goal (digits, T = 100, m = 8): forward (fused tangent step; also through
-   ``torch.compile``, whose one-off compilation is reported apart, unless --no-compile),
+1. the goal (digits, T = 100, m = 8): forward (fused tangent step with the hand-written
+   Hessian-vector products of hypergrad/fused.py; the same step with vmapped jvp of grad;
+   that step through ``torch.compile``, whose one-off compilation is reported apart,
+   unless --no-compile),
    forward (jvp of the whole update), reverse (stored trajectory, the seed's algorithm:
    structured adjoint step, and vjp of the whole update), reverse (trajectory plus each
    step's stored activations, also checkpointed every 10), reverse (autograd's whole
@@ -43,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -174,6 +177,9 @@ def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
             results[name] = peer(name, problem, inner, hyper, 100)
         return run
 
+    # The same problem without the recognised network: the fused tangent step's m Hessian-vector products by
+    # vmapped jvp of grad (the general path) instead of hypergrad/fused.py's hand-written one.
+    jvp_inner = replace(inner, update=replace(inner.update, network=None))
     began = time.perf_counter()
     if compiled:
         forward_hypergradient(inner, hyper, wrt, compiled=True)  # torch.compile happens here, once
@@ -182,6 +188,8 @@ def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
         "forward (fused)": ours("forward (fused)", lambda: forward_hypergradient(inner, hyper, wrt)),
         "forward (fused, compiled)": ours("forward (fused, compiled)",
                                           lambda: forward_hypergradient(inner, hyper, wrt, compiled=True)),
+        "forward (fused, jvp HVPs)": ours("forward (fused, jvp HVPs)",
+                                          lambda: forward_hypergradient(jvp_inner, hyper, wrt)),
         "forward (jvp of update)": ours("forward (jvp of update)",
                                         lambda: forward_hypergradient(inner, hyper, wrt, fused=False)),
         "reverse (trajectory)": ours("reverse (trajectory)", lambda: reverse_hypergradient(inner, hyper, wrt)),
