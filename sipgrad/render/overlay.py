@@ -15,7 +15,7 @@ import numpy as np
 from sipgrad.errors import SipgradError
 from sipgrad.io.atomic import atomic_write
 from sipgrad.io.png import write_png_rows
-from sipgrad.render.selection import all_finite, percentile
+from sipgrad.render.selection import CHUNK, all_finite, percentile
 
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "magma": cv2.COLORMAP_MAGMA,
@@ -115,13 +115,14 @@ def save_npy(path: str | os.PathLike, array: np.ndarray, dtype: str = "float32")
     """Write a ``.npy`` of ``dtype`` (float32 or float16) atomically; float16 clips to its finite range."""
     array = np.asarray(array)
     if dtype == "float16":
-        # Clipped and converted a block of rows at a time: a full-size clipped float32 copy of a
+        # Clipped and converted a chunk at a time: a full-size clipped float32 copy of a
         # 24-megapixel map would be 96 MB at the run's memory peak.
         limit = np.finfo(np.float16).max
         half = np.empty(array.shape, np.float16)
-        for start in range(0, max(array.shape[0], 1) if array.ndim else 1, ROWS_PER_CHUNK):
-            rows = slice(start, start + ROWS_PER_CHUNK) if array.ndim else ()
-            half[rows] = np.clip(array[rows], -limit, limit)  # no inf from a large value
+        source, target = np.ravel(array), half.reshape(-1)  # views for the usual contiguous map
+        for start in range(0, source.size, CHUNK):
+            part = slice(start, start + CHUNK)
+            target[part] = np.clip(source[part], -limit, limit)  # no inf from a large value
         array = half
     else:
         array = array.astype(np.dtype(dtype), copy=False)
