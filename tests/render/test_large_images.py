@@ -51,3 +51,11 @@ def test_compact_saliency_files(tmp_path, dtype, size):
     assert stored.dtype == np.dtype(dtype) and stored.itemsize == size and np.isfinite(stored).all()
     np.testing.assert_allclose(stored[0], values[0], rtol=1e-3)
     assert stored[1, 1] == pytest.approx(70000.0 if dtype == "float32" else 65504.0)  # float16 clips, never inf
+
+
+def test_float16_files_are_converted_in_chunks_to_the_same_values(tmp_path, monkeypatch):
+    module = importlib.import_module("sipgrad.render.overlay")
+    monkeypatch.setattr(module, "CHUNK", 7)  # many chunks, the last one partial
+    values = (np.random.default_rng(1).standard_normal((13, 11)) * 3e4).astype(np.float32)
+    save_npy(tmp_path / "m.npy", values, dtype="float16")
+    assert np.array_equal(np.load(tmp_path / "m.npy"), np.clip(values, -65504, 65504).astype(np.float16))
