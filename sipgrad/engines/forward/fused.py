@@ -45,9 +45,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _module_py
 
 from sipgrad.engines.forward.models import GlobalAveragePool
+from sipgrad.engines.module_hooks import global_hooks_present, has_hooks
 
 Params = Mapping[str, torch.Tensor]
 # Rows (directions x examples) per chunk when chunking is automatic. Measured on the digits
@@ -72,17 +72,6 @@ class _Layer(NamedTuple):
     step: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
     weight: str | None = None
     bias: str | None = None
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or getattr(module, "_backward_pre_hooks", None))
-
-
-def _global_hooks() -> bool:
-    return bool(getattr(_module_py, "_global_forward_hooks", None)
-                or getattr(_module_py, "_global_forward_pre_hooks", None)
-                or getattr(_module_py, "_global_backward_hooks", None))
 
 
 def _supported(module: nn.Module) -> bool:
@@ -274,10 +263,10 @@ def plan_for(model: nn.Module, loss_fn: object, inputs: torch.Tensor, labels: to
     """
     if loss_fn is not F.cross_entropy or labels.dim() != 1 or labels.dtype != torch.long:
         return None
-    if not inputs.is_floating_point() or inputs.dim() not in (2, 4) or _global_hooks():
+    if not inputs.is_floating_point() or inputs.dim() not in (2, 4) or global_hooks_present():
         return None
     if type(model) is nn.Sequential:
-        if _has_hooks(model):
+        if has_hooks(model):
             return None
         children = [(f"{name}.", module) for name, module in model._modules.items()]
     else:
@@ -285,7 +274,7 @@ def plan_for(model: nn.Module, loss_fn: object, inputs: torch.Tensor, labels: to
     regime = "features" if inputs.dim() == 2 else "image"
     layers, params = [], {}
     for prefix, module in children:
-        if module is None or not _supported(module) or _has_hooks(module):
+        if module is None or not _supported(module) or has_hooks(module):
             return None
         step, needs, after = _STEPS[type(module)]
         if needs is not None and needs != regime:

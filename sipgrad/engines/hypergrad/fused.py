@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sipgrad.engines.module_hooks import global_hooks_present, has_hooks
+
 Params = Mapping[str, torch.Tensor]
 
 
@@ -74,13 +76,13 @@ def plan_for(model: nn.Module) -> SequentialPlan | None:
     hooks, no module used twice. The types are matched exactly: a subclass may override
     ``forward``.
     """
-    if type(model) is not nn.Sequential or list(model.buffers()) or _hooked(model):
+    if type(model) is not nn.Sequential or list(model.buffers()) or has_hooks(model) or global_hooks_present():
         return None
     ops: list[Op] = []
     names: set[str] = set()
     seen: set[int] = set()
     for child_name, module in model._modules.items():  # what Sequential.forward runs (named_children dedups)
-        if id(module) in seen or _hooked(module):
+        if id(module) in seen or has_hooks(module):
             return None
         seen.add(id(module))
         kind = type(module)
@@ -103,11 +105,6 @@ def plan_for(model: nn.Module) -> SequentialPlan | None:
     if not any(op.kind == "linear" for op in ops):
         return None
     return SequentialPlan(tuple(ops), frozenset(names))
-
-
-def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or getattr(module, "_backward_pre_hooks", None))
 
 
 def gradient_and_hvps(plan: SequentialPlan, weights: Params, directions: Params,

@@ -69,6 +69,12 @@ def test_plain_stacks_are_recognised_and_anything_else_is_left_to_the_general_pa
     hooked[0].register_forward_hook(lambda module, args, out: 2 * out)
     assert plan_for(hooked) is None
     assert plan_for(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))) is None  # buffers
+    handle = nn.modules.module.register_module_forward_hook(lambda module, args, out: out)
+    try:
+        assert plan_for(nn.Sequential(nn.Linear(3, 2))) is None  # a global hook may change any module's output
+    finally:
+        handle.remove()
+    assert plan_for(nn.Sequential(nn.Linear(3, 2))) is not None
 
 
 def test_gradient_and_products_equal_vmapped_jvp_of_grad_in_float64_with_a_relu_at_zero():

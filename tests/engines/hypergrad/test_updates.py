@@ -80,14 +80,20 @@ def test_penalties_skip_biases_by_default_and_vector_form_names_entries():
         make_update("adam", lambda w, b: 0)
 
 
+def _perturbed_state(inner, generator):
+    """Weights moved off the initial point and a random velocity: a generic (w, v) to differentiate at."""
+    w = {n: t + 0.1 * torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in inner.weights.items()}
+    v = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
+    return w, v
+
+
 @pytest.mark.parametrize("update", ["rfho", "torch"])
 def test_fused_tangent_step_equals_jvp_of_the_update(update):
     problem = smooth_problem(update=update)
     hyper = nonzero_hyper(problem)
     inner = problem.inner
     generator = torch.Generator().manual_seed(3)
-    w = {n: t + 0.1 * torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in inner.weights.items()}
-    v = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
+    w, v = _perturbed_state(inner, generator)
     names = list(hyper)
     m = len(names)
     zw = {n: torch.randn((m, *t.shape), generator=generator, dtype=t.dtype) for n, t in w.items()}
@@ -117,8 +123,7 @@ def test_structured_reverse_step_equals_vjp_of_the_update(update, keep):
     hyper = nonzero_hyper(problem)
     inner = problem.inner
     generator = torch.Generator().manual_seed(5)
-    w = {n: t + 0.1 * torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in inner.weights.items()}
-    v = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
+    w, v = _perturbed_state(inner, generator)
     pw = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
     pv = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
     batch = inner.batch(3)
