@@ -166,7 +166,7 @@ MUTATIONS = [
     (
         "fused reverse: loss-hyperparameter (mixed) share dropped",
         H + "updates.py",
-        "            out[name] = out[name] + mixed",
+        "            out[name] = out[name] + share",
         "            out[name] = out[name]",
         T + "test_updates.py " + T + "test_modes.py",
     ),
@@ -201,14 +201,14 @@ MUTATIONS = [
     (
         "fused HVP: softmax tangent sign flipped",
         H + "fused.py",
-        "    ddelta = dlogits - (pu * dlogits).sum(2, keepdim=True)",
-        "    ddelta = dlogits + (pu * dlogits).sum(2, keepdim=True)",
+        "    ddelta = dh - (pu * dh).sum(2, keepdim=True)",
+        "    ddelta = dh + (pu * dh).sum(2, keepdim=True)",
         T + "test_fused.py",
     ),
     (
         "fused HVP: ReLU mask left off the forward tangent",
         H + "fused.py",
-        "                dh = torch.ops.aten.threshold_backward(dh, h.unsqueeze(1), 0)",
+        "                dh = torch.ops.aten.threshold_backward(dh, saved[index].unsqueeze(1), 0)",
         "                dh = dh",
         T + "test_fused.py",
     ),
@@ -217,6 +217,29 @@ MUTATIONS = [
         H + "fused.py",
         "                dz.view(examples * m, out).addmm_(dh.reshape(examples * m, features), w.t())",
         "                dz.view(examples * m, out).addmm_(dh.reshape(examples * m, features), dw[0].t())",
+        T + "test_fused.py",
+    ),
+    (
+        "written-out reverse: H p_w' instead of H q",
+        H + "updates.py",
+        "            products = hessian_products(self.network, weights, {n: t.unsqueeze(0) for n, t in q.items()}, graph)",
+        "            products = hessian_products(self.network, weights, {n: t.unsqueeze(0) for n, t in adjoint_w.items()},"
+        " graph)",
+        T + "test_fused.py",
+    ),
+    (
+        "written-out reverse: the rebuilt pass at the wrong weights",
+        H + "updates.py",
+        "                graph = primal_pass(self.network, weights, batch, weight_gradient=False, keep=True)[1]",
+        "                graph = primal_pass(self.network, {n: 0.99 * t for n, t in weights.items()}, batch,"
+        " weight_gradient=False, keep=True)[1]",
+        T + "test_fused.py",
+    ),
+    (
+        "written-out activations: the probabilities left out of the state memory",
+        H + "fused.py",
+        "        return kept + list(self.errors.values()) + [self.probabilities]",
+        "        return kept + list(self.errors.values())",
         T + "test_fused.py",
     ),
     (

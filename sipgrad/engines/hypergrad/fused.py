@@ -1,34 +1,33 @@
-"""Hand-written forward-over-reverse for plain layer stacks: the inner gradient and its m HVPs in one pass.
+"""Hand-written forward-over-reverse for plain layer stacks: the inner gradient and its HVPs without autograd.
 
-Forward-HG's tangent step needs, every inner step, the loss gradient g and the m
-Hessian-vector products H Z_k (Z_k: the weight part of tangent k). The general path takes
-``jvp`` of ``grad`` under ``vmap``; on the small networks of RFHO's experiment its per-op
-and per-direction overhead costs more than the arithmetic (docs/engines.md, Performance).
-For a model the code can read -- an ``nn.Sequential`` of ``Linear``, ``ReLU``, ``Flatten``
-and ``Identity`` trained with mean cross-entropy on integer labels -- this module writes
-the derivative out, as ``sipgrad/engines/forward/fused.py`` does for forward gradients:
+Both hypergradient modes spend their time on the inner gradient g and Hessian-vector
+products: forward-HG needs, every inner step, g and the m products H Z_k (Z_k: the
+weight part of tangent k); reverse-HG needs g on the way forward and one product H q per
+step on the way back. The general path takes ``jvp`` of ``grad`` under ``vmap`` (forward)
+or a double backward through autograd's graph (reverse); on the small networks of RFHO's
+experiment their per-op overhead costs more than the arithmetic (docs/engines.md,
+Performance). For a model the code can read -- an ``nn.Sequential`` of ``Linear``,
+``ReLU``, ``Flatten`` and ``Identity`` trained with mean cross-entropy on integer labels --
+this module writes the derivatives out, as ``sipgrad/engines/forward/fused.py`` does for
+forward gradients, in two halves:
 
-* forward pass, per Linear layer (z = h W^T + b), with the m tangents as ONE tensor laid
-  out examples x directions x features (B x m x F):
+* ``primal_pass``: the forward pass, the error delta = (softmax(z) - onehot(y)) / B and
+  the backward pass (gW = delta^T h, gb = sum delta, delta_below = delta W), keeping what
+  the products need (``Activations``: each Linear input, each ReLU output, the errors).
+  The reverse sweep's rebuild skips gW (2 products per layer instead of 3).
+* ``hessian_products``: the tangent of that pass for m directions at once, laid out
+  examples x directions x features (B x m x F), one matmul per product over all m:
 
-      dz = h cat(dW_1..dW_m)^T + db + dh W^T          (one matmul on the shared input,
-                                                         one addmm for the tangent from below)
-      ReLU: dh' = dz where z > 0 (``threshold_backward``, autograd's convention at 0)
+      dz = h cat(dW_1..dW_m)^T + db + dh W^T          (forward; ReLU: dh' = dz where z > 0,
+                                                         ``threshold_backward``, autograd's convention at 0)
+      d delta = p * (dz - <p, dz>) / B                 (the softmax cross-entropy's tangent)
+      d gW = d delta^T h + delta^T dh,  d gb = sum_b d delta
+      d delta_below = d delta W + delta cat(dW_k)      (backward; ReLU masks again)
 
-* loss: with p = softmax(z) the error is delta = (p - onehot(y)) / B and its tangent
-  d delta = p * (dz - <p, dz>) / B;
-* backward pass, per Linear layer, the tangent of (gW = delta^T h, gb = sum delta,
-  delta_below = delta W):
-
-      d gW = d delta^T h + delta^T dh                 (two matmuls over all m at once)
-      d gb = sum_b d delta
-      d delta_below = d delta W + delta cat(dW_k)     (one addmm into the same buffer)
-
-  and ReLU's tangent again masks with z > 0 (its second derivative is zero).
-
-The result equals the vmapped ``jvp`` of ``grad`` up to float rounding (tests compare
-them in float64 to 1e-10). ``plan_for`` returns None for anything else (another layer,
-hooks, buffers, frozen or shared parameters) and the caller keeps the general path.
+The results equal autograd's (``jvp`` of ``grad``, or the double backward) up to float
+rounding; tests compare them in float64 to 1e-10. ``plan_for`` returns None for anything
+else (another layer, hooks, buffers, frozen or shared parameters) and the callers keep
+the general path.
 """
 
 from __future__ import annotations
@@ -107,69 +106,123 @@ def plan_for(model: nn.Module) -> SequentialPlan | None:
     return SequentialPlan(tuple(ops), frozenset(names))
 
 
-def gradient_and_hvps(plan: SequentialPlan, weights: Params, directions: Params,
-                      batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
-                                                                        dict[str, torch.Tensor]]:
-    """(g, {name: (m, *shape)} H Z) for mean cross-entropy of the stack at ``weights``.
+@dataclass
+class Activations:
+    """What one forward and backward pass through a stack leaves for its Hessian-vector products.
 
-    ``directions[name]`` holds the m tangents of parameter ``name`` stacked on a leading
-    axis. The products are fresh tensors (the caller updates them in place).
+    The same tensors autograd's graph of the gradient keeps (so ``store_activations`` costs
+    what it did through autograd): ``inputs[i]`` is, for op i, a Linear layer's input, a
+    ReLU's output (its mask) or the shape before a Flatten; ``errors[i]`` is the error
+    dL/dz at a Linear layer's output; ``probabilities`` is softmax(logits).
+    """
+
+    inputs: list
+    errors: dict[int, torch.Tensor]
+    probabilities: torch.Tensor
+
+    def saved_tensors(self) -> list[torch.Tensor]:
+        """The tensors kept (for state-memory accounting)."""
+        kept = [x for x in self.inputs if isinstance(x, torch.Tensor)]
+        return kept + list(self.errors.values()) + [self.probabilities]
+
+
+def primal_pass(plan: SequentialPlan, weights: Params, batch: tuple[torch.Tensor, torch.Tensor],
+                weight_gradient: bool = True, keep: bool = False) -> tuple[dict[str, torch.Tensor],
+                                                                           Activations | None]:
+    """The mean cross-entropy gradient of the stack at ``weights`` and, with ``keep``, its ``Activations``.
+
+    ``weight_gradient=False`` skips the gradient's own products (the reverse sweep rebuilding
+    a step needs only the activations for its Hessian-vector product): 2 products per
+    Linear layer instead of 3.
     """
     inputs, labels = batch
     examples = inputs.shape[0]
-    m = next(iter(directions.values())).shape[0]
-    h, dh = inputs, None  # dh: examples x m x features, None while it is zero (below the first Linear)
+    h = inputs
     saved: list = []
     for op in plan.ops:
         if op.kind == "flatten":
             saved.append(h.shape)
             h = h.reshape(examples, -1)
+        elif op.kind == "relu":
+            h = torch.relu(h)
+            saved.append(h)
+        else:
+            saved.append(h)
+            h = torch.nn.functional.linear(h, weights[op.weight], weights[op.bias] if op.bias is not None else None)
+    p = torch.softmax(h, dim=1)
+    delta = p.clone()
+    delta[torch.arange(examples, device=labels.device), labels] -= 1
+    delta.div_(examples)
+
+    first_linear = _first_linear(plan)
+    gradient: dict[str, torch.Tensor] = {}
+    errors: dict[int, torch.Tensor] = {}
+    g = delta
+    for index in range(len(plan.ops) - 1, first_linear - 1, -1):
+        op, state = plan.ops[index], saved[index]
+        if op.kind == "flatten":
+            g = g.reshape(state)
+        elif op.kind == "relu":
+            g = torch.ops.aten.threshold_backward(g, state, 0)
+        else:
+            if keep and index > first_linear:  # the first layer's products never read its error
+                errors[index] = g
+            if weight_gradient:
+                gradient[op.weight] = torch.mm(g.t(), state)
+                if op.bias is not None:
+                    gradient[op.bias] = g.sum(0)
+            if index > first_linear:
+                g = torch.mm(g, weights[op.weight])
+    return gradient, Activations(saved, errors, p) if keep else None
+
+
+def hessian_products(plan: SequentialPlan, weights: Params, directions: Params,
+                     activations: Activations) -> dict[str, torch.Tensor]:
+    """{name: (m, *shape)} H Z: the m Hessian-vector products at the pass that left ``activations``.
+
+    ``directions[name]`` holds the m tangents of parameter ``name`` stacked on a leading
+    axis. The products are fresh tensors (the caller may update them in place).
+    """
+    saved, errors, p = activations.inputs, activations.errors, activations.probabilities
+    examples = p.shape[0]
+    m = next(iter(directions.values())).shape[0]
+    dh = None  # examples x m x features; None while it is zero (below the first Linear)
+    tangent_inputs: dict[int, torch.Tensor | None] = {}
+    for index, op in enumerate(plan.ops):
+        if op.kind == "flatten":
             if dh is not None:
                 dh = dh.reshape(examples, m, -1)
         elif op.kind == "relu":
-            h = torch.relu(h)
             if dh is not None:
-                dh = torch.ops.aten.threshold_backward(dh, h.unsqueeze(1), 0)
-            saved.append(h)
+                dh = torch.ops.aten.threshold_backward(dh, saved[index].unsqueeze(1), 0)
         else:
-            w, dw = weights[op.weight], directions[op.weight]
+            h, w, dw = saved[index], weights[op.weight], directions[op.weight]
             out, features = w.shape
-            b = weights[op.bias] if op.bias is not None else None
-            z = torch.nn.functional.linear(h, w, b)
             dz = torch.mm(h, dw.reshape(m * out, features).t())  # examples x (m out): all m weight tangents
             if op.bias is not None:
                 dz.add_(directions[op.bias].reshape(1, m * out))
             if dh is not None:
                 dz.view(examples * m, out).addmm_(dh.reshape(examples * m, features), w.t())
-            saved.append((h, dh))
-            h, dh = z, dz.view(examples, m, out)
-    logits, dlogits = h, dh
-    p = torch.softmax(logits, dim=1)
-    delta = p.clone()
-    delta[torch.arange(examples, device=labels.device), labels] -= 1
-    delta.div_(examples)
+            tangent_inputs[index] = dh
+            dh = dz.view(examples, m, out)
     pu = p.unsqueeze(1)
-    ddelta = dlogits - (pu * dlogits).sum(2, keepdim=True)
+    ddelta = dh - (pu * dh).sum(2, keepdim=True)
     ddelta.mul_(pu).div_(examples)
 
-    first_linear = next(i for i, op in enumerate(plan.ops) if op.kind == "linear")
-    gradient: dict[str, torch.Tensor] = {}
+    first_linear = _first_linear(plan)
     hvp: dict[str, torch.Tensor] = {}
-    g, dg = delta, ddelta
+    dg = ddelta
     for index in range(len(plan.ops) - 1, first_linear - 1, -1):
         op, state = plan.ops[index], saved[index]
         if op.kind == "flatten":
-            g = g.reshape(state)
             dg = dg.reshape(state[0], m, *state[1:])
         elif op.kind == "relu":
-            g = torch.ops.aten.threshold_backward(g, state, 0)
             dg = torch.ops.aten.threshold_backward(dg, state.unsqueeze(1), 0)
         else:
-            h_in, dh_in = state
+            h_in, dh_in, g = state, tangent_inputs[index], errors.get(index)
             w, dw = weights[op.weight], directions[op.weight]
             out, features = w.shape
             dg2 = dg.reshape(examples, m * out)
-            gradient[op.weight] = torch.mm(g.t(), h_in)
             # Both terms as wide products (features x (m out), out x (m features): on CPU about 1.5x faster than
             # the tall (m out) x features one), summed into the m x out x features layout in one strided pass.
             from_error = torch.mm(h_in.t(), dg2).view(features, m, out).permute(1, 2, 0)
@@ -180,10 +233,21 @@ def gradient_and_hvps(plan: SequentialPlan, weights: Params, directions: Params,
                 dgw = from_error.contiguous()
             hvp[op.weight] = dgw
             if op.bias is not None:
-                gradient[op.bias] = g.sum(0)
                 hvp[op.bias] = dg2.sum(0).view(m, out)
             if index > first_linear:
                 below = torch.mm(dg.reshape(examples * m, out), w).view(examples, m, features)
                 below.view(examples, m * features).addmm_(g, dw.transpose(0, 1).reshape(out, m * features))
-                g, dg = torch.mm(g, w), below
-    return gradient, hvp
+                dg = below
+    return hvp
+
+
+def gradient_and_hvps(plan: SequentialPlan, weights: Params, directions: Params,
+                      batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                        dict[str, torch.Tensor]]:
+    """(g, {name: (m, *shape)} H Z) for mean cross-entropy of the stack at ``weights``: forward mode's step."""
+    gradient, activations = primal_pass(plan, weights, batch, keep=True)
+    return gradient, hessian_products(plan, weights, directions, activations)
+
+
+def _first_linear(plan: SequentialPlan) -> int:
+    return next(i for i, op in enumerate(plan.ops) if op.kind == "linear")

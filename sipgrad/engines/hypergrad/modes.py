@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.func import jvp, vmap
 
+from sipgrad.engines.hypergrad.fused import Activations
+from sipgrad.engines.hypergrad.graphs import graph_saved_tensors
 from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
 from sipgrad.engines.hypergrad.updates import Params, StepGraph
 from sipgrad.errors import SipgradError
@@ -286,7 +288,7 @@ class _Sweep:
         self.hyper = {**fixed, **diff}
 
     def forward(self, step: int, weights: Params, velocity: Params,
-                keep: bool = False) -> tuple[Params, Params, StepGraph | None]:
+                keep: bool = False) -> tuple[Params, Params, StepGraph | Activations | None]:
         """The next state, and (``keep``, structured only) this step's gradient graph."""
         if not self.structured:
             with torch.no_grad():
@@ -315,7 +317,7 @@ def _reverse_by_trajectory(problem: InnerProblem, sweep: _Sweep, every: int):
     states (and graphs) from its checkpoint."""
     weights = dict(problem.weights)
     velocity = {name: torch.zeros_like(w) for name, w in weights.items()}
-    stored: dict[int, tuple[Params, Params, StepGraph | None]] = {}
+    stored: dict[int, tuple[Params, Params, StepGraph | Activations | None]] = {}
     keep_now = sweep.keep and every == 1
     watch = _FiniteWatch("weight or velocity")
     for step in range(problem.steps):
@@ -343,8 +345,7 @@ def _reverse_by_trajectory(problem: InnerProblem, sweep: _Sweep, every: int):
             segment[-1] = (*segment[-1][:2], sweep.forward(end - 1, *segment[-1][:2], True)[2])
         if every > 1 or start == problem.steps - 1:  # every == 1: the first segment holds everything later ones do
             held = [t for s in (*stored.values(), *segment) for part in s[:2] for t in part.values()]
-            held += graph_saved_tensors([g for s in (*stored.values(), *segment) if s[2] is not None
-                                         for g in s[2].gradient.values()])
+            held += [t for s in (*stored.values(), *segment) if s[2] is not None for t in s[2].saved_tensors()]
             state_mib = max(state_mib, tensor_mib(held + kept))
         for offset in range(len(segment) - 1, -1, -1):
             step = start + offset
@@ -397,28 +398,6 @@ def _reverse_through_graph(problem: InnerProblem, step_fn: Callable, diff: Param
 def graph_saved_mib(output: torch.Tensor) -> float:
     """MiB of the tensors autograd's graph behind ``output`` keeps for the backward pass."""
     return tensor_mib(graph_saved_tensors([output]))
-
-
-_SAVED_ATTRIBUTES: dict[type, tuple[str, ...]] = {}
-
-
-def graph_saved_tensors(outputs: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """The tensors autograd's graph behind ``outputs`` keeps for the backward pass (each node once)."""
-    seen_nodes, tensors, stack = set(), [], [t.grad_fn for t in outputs]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen_nodes:
-            continue
-        seen_nodes.add(node)
-        kind = type(node)
-        if kind not in _SAVED_ATTRIBUTES:  # dir() is slow; node types are few
-            _SAVED_ATTRIBUTES[kind] = tuple(a for a in dir(node) if a.startswith("_saved_"))
-        for attribute in _SAVED_ATTRIBUTES[kind]:
-            value = getattr(node, attribute, None)
-            values = value if isinstance(value, (tuple, list)) else (value,)
-            tensors += [v for v in values if isinstance(v, torch.Tensor)]
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return tensors
 
 
 def _step_function(problem: InnerProblem, fixed: Mapping[str, torch.Tensor]) -> Callable:

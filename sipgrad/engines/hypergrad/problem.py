@@ -129,6 +129,7 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
 
     The model's initial weights and the mini-batch order both come from ``seed``.
     """
+    _check_labels(data)
     if model is None:
         torch.manual_seed(seed)
         model = mlp(data.features, hidden, data.classes)
@@ -158,6 +159,18 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
         inner_update = replace(inner_update, network=plan)
     inner = InnerProblem(weights, inner_update, batch, validation_loss, steps)
     return ClassificationProblem(inner, model, data, schedule)
+
+
+def _check_labels(data: SmallDataset) -> None:
+    """Labels must be class indices: cross-entropy and the hand-written pass (``fused.py``) index by them, and a
+    negative label would silently pick a class from the end (no ``ignore_index`` here)."""
+    for part in ("train", "validation", "test"):
+        labels = getattr(data, part).labels
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise SipgradError(f"{data.name} {part} labels must be integer class indices, got {labels.dtype}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= data.classes):
+            raise SipgradError(f"{data.name} {part} labels must lie in 0..{data.classes - 1}; found "
+                               f"{int(labels.min())}..{int(labels.max())}")
 
 
 def seed_hyperparameters(problem: InnerProblem, eta: float = 0.01, mu: float = 0.5, l1: float = 0.0,

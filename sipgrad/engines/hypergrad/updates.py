@@ -33,7 +33,14 @@ from typing import Protocol
 import torch
 from torch.func import grad, jvp, vmap
 
-from sipgrad.engines.hypergrad.fused import SequentialPlan, gradient_and_hvps
+from sipgrad.engines.hypergrad.fused import (
+    Activations,
+    SequentialPlan,
+    gradient_and_hvps,
+    hessian_products,
+    primal_pass,
+)
+from sipgrad.engines.hypergrad.graphs import graph_saved_tensors
 from sipgrad.errors import SipgradError
 
 Params = dict[str, torch.Tensor]
@@ -207,7 +214,7 @@ class HeavyBall:
         m = next(iter(tangent_w.values())).shape[0]
         loss_directions = {name: _one_hot(m, rows.get(name), value) for name, value in loss_hyper.items()}
 
-        if self.network is not None and not loss_hyper and not compiled and self.network.applies(weights, batch):
+        if not compiled and self._written_out(weights, batch):
             gradient, hvp = gradient_and_hvps(self.network, weights, tangent_w, batch)
         else:
             hvp_batch = self._hvp_batch
@@ -248,20 +255,30 @@ class HeavyBall:
 
 
     def traced_step(self, weights: Params, velocity: Params, batch: Batch, hyper: Mapping[str, torch.Tensor],
-                    wrt: Collection[str] = (), keep: bool = False) -> tuple[Params, Params, StepGraph | None]:
-        """One step for the reverse modes' forward sweep, and (with ``keep``) the graph of its gradient.
+                    wrt: Collection[str] = (), keep: bool = False
+                    ) -> tuple[Params, Params, StepGraph | Activations | None]:
+        """One step for the reverse modes' forward sweep, and (with ``keep``) what its Hessian-vector product needs.
 
         The gradient comes from plain ``torch.autograd.grad`` (faster than ``torch.func.grad``
         outside transforms). With ``keep`` it is taken with ``create_graph=True`` and that graph
         is returned: it holds the step's activations (for an MLP: the layer inputs, the ReLU
         outputs and the back-propagated errors, O(batch x width)), so the reverse sweep's
-        Hessian-vector product needs no second forward and backward pass. The new state itself
-        carries no graph.
+        Hessian-vector product needs no second forward and backward pass. With a recognised
+        ``network`` the gradient is written out instead (``fused.primal_pass``) and ``keep``
+        returns the same activations as an ``Activations``. The new state carries no graph.
         """
-        graph = self.gradient_graph(weights, batch, hyper, wrt, create_graph=keep)
+        if self._written_out(weights, batch):
+            gradient, kept = primal_pass(self.network, weights, batch, keep=keep)
+        else:
+            graph = self.gradient_graph(weights, batch, hyper, wrt, create_graph=keep)
+            gradient, kept = graph.gradient_values(), graph if keep else None
         with torch.no_grad():
-            new_weights, new_velocity = self._apply_fused(weights, velocity, graph.gradient_values(), hyper)
-        return new_weights, new_velocity, graph if keep else None
+            new_weights, new_velocity = self._apply_fused(weights, velocity, gradient, hyper)
+        return new_weights, new_velocity, kept
+
+    def _written_out(self, weights: Params, batch: Batch) -> bool:
+        """Whether this step's gradient and Hessian-vector products take ``fused.py``'s hand-written pass."""
+        return self.network is not None and not self.loss_hyper and self.network.applies(weights, batch)
 
     def _apply_fused(self, weights: Params, velocity: Params, gradient: Params,
                      hyper: Mapping[str, torch.Tensor]) -> tuple[Params, Params]:
@@ -300,7 +317,7 @@ class HeavyBall:
 
     def adjoint_step(self, weights: Params, velocity: Params, new_velocity: Params, batch: Batch,
                      hyper: Mapping[str, torch.Tensor], wrt: Collection[str], adjoint_w: Params, adjoint_v: Params,
-                     graph: StepGraph | None = None) -> tuple[Params, Params, dict[str, torch.Tensor]]:
+                     graph: StepGraph | Activations | None = None) -> tuple[Params, Params, dict[str, torch.Tensor]]:
         """One step of the reverse sweep with the update's structure written out (no autograd through it).
 
         (p_w', p_v') = dE/d(w_{t+1}, v_{t+1}) becomes dE/d(w_t, v_t) and this step's share of
@@ -312,18 +329,14 @@ class HeavyBall:
 
         H q, the only product with the Hessian, is one double-backward through the gradient's
         graph: the one kept by ``traced_step`` (``graph``) or, without it, one rebuilt here from
-        the stored weights (a forward and backward pass more). ``v'`` is the stored next
+        the stored weights (a forward and backward pass more). With a recognised ``network``
+        it is ``fused.hessian_products`` on the kept ``Activations`` or on a rebuilt pass (the
+        forward pass and the errors only: 2 products per layer). ``v'`` is the stored next
         velocity. Returns (p_w, p_v, {name: contribution} for the names in ``wrt``).
         """
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         q = {name: torch.addcmul(adjoint_v[name], adjoint_w[name], eta, value=-1) for name in weights}
-        if graph is None:
-            graph = self.gradient_graph(weights, batch, hyper, wrt, create_graph=True)
-        inputs = [*graph.weights.values(), *graph.loss_hyper.values()]
-        outputs = [(g, q[name]) for name, g in graph.gradient.items() if g.requires_grad]  # not a constant gradient
-        products = torch.autograd.grad([g for g, _ in outputs], inputs, [c for _, c in outputs],
-                                       allow_unused=True) if outputs else [None] * len(inputs)
-        products = [torch.zeros_like(x) if g is None else g for g, x in zip(products, inputs)]
+        products, mixed = self._hessian_times(weights, batch, hyper, wrt, q, graph)
         out = {name: torch.zeros_like(hyper[name]) for name in wrt}
         new_adjoint_w = {}
         for (name, w), hq in zip(weights.items(), products):
@@ -344,9 +357,28 @@ class HeavyBall:
             out[self.learning_rate] = out[self.learning_rate] - _dot(adjoint_w, new_velocity)
         if self.momentum in out:
             out[self.momentum] = out[self.momentum] + _dot(q, velocity)
-        for name, mixed in zip(graph.loss_hyper, products[len(graph.weights):]):
-            out[name] = out[name] + mixed
+        for name, share in mixed.items():
+            out[name] = out[name] + share
         return new_adjoint_w, {name: mu * q[name] for name in weights}, out
+
+    def _hessian_times(self, weights: Params, batch: Batch | None, hyper: Mapping[str, torch.Tensor],
+                       wrt: Collection[str], q: Params, graph: StepGraph | Activations | None
+                       ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """([H q per weight], {loss hyperparameter: <q, dg/d(it)>}) at ``weights``: the adjoint step's products."""
+        if isinstance(graph, Activations) or (graph is None and self._written_out(weights, batch)):
+            if graph is None:
+                graph = primal_pass(self.network, weights, batch, weight_gradient=False, keep=True)[1]
+            products = hessian_products(self.network, weights, {n: t.unsqueeze(0) for n, t in q.items()}, graph)
+            return [products[name][0] for name in weights], {}
+        if graph is None:
+            graph = self.gradient_graph(weights, batch, hyper, wrt, create_graph=True)
+        inputs = [*graph.weights.values(), *graph.loss_hyper.values()]
+        outputs = [(g, q[name]) for name, g in graph.gradient.items() if g.requires_grad]  # not a constant gradient
+        products = torch.autograd.grad([g for g, _ in outputs], inputs, [c for _, c in outputs],
+                                       allow_unused=True) if outputs else [None] * len(inputs)
+        products = [torch.zeros_like(x) if g is None else g for g, x in zip(products, inputs)]
+        count = len(graph.weights)
+        return products[:count], dict(zip(graph.loss_hyper, products[count:]))
 
     def _penalties_of(self, name: str) -> tuple[Penalty, ...]:
         by_param = self._by_param
@@ -365,6 +397,10 @@ class StepGraph:
 
     def gradient_values(self) -> Params:
         return {name: g.detach() for name, g in self.gradient.items()}
+
+    def saved_tensors(self) -> list[torch.Tensor]:
+        """The tensors the graph keeps for its backward pass (for state-memory accounting)."""
+        return graph_saved_tensors(self.gradient.values())
 
 
 def _dot(a: Params, b: Params) -> torch.Tensor:
