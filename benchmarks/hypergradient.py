@@ -33,6 +33,14 @@ median over rounds is reported):
 3. versus T (10, 100, 1000), digits, m = 8: each (variant, T) once in a fresh process, so
    its peak resident memory is its own; state memory is computed from the tensors kept.
 
+The goal block also counts each variant's arithmetic: the multiply-adds of its matrix
+products (``multiply_adds``: per Linear layer of in x out weights and per example, the
+gradient costs 3 in x out -- 2 for the first layer, whose input needs no error -- a
+rebuild without the weight gradient 2 (first: 1), one Hessian-vector product 6 (first: 2)),
+and divides by its time: GFLOP/s, next to the single-thread rate of one 1600 x 300 x 300
+matmul measured in the same run (``matmul_rate``). The ratio of two variants' counts is the
+ratio their times would have if both ran at the same rate.
+
 Every result is also checked: each variant's hypergradient must match forward mode's to
 relative 1e-3 (float32), or the script stops.
 """
@@ -161,6 +169,52 @@ def check(name: str, got: dict, want: dict, rel: float = 1e-3) -> float:
     return worst
 
 
+# Products per Linear layer and example, in units of in x out multiply-adds: (first layer, any other layer).
+GRADIENT, REBUILD, HVP = (2, 3), (1, 2), (2, 6)
+# What each variant computes per inner step, as (products, how many times) with m tangent directions. The
+# autograd double backward rebuilds the whole gradient; the whole-graph variants and the peers keep every step's
+# graph (the activations' arithmetic).
+STEP_COUNTS = {
+    "forward": lambda m: ((GRADIENT, 1), (HVP, m)),
+    "reverse (trajectory)": lambda m: ((GRADIENT, 1), (REBUILD, 1), (HVP, 1)),
+    "reverse (trajectory, autograd products)": lambda m: ((GRADIENT, 2), (HVP, 1)),
+    "reverse (trajectory + activations)": lambda m: ((GRADIENT, 1), (HVP, 1)),
+}
+
+
+def multiply_adds(weights: dict, examples: int, steps: int, m: int, variant: str) -> float:
+    """Multiply-adds of the matrix products of ``variant`` over ``steps`` inner steps (``STEP_COUNTS``)."""
+    layers = [w.shape for w in weights.values() if w.dim() == 2]  # (out, in), in forward order
+    per_example = sum(times * sum((first if k == 0 else other) * out * inp for k, (out, inp) in enumerate(layers))
+                      for (first, other), times in STEP_COUNTS[variant](m))
+    return float(per_example * examples * steps)
+
+
+def arithmetic_of(name: str) -> str | None:
+    """The ``STEP_COUNTS`` entry a goal-block variant does (peers and the whole graph: the activations')."""
+    if name.startswith("forward"):
+        return "forward"
+    if name in STEP_COUNTS:
+        return name
+    if "activations" in name and "checkpoint" not in name or name in ("reverse (graph)", "higher", "torchopt"):
+        return "reverse (trajectory + activations)"
+    if name == "reverse (trajectory, vjp of update)":
+        return "reverse (trajectory, autograd products)"
+    return None
+
+
+def matmul_rate(repeats: int = 200) -> float:
+    """GFLOP/s of a 1600 x 300 by 300 x 300 float32 matmul (forward mode's typical product), median of 5 runs."""
+    a, b = torch.randn(1600, 300), torch.randn(300, 300)
+    rates = []
+    for _ in range(5):
+        began = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        rates.append(2 * 1600 * 300 * 300 * repeats / (time.perf_counter() - began) / 1e9)
+    return statistics.median(rates)
+
+
 def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
     inner, hyper, wrt, problem = setup(load_digits(), 100, 8)
     results: dict[str, dict] = {}
@@ -179,6 +233,7 @@ def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
 
     # The same problem without the recognised network: the fused tangent step's m Hessian-vector products by
     # vmapped jvp of grad (the general path) instead of hypergrad/fused.py's hand-written one.
+    # The reverse modes' products by autograd (double backward), for comparison with the hand-written ones.
     jvp_inner = replace(inner, update=replace(inner.update, network=None))
     began = time.perf_counter()
     if compiled:
@@ -193,6 +248,11 @@ def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
         "forward (jvp of update)": ours("forward (jvp of update)",
                                         lambda: forward_hypergradient(inner, hyper, wrt, fused=False)),
         "reverse (trajectory)": ours("reverse (trajectory)", lambda: reverse_hypergradient(inner, hyper, wrt)),
+        "reverse (trajectory, autograd products)": ours("reverse (trajectory, autograd products)",
+                                                        lambda: reverse_hypergradient(jvp_inner, hyper, wrt)),
+        "reverse (trajectory + activations, autograd products)": ours(
+            "reverse (trajectory + activations, autograd products)",
+            lambda: reverse_hypergradient(jvp_inner, hyper, wrt, store_activations=True)),
         "reverse (trajectory, vjp of update)": ours("reverse (trajectory, vjp of update)",
                                                     lambda: reverse_hypergradient(inner, hyper, wrt, fused=False)),
         "reverse (trajectory + activations)": ours("reverse (trajectory + activations)",
@@ -209,18 +269,27 @@ def goal_block(rounds: int, compiled: bool = True) -> list[dict]:
     }
     if not compiled:
         del variants["forward (fused, compiled)"]
+    rate_before = matmul_rate()
     seconds = interleaved(variants, rounds=rounds, warmup=1)
+    rate_after = matmul_rate()
     for library in ("higher", "torchopt"):  # their graphs' saved tensors, measured once, untimed
         peer(library, problem, inner, hyper, 100, memory)
     reference = results["forward (fused)"]
     base = seconds["reverse (trajectory)"]
     fastest = min(value for name, value in seconds.items() if name.startswith("reverse"))
     rows = []
+    examples = inner.batch(0)[0].shape[0]
     for name, value in seconds.items():
+        kind = arithmetic_of(name)
+        count = multiply_adds(inner.weights, examples, 100, 8, kind) if kind else None
         rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": name, "seconds": value,
                      "x reverse (trajectory)": value / base, "x fastest of our reverse": value / fastest,
                      "x higher": value / seconds["higher"], "state MiB": memory.get(name),
+                     "G multiply-adds": count / 1e9 if count else None,
+                     "GFLOP/s": 2 * count / value / 1e9 if count else None,
                      "max rel. diff vs forward": check(name, results[name], reference)})
+    rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": "matmul 1600x300x300 (before, after)",
+                 "GFLOP/s": (rate_before + rate_after) / 2, "before": rate_before, "after": rate_after})
     if compiled:
         rows.append({"block": "goal", "data": "digits", "T": 100, "m": 8, "variant": "torch.compile + first run",
                      "seconds": compile_seconds})
@@ -350,7 +419,7 @@ def main() -> None:
         rows += goal_block(args.rounds, compiled=not args.no_compile)
         print_table([r for r in rows if r["block"] == "goal"],
                     ["variant", "seconds", "x reverse (trajectory)", "x fastest of our reverse", "x higher",
-                     "state MiB", "max rel. diff vs forward"])
+                     "state MiB", "G multiply-adds", "GFLOP/s", "max rel. diff vs forward"])
     if "m" in blocks:
         rows += m_block(args.m_rounds, [int(m) for m in args.ms.split(",")])
     if "T" in blocks:

@@ -248,11 +248,14 @@ def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
 
     With an update that offers ``adjoint_step`` (the built-in heavy ball) and ``fused``
     (default), each backward step is written out and only its Hessian-vector product goes
-    through autograd; ``fused=False`` takes ``vjp`` of the whole update, for any update.
-    ``store_activations`` (fused only) also keeps, for every stored step, the graph of its
-    gradient (the activations it needs, counted in ``state_mib``), so that the backward
-    sweep does not redo each step's forward and backward pass: as fast as the whole graph,
-    for less memory. Without it the trajectory keeps T + 2 copies of the state.
+    through autograd; when the update carries a recognised ``network`` (a plain
+    Linear/ReLU stack, see ``hypergrad/fused.py``) the gradient and that product are
+    written out too. ``fused=False`` takes ``vjp`` of the whole update, for any update.
+    ``store_activations`` (fused only) also keeps, for every stored step, what its
+    Hessian-vector product needs (the gradient's graph, or the hand-written pass's
+    ``Activations``; counted in ``state_mib``), so that the backward sweep does not redo
+    each step's forward and backward pass. Without it the trajectory keeps T + 2 copies of
+    the state.
     """
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
