@@ -69,11 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="L2 convention: rfho rho*||W||^2 in the loss, torch weight decay (default rfho)")
     parser.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="K",
                         help="reverse mode: store every K-th state and recompute the rest (default 1: store all; "
-                             "0: keep autograd's whole unrolled graph instead, fastest, most memory)")
+                             "0: keep autograd's whole unrolled graph instead, as higher does: most memory)")
     parser.add_argument("--store-activations", action="store_true",
-                        help="reverse mode: also keep each stored step's activations (its gradient's graph), so the "
-                             "backward sweep does not recompute them: as fast as the whole graph, more memory than "
-                             "the trajectory alone")
+                        help="reverse mode: also keep each stored step's activations, so the backward sweep does "
+                             "not recompute them: the fastest reverse mode, more memory than the trajectory alone")
     parser.add_argument("--compile", action="store_true",
                         help="forward mode: torch.compile the Hessian-vector products (minutes to compile)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (a list of records)")
