@@ -7,7 +7,11 @@ import torch
 from torch import nn
 
 from sipgrad.datasets import SmallDataset, Split
-from sipgrad.engines.hypergrad import classification_problem, seed_hyperparameters
+from sipgrad.engines.hypergrad import (
+    HeavyBall,
+    classification_problem,
+    seed_hyperparameters,
+)
 
 
 def synthetic_data(features: int = 6, seed: int = 0, sizes=(60, 40, 40)) -> SmallDataset:
@@ -45,3 +49,23 @@ def nonzero_hyper(problem, eta: float = 0.3, mu: float = 0.6) -> dict[str, torch
 @pytest.fixture
 def smooth():
     return smooth_problem()
+
+
+def odd_stack(seed: int = 0) -> nn.Sequential:
+    """Every recognised layer: Flatten, Identity, a bias-free Linear, two Linears in a row, a trailing ReLU."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 7, bias=False), nn.ReLU(), nn.Identity(), nn.Linear(7, 5),
+                         nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3), nn.ReLU())
+
+
+def relu_problem(model=None, steps: int = 6, update: str = "rfho", dtype=torch.float64, batch_size: int = 15):
+    model = odd_stack() if model is None else model
+    return classification_problem(synthetic_data(), steps=steps, batch_size=batch_size, update=update,
+                                  dtype=dtype, model=model)
+
+
+def forbid_autograd_gradient(monkeypatch) -> None:
+    """Make the autograd gradient graph unavailable: a test then proves the hand-written pass was taken."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the autograd gradient graph was built")
+    monkeypatch.setattr(HeavyBall, "gradient_graph", refuse)

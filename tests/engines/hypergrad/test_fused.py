@@ -16,10 +16,15 @@ from sipgrad.engines.hypergrad import (
     seed_hyperparameters,
 )
 from sipgrad.engines.hypergrad.fused import gradient_and_hvps, plan_for, primal_pass
-from sipgrad.engines.hypergrad.updates import HeavyBall
 from sipgrad.engines.hypergrad.modes import _FiniteWatch
 from sipgrad.errors import SipgradError
-from tests.engines.hypergrad.conftest import nonzero_hyper, synthetic_data
+from tests.engines.hypergrad.conftest import (
+    forbid_autograd_gradient,
+    nonzero_hyper,
+    odd_stack,
+    relu_problem,
+    synthetic_data,
+)
 
 F64 = torch.float64
 
@@ -29,23 +34,13 @@ def general(inner):
     return dataclasses.replace(inner, update=dataclasses.replace(inner.update, network=None))
 
 
-def odd_stack(seed: int = 0) -> nn.Sequential:
-    """Every recognised layer: Flatten, Identity, a bias-free Linear, two Linears in a row, a trailing ReLU."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(6, 7, bias=False), nn.ReLU(), nn.Identity(), nn.Linear(7, 5),
-                         nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3), nn.ReLU())
-
-
-def relu_problem(model=None, steps: int = 6, update: str = "rfho", dtype=F64, batch_size: int = 15):
-    model = odd_stack() if model is None else model
-    return classification_problem(synthetic_data(), steps=steps, batch_size=batch_size, update=update,
-                                  dtype=dtype, model=model)
-
-
-def _close(a: dict, b: dict, rel: float) -> None:
+def _close(a: dict, b: dict, rel: float, may_be_zero: tuple[str, ...] = ()) -> None:
+    """a == b to ``rel`` of b's largest entry; every hypergradient of b must be nonzero (else the comparison is
+    vacuous: a ReLU stack with a trailing ReLU dies at a large learning rate and gives 0 == 0)."""
     for name, value in a.items():
-        scale = max(float(b[name].abs().max()), 1e-12)
-        assert float((value - b[name]).abs().max()) <= rel * scale, (name, value, b[name])
+        scale = float(b[name].abs().max())
+        assert scale > 1e-6 or name in may_be_zero, (name, "a zero hypergradient compares nothing")
+        assert float((value - b[name]).abs().max()) <= rel * max(scale, 1e-12), (name, value, b[name])
 
 
 def test_plain_stacks_are_recognised_and_anything_else_is_left_to_the_general_path():
@@ -105,7 +100,7 @@ def test_gradient_and_products_equal_vmapped_jvp_of_grad_in_float64_with_a_relu_
 @pytest.mark.parametrize("update", ["rfho", "torch"])
 def test_fused_forward_hypergradient_equals_the_general_forward_mode_in_float64(update):
     problem = relu_problem(steps=7, update=update)
-    hyper = nonzero_hyper(problem, eta=0.3, mu=0.6)
+    hyper = nonzero_hyper(problem, eta=0.02, mu=0.6)  # small enough that no ReLU layer dies
     fused = forward_hypergradient(problem.inner, hyper)
     plain = forward_hypergradient(general(problem.inner), hyper)
     assert set(fused.hypergradient) == set(hyper)
@@ -120,50 +115,15 @@ def test_fused_forward_hypergradient_equals_the_general_forward_mode_in_float64(
            forward_hypergradient(general(problem.inner), hyper, wrt).hypergradient, 1e-10)
 
 
-def _no_autograd(monkeypatch):
-    """Make the autograd gradient graph unavailable: a test then proves the hand-written pass was taken."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the autograd gradient graph was built")
-    monkeypatch.setattr(HeavyBall, "gradient_graph", refuse)
-
-
-@pytest.mark.parametrize("update", ["rfho", "torch"])
-@pytest.mark.parametrize("keep", [False, True])
-def test_written_out_reverse_step_equals_vjp_of_the_update(update, keep, monkeypatch):
-    """On a plain stack the reverse sweep's two halves (traced_step, adjoint_step) run without autograd and give
-    (p_w', p_v') . d(update)/d(w, v, h) to 1e-12 in float64, from kept activations or from a rebuilt pass."""
-    problem = relu_problem(update=update)
-    inner, hyper = problem.inner, nonzero_hyper(problem)
-    generator = torch.Generator().manual_seed(5)
-    w = {n: t + 0.1 * torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in inner.weights.items()}
-    v, pw, pv = ({n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in w.items()}
-                 for _ in range(3))
-    batch = inner.batch(2)
-    (want_w, want_v), pullback = torch.func.vjp(lambda w_, v_, h_: inner.update(w_, v_, batch, h_), w, v, hyper)
-    want_pw, want_pv, want_h = pullback((pw, pv))
-    _no_autograd(monkeypatch)
-    new_w, new_v, kept = inner.update.traced_step(w, v, batch, hyper, tuple(hyper), keep)
-    assert (kept is not None) == keep
-    got_pw, got_pv, got_h = inner.update.adjoint_step(w, v, new_v, None if keep else batch, hyper, tuple(hyper),
-                                                      pw, pv, kept)
-    for n in w:
-        torch.testing.assert_close(new_w[n], want_w[n], rtol=1e-14, atol=1e-15)
-        torch.testing.assert_close(new_v[n], want_v[n], rtol=1e-14, atol=1e-15)
-        torch.testing.assert_close(got_pw[n], want_pw[n], rtol=1e-12, atol=1e-13)
-        torch.testing.assert_close(got_pv[n], want_pv[n], rtol=1e-12, atol=1e-13)
-    for name in hyper:
-        torch.testing.assert_close(got_h[name], want_h[name], rtol=1e-12, atol=1e-13)
-
-
 @pytest.mark.parametrize(("every", "activations"), [(1, False), (1, True), (3, False), (3, True)])
 def test_written_out_reverse_modes_equal_the_autograd_ones(every, activations, monkeypatch):
     """Whole reverse hypergradients, hand-written against autograd's products, to 1e-10 in float64; the hand-written
     activations keep no more memory than autograd's graph of the same steps."""
     problem = relu_problem(steps=7)
-    hyper = nonzero_hyper(problem, eta=0.3, mu=0.6)
+    hyper = nonzero_hyper(problem, eta=0.02, mu=0.6)  # small enough that no ReLU layer dies
     autograd = reverse_hypergradient(general(problem.inner), hyper, checkpoint_every=every,
                                      store_activations=activations)
-    _no_autograd(monkeypatch)
+    forbid_autograd_gradient(monkeypatch)
     written = reverse_hypergradient(problem.inner, hyper, checkpoint_every=every, store_activations=activations)
     _close(written.hypergradient, autograd.hypergradient, 1e-10)
     assert written.state_mib <= autograd.state_mib
@@ -203,8 +163,9 @@ def test_l1_kink_sign_of_zero_is_zero_and_has_no_derivative():
     inner = problem.inner
     hyper = nonzero_hyper(problem, eta=0.3, mu=0.6)
     fused = forward_hypergradient(inner, hyper)
-    _close(fused.hypergradient, forward_hypergradient(general(inner), hyper).hypergradient, 1e-10)
-    _close(fused.hypergradient, reverse_hypergradient(inner, hyper).hypergradient, 1e-10)
+    one_step = ("mu",)  # v_0 = 0: after one step the momentum has had nothing to act on
+    _close(fused.hypergradient, forward_hypergradient(general(inner), hyper).hypergradient, 1e-10, one_step)
+    _close(fused.hypergradient, reverse_hypergradient(inner, hyper).hypergradient, 1e-10, one_step)
     with torch.enable_grad():
         leaves = {n: w.detach().requires_grad_() for n, w in fused.weights.items()}
         grads = dict(zip(leaves, torch.autograd.grad(inner.validation_loss(leaves), list(leaves.values()))))

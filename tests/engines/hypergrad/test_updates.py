@@ -15,7 +15,12 @@ from sipgrad.engines.hypergrad import (
     penalized_parameters,
 )
 from sipgrad.errors import SipgradError
-from tests.engines.hypergrad.conftest import nonzero_hyper, smooth_problem
+from tests.engines.hypergrad.conftest import (
+    forbid_autograd_gradient,
+    nonzero_hyper,
+    relu_problem,
+    smooth_problem,
+)
 
 
 def _run(problem, hyper, steps):
@@ -117,10 +122,16 @@ def test_fused_tangent_step_equals_jvp_of_the_update(update):
 
 @pytest.mark.parametrize("update", ["rfho", "torch"])
 @pytest.mark.parametrize("keep", [False, True])
-def test_structured_reverse_step_equals_vjp_of_the_update(update, keep):
-    """traced_step is the update; adjoint_step is (p_w', p_v') . d(update)/d(w, v, h), with or without a kept graph."""
-    problem = smooth_problem(update=update)
+@pytest.mark.parametrize("products", ["autograd", "written out"])
+def test_structured_reverse_step_equals_vjp_of_the_update(update, keep, products, monkeypatch):
+    """traced_step is the update; adjoint_step is (p_w', p_v') . d(update)/d(w, v, h), with or without a kept graph.
+
+    "written out": a plain ReLU stack, whose gradient and Hessian-vector product come from ``fused.py``; autograd's
+    gradient graph is made unavailable, so the test fails if that path is not the one taken."""
+    problem = smooth_problem(update=update) if products == "autograd" else relu_problem(update=update)
     hyper = nonzero_hyper(problem)
+    if products == "written out":
+        forbid_autograd_gradient(monkeypatch)
     inner = problem.inner
     generator = torch.Generator().manual_seed(5)
     w, v = _perturbed_state(inner, generator)
