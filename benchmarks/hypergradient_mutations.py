@@ -243,6 +243,20 @@ MUTATIONS = [
         T + "test_fused.py",
     ),
     (
+        "written-out pass taken for a loss that reads hyperparameters",
+        H + "updates.py",
+        "        return self.network is not None and not self.loss_hyper and self.network.applies(weights, batch)",
+        "        return self.network is not None and self.network.applies(weights, batch)",
+        T + "test_fused.py",
+    ),
+    (
+        "uint8 labels passed on as they are",
+        H + "problem.py",
+        "    train_x, train_y = _flat(data.train, dtype), data.train.labels.long()",
+        "    train_x, train_y = _flat(data.train, dtype), data.train.labels",
+        T + "test_fused.py",
+    ),
+    (
         "finiteness watch: only the maximum (misses -inf)",
         H + "modes.py",
         "        extremes = [x for t in tensors if t.numel() for x in torch.aminmax(t.detach())]",

@@ -60,11 +60,16 @@ class SequentialPlan:
     names: frozenset[str]
 
     def applies(self, weights: Params, batch: tuple) -> bool:
-        """Whether this call can take the fused path: the same parameters, (inputs, integer labels)."""
+        """Whether this call can take the fused path: the same parameters, (examples x features inputs, int64 labels).
+
+        Only int64 labels: the pass indexes the probabilities by them, and a uint8 tensor would index as a boolean
+        mask (cross-entropy itself accepts uint8 targets, so those take the general path).
+        """
         if len(batch) != 2 or set(weights) != self.names:
             return False
-        labels = batch[1]
-        return labels.dim() == 1 and not labels.dtype.is_floating_point and not labels.dtype.is_complex
+        inputs, labels = batch
+        flat_inputs = inputs.dim() == 2 or self.ops[0].kind == "flatten"  # a Linear on N-d inputs: general path
+        return labels.dim() == 1 and labels.dtype == torch.int64 and flat_inputs
 
 
 def plan_for(model: nn.Module) -> SequentialPlan | None:
@@ -110,10 +115,12 @@ def plan_for(model: nn.Module) -> SequentialPlan | None:
 class Activations:
     """What one forward and backward pass through a stack leaves for its Hessian-vector products.
 
-    The same tensors autograd's graph of the gradient keeps (so ``store_activations`` costs
-    what it did through autograd): ``inputs[i]`` is, for op i, a Linear layer's input, a
-    ReLU's output (its mask) or the shape before a Flatten; ``errors[i]`` is the error
-    dL/dz at a Linear layer's output; ``probabilities`` is softmax(logits).
+    The tensors the products read, which autograd's graph of the gradient also keeps (with
+    a few more: the labels, transposed copies), so ``store_activations`` costs at most what
+    it did through autograd: ``inputs[i]`` is, for op i, a Linear layer's input, a ReLU's
+    output (its mask) or the shape before a Flatten; ``errors[i]`` is the error dL/dz at a
+    Linear layer's output (not the first one's, which no product reads); ``probabilities``
+    is softmax(logits).
     """
 
     inputs: list

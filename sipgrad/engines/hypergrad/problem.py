@@ -114,7 +114,7 @@ class ClassificationProblem:
 
     def error(self, weights: Params, split: Split) -> float:
         with torch.no_grad():
-            return float(F.cross_entropy(self.logits(weights, _flat(split, self.inner.dtype)), split.labels))
+            return float(F.cross_entropy(self.logits(weights, _flat(split, self.inner.dtype)), split.labels.long()))
 
 
 def _flat(split: Split, dtype: torch.dtype) -> torch.Tensor:
@@ -137,9 +137,9 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
     weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
-    train_x, train_y = _flat(data.train, dtype), data.train.labels
+    train_x, train_y = _flat(data.train, dtype), data.train.labels.long()  # any integer dtype; indexing needs int64
     schedule = epoch_schedule(len(data.train), batch_size, steps, seed)
-    val_x, val_y = _flat(data.validation, dtype), data.validation.labels
+    val_x, val_y = _flat(data.validation, dtype), data.validation.labels.long()
 
     def loss(current: Params, batch: Batch) -> torch.Tensor:
         inputs, labels = batch
@@ -162,8 +162,9 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
 
 
 def _check_labels(data: SmallDataset) -> None:
-    """Labels must be class indices: cross-entropy and the hand-written pass (``fused.py``) index by them, and a
-    negative label would silently pick a class from the end (no ``ignore_index`` here)."""
+    """Labels must be class indices: the hand-written pass (``fused.py``) indexes by them, where a negative label
+    would silently pick a class from the end, and the accuracies and the report count every example (the loss's
+    ``ignore_index`` is not used here)."""
     for part in ("train", "validation", "test"):
         labels = getattr(data, part).labels
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:

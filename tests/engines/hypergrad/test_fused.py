@@ -190,12 +190,56 @@ def test_float32_fused_forward_and_reverse_agree_to_1e_4_at_t_100_on_digits():
 
 
 def test_the_fused_path_is_skipped_where_it_does_not_apply():
-    """Compiled runs, and batches whose labels are not integer classes, take the general path."""
+    """Batches whose labels are not int64 class indices, other parameters, or a Linear on N-d inputs take the
+    general path."""
     problem = relu_problem(steps=2)
     inner = problem.inner
-    assert not inner.update.network.applies(inner.weights, (torch.zeros(2, 6), torch.zeros(2, 3)))
-    assert not inner.update.network.applies({"x": torch.zeros(1)}, inner.batch(0))
-    assert inner.update.network.applies(inner.weights, inner.batch(0))
+    network = inner.update.network
+    inputs, labels = inner.batch(0)
+    assert network.applies(inner.weights, (inputs, labels))
+    assert not network.applies(inner.weights, (inputs, torch.zeros(len(labels), 3)))  # soft labels
+    assert not network.applies(inner.weights, (inputs, labels.to(torch.uint8)))  # would index as a boolean mask
+    assert not network.applies({"x": torch.zeros(1)}, (inputs, labels))
+    no_flatten = plan_for(nn.Sequential(nn.Linear(6, 4), nn.Flatten(), nn.Linear(4, 3)))
+    weights = dict(nn.Sequential(nn.Linear(6, 4), nn.Flatten(), nn.Linear(4, 3)).named_parameters())
+    assert no_flatten.applies(weights, (torch.zeros(5, 6), labels[:5]))
+    assert not no_flatten.applies(weights, (torch.zeros(5, 1, 1, 6), labels[:5]))
+
+
+def test_uint8_labels_give_the_int64_hypergradient():
+    """A data set with uint8 labels: the problem indexes with int64 (the hand-written pass would read uint8 as a mask,
+    and forward mode's gather refuses it)."""
+    problem = relu_problem(steps=4)
+    hyper = nonzero_hyper(problem, eta=0.02, mu=0.6)
+    data = synthetic_data()
+    byte_labels = dataclasses.replace(data.train, labels=data.train.labels.to(torch.uint8))
+    byte_problem = classification_problem(dataclasses.replace(data, train=byte_labels), steps=4, batch_size=15,
+                                          model=odd_stack(), dtype=F64)
+    want = reverse_hypergradient(problem.inner, hyper).hypergradient
+    for mode in (forward_hypergradient, reverse_hypergradient):
+        _close(mode(byte_problem.inner, hyper).hypergradient, want, 1e-10)
+
+
+def test_a_loss_that_reads_hyperparameters_never_takes_the_written_out_pass():
+    """The hand-written pass is the plain network's loss: with per-example loss weights (loss_hyper) on the same
+    recognised network, both modes must differentiate the weighted loss (the general path), not the plain one."""
+    problem = relu_problem(steps=5)
+    inner = problem.inner
+
+    def weighted(weights, batch, hyper):
+        inputs, labels = batch
+        per_example = torch.nn.functional.cross_entropy(problem.logits(weights, inputs), labels, reduction="none")
+        return (torch.cat([hyper["gamma"], per_example.new_ones(len(labels) - 3)]) * per_example).mean()
+
+    update = dataclasses.replace(inner.update, loss=weighted, loss_hyper=("gamma",))
+    assert update.network is not None
+    weighted_problem = dataclasses.replace(inner, update=update)
+    hyper = {**nonzero_hyper(problem, eta=0.02, mu=0.6), "gamma": torch.tensor([3.0, 0.2, 2.0], dtype=F64)}
+    want = forward_hypergradient(general(weighted_problem), hyper).hypergradient
+    assert float(want["gamma"].abs().min()) > 1e-8
+    _close(forward_hypergradient(weighted_problem, hyper).hypergradient, want, 1e-10)
+    for options in ({}, {"store_activations": True}):
+        _close(reverse_hypergradient(weighted_problem, hyper, **options).hypergradient, want, 1e-10)
 
 
 @pytest.mark.parametrize(("part", "bad", "message"), [("train", -100, r"lie in 0\.\.2; found -100\.\.2"),
