@@ -17,6 +17,7 @@ from sipgrad.engines.hypergrad import (
 )
 from sipgrad.engines.hypergrad.fused import gradient_and_hvps, plan_for, primal_pass
 from sipgrad.engines.hypergrad.modes import _FiniteWatch
+from sipgrad.engines.hypergrad.problem import mlp
 from sipgrad.errors import SipgradError
 from tests.engines.hypergrad.conftest import (
     forbid_autograd_gradient,
@@ -132,6 +133,20 @@ def test_written_out_reverse_modes_equal_the_autograd_ones(every, activations, m
         assert written.state_mib - trajectory >= 0.9 * (autograd.state_mib - trajectory) > 0
     else:
         assert written.state_mib == autograd.state_mib  # the trajectory: the same copies of the state
+
+
+def test_the_seed_shaped_mlp_every_layer_with_a_bias_matches_autograd_in_both_modes(monkeypatch):
+    """RFHO's kind of network (Linear-ReLU-Linear-ReLU-Linear, biases everywhere, including the first layer, whose
+    bias tangent is the only tangent below the first product): both modes, hand-written against autograd."""
+    problem = relu_problem(model=mlp(6, (7, 5), 3), steps=6)
+    hyper = nonzero_hyper(problem, eta=0.05, mu=0.6)
+    want = forward_hypergradient(general(problem.inner), hyper).hypergradient
+    reverse_want = reverse_hypergradient(general(problem.inner), hyper).hypergradient
+    _close(reverse_want, want, 1e-10)
+    forbid_autograd_gradient(monkeypatch)
+    _close(forward_hypergradient(problem.inner, hyper).hypergradient, want, 1e-10)
+    for options in ({}, {"store_activations": True}, {"checkpoint_every": 4, "store_activations": True}):
+        _close(reverse_hypergradient(problem.inner, hyper, **options).hypergradient, want, 1e-10)
 
 
 def test_primal_pass_is_autograds_gradient_and_its_rebuild_skips_the_weight_gradient():
