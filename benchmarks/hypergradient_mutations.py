@@ -257,6 +257,20 @@ MUTATIONS = [
         T + "test_fused.py",
     ),
     (
+        "fused HVP: the bias tangent left out of the forward tangent",
+        H + "fused.py",
+        "                dz.add_(directions[op.bias].reshape(1, m * out))",
+        "                pass",
+        T + "test_fused.py",
+    ),
+    (
+        "fused HVP: the bias products zeroed",
+        H + "fused.py",
+        "                hvp[op.bias] = dg2.sum(0).view(m, out)",
+        "                hvp[op.bias] = 0 * dg2.sum(0).view(m, out)",
+        T + "test_fused.py",
+    ),
+    (
         "finiteness watch: only the maximum (misses -inf)",
         H + "modes.py",
         "        extremes = [x for t in tensors if t.numel() for x in torch.aminmax(t.detach())]",
