@@ -194,8 +194,15 @@ MUTATIONS = [
     (
         "fused HVP: the delta^T dh term of the weight-gradient tangent dropped",
         H + "fused.py",
-        "                dgw = torch.add(from_error, from_input.transpose(0, 1), out=w.new_empty(m, out, features))",
-        "                dgw = from_error.contiguous()",
+        "                dgw.baddbmm_(g.t().expand(m, out, examples), dh_in.transpose(0, 1))",
+        "                pass",
+        T + "test_fused.py",
+    ),
+    (
+        "fused HVP: delta^T dh read with examples and directions swapped",
+        H + "fused.py",
+        "                dgw.baddbmm_(g.t().expand(m, out, examples), dh_in.transpose(0, 1))",
+        "                dgw.baddbmm_(g.t().expand(m, out, examples), dh_in.reshape(m, examples, features))",
         T + "test_fused.py",
     ),
     (
