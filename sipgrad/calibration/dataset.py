@@ -21,7 +21,7 @@ def labelled_images(source: str | os.PathLike, classes: ClassNames) -> list[tupl
     if source.is_dir():
         pairs = []
         for folder in sorted(p for p in source.iterdir() if p.is_dir()):
-            label = classes.index(folder.name)
+            label = _label(classes, folder.name, f"{folder}: class folder")
             pairs.extend((path, label) for path in sorted(folder.rglob("*"))
                          if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
         if not pairs:
@@ -29,15 +29,28 @@ def labelled_images(source: str | os.PathLike, classes: ClassNames) -> list[tupl
         return pairs
     if source.is_file():
         pairs = []
-        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise SipgradError(f"{source}: not a text file of 'PATH LABEL' lines (not UTF-8: {error.reason})") from None
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2:
                 raise SipgradError(f"{source}:{number}: expected 'PATH LABEL'")
             path = Path(parts[0])
-            pairs.append((path if path.is_absolute() else source.parent / path, classes.index(parts[1])))
+            label = _label(classes, parts[1], f"{source}:{number}: label")
+            pairs.append((path if path.is_absolute() else source.parent / path, label))
         if not pairs:
             raise SipgradError(f"{source}: the file list is empty")
         return pairs
     raise SipgradError(f"{source}: no such folder or file list")
+
+
+def _label(classes: ClassNames, label: str, where: str) -> int:
+    """``classes.index(label)``, its error prefixed with where the label was read (file and line, or folder)."""
+    try:
+        return classes.index(label)
+    except SipgradError as error:
+        raise SipgradError(f"{where}: {error}") from None

@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
 from sipgrad.errors import SipgradError
-import warnings
-
-from sipgrad.evaluation.cases import (Box, BoxWarning, Case, finite_numbers, fit_boxes, image_size, make_box,
-                                      safe_join)
+from sipgrad.evaluation.cases import (
+    Box,
+    BoxWarning,
+    Case,
+    finite_numbers,
+    fit_boxes,
+    image_size,
+    make_box,
+    safe_join,
+)
 from sipgrad.models.classes import ClassNames
 
 FORMATS = ("imagenet", "voc", "coco", "csv")
@@ -48,8 +55,11 @@ def _cases_from(grouped: dict[Path, dict[int, list[Box]]], root: Path) -> list[C
     return cases
 
 
-def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box]]]:
-    """(filename, [(label, box)]) from an ILSVRC or VOC annotation; 1-based inclusive pixel corners."""
+def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box, str]]]:
+    """(filename, [(label, box, where)]) from an ILSVRC or VOC annotation; 1-based inclusive pixel corners.
+
+    ``where`` (``FILE: object N (label)``) prefixes any later error about that object, e.g. an unknown label.
+    """
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as error:
@@ -64,7 +74,7 @@ def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box]]]
         keys = ("xmin", "ymin", "xmax", "ymax")
         where = f"{xml_path}: object {number} ({name.strip()})"
         xmin, ymin, xmax, ymax = make_box([box.findtext(k) for k in keys], where, keys)
-        objects.append((name.strip(), (xmin - 1.0, ymin - 1.0, xmax, ymax)))
+        objects.append((name.strip(), (xmin - 1.0, ymin - 1.0, xmax, ymax), where))
     return filename, objects
 
 
@@ -93,8 +103,8 @@ def load_xml_dataset(images: Path, annotations: Path, classes: ClassNames,
         image = _find_image(images, xml_path.stem, filename)
         if image is None:
             raise SipgradError(f"{xml_path}: its image {filename or xml_path.stem} is not in {images}")
-        for label, box in objects:
-            grouped[image][classes.index((label_map or {}).get(label, label))].append(box)
+        for label, box, where in objects:
+            grouped[image][_class_index(classes, (label_map or {}).get(label, label), where)].append(box)
     return _cases_from(grouped, images.resolve())
 
 
@@ -103,22 +113,44 @@ def load_coco(images: Path, annotations: Path, classes: ClassNames,
     """COCO instances JSON: ``bbox`` is [x, y, width, height] in 0-based continuous pixels."""
     try:
         document = json.loads(annotations.read_text(encoding="utf-8"))
-        categories = {c["id"]: c["name"] for c in document["categories"]}
-        files = {im["id"]: im["file_name"] for im in document["images"]}
-        grouped: dict[Path, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
-        for number, ann in enumerate(document["annotations"], 1):
-            where = f"{annotations}: annotation {ann.get('id', f'number {number}')}"
-            bbox = ann["bbox"]
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise SipgradError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
-            x, y, w, h = finite_numbers(bbox, where, ("x", "y", "width", "height"))
-            if not (w > 0 and h > 0):
-                raise SipgradError(f"{where}: empty box (width={w:g}, height={h:g}); both must be > 0")
+    except UnicodeDecodeError as error:
+        raise SipgradError(f"{annotations}: not UTF-8 text ({error.reason})") from None
+    except ValueError as error:
+        raise SipgradError(f"{annotations}: not a COCO instances file (not valid JSON: {error})") from None
+    if not isinstance(document, dict):
+        raise SipgradError(f"{annotations}: not a COCO instances file (expected a JSON object with images, "
+                           f"annotations and categories, got {type(document).__name__})")
+    try:
+        categories = {c["id"]: c["name"] for c in _coco_list(document, "categories", annotations)}
+        files = {im["id"]: im["file_name"] for im in _coco_list(document, "images", annotations)}
+    except (KeyError, TypeError) as error:
+        raise SipgradError(f"{annotations}: not a COCO instances file (an entry of categories or images lacks "
+                           f"{error})") from None
+    grouped: dict[Path, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
+    for number, ann in enumerate(_coco_list(document, "annotations", annotations), 1):
+        if not isinstance(ann, dict):
+            raise SipgradError(f"{annotations}: annotation number {number}: expected a JSON object, "
+                               f"got {type(ann).__name__}")
+        where = f"{annotations}: annotation {ann.get('id', f'number {number}')}"
+        absent = [key for key in ("bbox", "category_id", "image_id") if key not in ann]
+        if absent:
+            raise SipgradError(f"{where}: field {absent[0]} is missing")
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise SipgradError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+        x, y, w, h = finite_numbers(bbox, where, ("x", "y", "width", "height"))
+        if not (w > 0 and h > 0):
+            raise SipgradError(f"{where}: empty box (width={w:g}, height={h:g}); both must be > 0")
+        try:
             name = categories[ann["category_id"]]
-            image = safe_join(images, files[ann["image_id"]])
-            grouped[image][classes.index((label_map or {}).get(name, name))].append((x, y, x + w, y + h))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise SipgradError(f"{annotations}: not a COCO instances file ({error})") from None
+        except (KeyError, TypeError):
+            raise SipgradError(f"{where}: category_id {ann['category_id']!r} is not among the categories") from None
+        try:
+            file_name = files[ann["image_id"]]
+        except (KeyError, TypeError):
+            raise SipgradError(f"{where}: image_id {ann['image_id']!r} is not among the images") from None
+        image = _joined(images, file_name, where)
+        grouped[image][_class_index(classes, (label_map or {}).get(name, name), where)].append((x, y, x + w, y + h))
     return _cases_from(grouped, images.resolve())
 
 
@@ -131,11 +163,11 @@ def load_table(images: Path, annotations: Path, classes: ClassNames,
         if missing:
             raise SipgradError(f"{where}: field {missing[0]} is missing (need image,label,x0,y0,x1,y1)")
         box = make_box([row.get(k) for k in ("x0", "y0", "x1", "y1")], where)
-        image = safe_join(images, str(row["image"]))
+        image = _joined(images, str(row["image"]), where)
         label = row["label"]
         label = label if isinstance(label, int) and not isinstance(label, bool) else \
             (label_map or {}).get(str(label), str(label))
-        grouped[image][classes.index(label)].append(box)
+        grouped[image][_class_index(classes, label, where)].append(box)
     return _cases_from(grouped, images.resolve())
 
 
@@ -167,6 +199,30 @@ def _table_rows(annotations: Path):
                            f"(need image,label,x0,y0,x1,y1)")
     for row in reader:
         yield f"{annotations}: line {reader.line_num}", row
+
+
+def _class_index(classes: ClassNames, label: str | int, where: str) -> int:
+    """``classes.index(label)``, its error prefixed with where the label was read (file, line or object)."""
+    try:
+        return classes.index(label)
+    except SipgradError as error:
+        raise SipgradError(f"{where}: label: {error}") from None
+
+
+def _joined(images: Path, relative: str, where: str) -> Path:
+    """``safe_join(images, relative)``, its error prefixed with the annotation that named the path."""
+    try:
+        return safe_join(images, relative)
+    except SipgradError as error:
+        raise SipgradError(f"{where}: image: {error}") from None
+
+
+def _coco_list(document: dict, key: str, annotations: Path) -> list:
+    value = document.get(key)
+    if not isinstance(value, list):
+        raise SipgradError(f"{annotations}: not a COCO instances file (field {key} is "
+                           f"{'missing' if value is None else 'not a list'})")
+    return value
 
 
 def load_dataset(format: str, images: str | Path, boxes: str | Path, classes: ClassNames,

@@ -190,3 +190,86 @@ def test_library_errors_reach_the_user_as_flags(capsys):
     code, _, err = run_cli(capsys, "explain", str(ASSETS / "chelsea.jpg"), "--sip", "cls", "--out", "unused-out")
     line = one_line(err)
     assert code == 2 and "--stats FILE" in line and "stats parameter" not in line
+
+
+# --- labels the model does not know: the error names where the label was read ----------------------
+
+@pytest.mark.parametrize("name, text, message", [
+    ("boxes.csv", "image,label,x0,y0,x1,y1\na.png,1,0,0,10,10\nb.png,nosuch,0,0,10,10\n",
+     "boxes.csv: line 3: label: unknown class name 'nosuch'"),
+    ("boxes.csv", "image,label,x0,y0,x1,y1\na.png,5000,0,0,10,10\n",
+     "boxes.csv: line 2: label: class index 5000 is out of range"),
+    ("boxes.jsonl", '{"image": "a.png", "label": 1, "x0": 0, "y0": 0, "x1": 5, "y1": 5}\n'
+                    '{"image": "b.png", "label": "nosuch", "x0": 0, "y0": 0, "x1": 5, "y1": 5}\n',
+     "boxes.jsonl: line 2: label: unknown class name 'nosuch'"),
+    ("boxes.csv", "image,label,x0,y0,x1,y1\n../../etc/passwd,1,0,0,10,10\n",
+     "boxes.csv: line 2: image: ../../etc/passwd: path escapes the data root"),
+])
+def test_unknown_labels_and_escaping_paths_name_the_line(capsys, box_images, tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    code, _, err = run_cli(capsys, *EVALUATE, "--images", box_images, "--boxes", tmp_path / name,
+                           "--out", tmp_path / "out")
+    assert code == 2 and message in one_line(err)
+
+
+def test_voc_unknown_label_names_the_file_and_object(capsys, box_images, tmp_path):
+    (tmp_path / "a.xml").write_text("<annotation><filename>a.png</filename><object><name>nosuch</name><bndbox>"
+                                    "<xmin>1</xmin><ymin>1</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+                                    "</annotation>")
+    code, _, err = run_cli(capsys, *EVALUATE, "--format", "voc", "--images", box_images, "--boxes",
+                           tmp_path / "a.xml", "--out", tmp_path / "out")
+    assert code == 2 and "a.xml: object 1 (nosuch): label: unknown class name 'nosuch'" in one_line(err)
+
+
+COCO_IMAGES = [{"id": 1, "file_name": "a.png"}]
+COCO_CATEGORIES = [{"id": 1, "name": "tench"}]
+
+
+@pytest.mark.parametrize("annotation, message", [
+    ({"id": 7, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]},
+     "annotation 7: category_id 2 is not among the categories"),
+    ({"id": 7, "image_id": 3, "category_id": 1, "bbox": [0, 0, 5, 5]}, "annotation 7: image_id 3 is not among the images"),
+    ({"id": 7, "image_id": 1, "category_id": 1}, "annotation 7: field bbox is missing"),
+    ({"image_id": 1, "bbox": [0, 0, 5, 5]}, "annotation number 1: field category_id is missing"),
+    (5, "annotation number 1: expected a JSON object, got int"),
+])
+def test_coco_annotation_errors_name_the_annotation_and_field(capsys, box_images, tmp_path, annotation, message):
+    document = {"images": COCO_IMAGES, "categories": COCO_CATEGORIES, "annotations": [annotation]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    code, _, err = run_cli(capsys, *EVALUATE, "--format", "coco", "--images", box_images, "--boxes",
+                           tmp_path / "coco.json", "--out", tmp_path / "out")
+    line = one_line(err)
+    assert code == 2 and f"coco.json: {message}" in line
+
+
+def test_coco_unknown_category_name_names_the_annotation(capsys, box_images, tmp_path):
+    document = {"images": COCO_IMAGES, "categories": [{"id": 1, "name": "nosuch"}],
+                "annotations": [{"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    code, _, err = run_cli(capsys, *EVALUATE, "--format", "coco", "--images", box_images, "--boxes",
+                           tmp_path / "coco.json", "--out", tmp_path / "out")
+    assert code == 2 and "coco.json: annotation 9: label: unknown class name 'nosuch'" in one_line(err)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("{chelsea} 285\n{coffee} nosuchclass\n", "list.txt:2: label: unknown class name 'nosuchclass'"),
+    ("{chelsea} 5000\n", "list.txt:1: label: class index 5000 is out of range"),
+])
+def test_calibrate_file_list_label_errors_name_the_line(capsys, asset_dir, tmp_path, lines, message):
+    listing = tmp_path / "list.txt"
+    listing.write_text(lines.format(chelsea=asset_dir / "chelsea.jpg", coffee=asset_dir / "coffee.jpg"))
+    code, _, err = run_cli(capsys, "calibrate", "--data", listing, "--out", tmp_path / "stats.npz")
+    assert code == 2 and message in one_line(err)
+    assert not list(tmp_path.glob("stats*"))
+
+
+def test_calibrate_binary_file_list_and_unknown_class_folder(capsys, asset_dir, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xff\xfe\x00 garbage\n")
+    code, _, err = run_cli(capsys, "calibrate", "--data", listing, "--out", tmp_path / "stats.npz")
+    assert code == 2 and "list.txt: not a text file of 'PATH LABEL' lines" in one_line(err)
+    folder = tmp_path / "data" / "bogusclass"
+    folder.mkdir(parents=True)
+    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
+    code, _, err = run_cli(capsys, "calibrate", "--data", tmp_path / "data", "--out", tmp_path / "stats.npz")
+    assert code == 2 and "bogusclass: class folder: unknown class name 'bogusclass'" in one_line(err)
