@@ -7,8 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import (add_image_command, add_sip_arguments, guarded, load_classifier, output_folder, positive_int,
-                                progress_bar, sip_overrides, stage)
+from sipgrad_cli.common import (
+    add_image_command,
+    add_sip_arguments,
+    fail,
+    guarded,
+    load_classifier,
+    output_folder,
+    positive_int,
+    progress_bar,
+    sip_overrides,
+    stage,
+)
 
 DESCRIPTION = """Analyse the gradients inside the network.
 
@@ -44,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @guarded
 def run(args: argparse.Namespace) -> int:
-    from sipgrad.analysis import analysis_layers, analyze_gradients, concat_analyses, save_analyses
+    from sipgrad.analysis import (
+        analysis_layers,
+        analyze_gradients,
+        concat_analyses,
+        save_analyses,
+    )
     from sipgrad.errors import ImageLoadError, SipgradError
     from sipgrad.hooks.sip import SIPConfig
     from sipgrad.io.images import find_images, load_image
@@ -97,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True  # keep every finished batch: write them below
     if not parts[0]:
-        raise SipgradError("interrupted before any image was analysed" if interrupted
-                           else "none of the images could be read")
+        if interrupted:
+            return fail("interrupted before any image was analysed", 130)
+        raise SipgradError("none of the images could be read")
     analyses = [concat_analyses(kept) for kept in parts]
     names = analyses[0].names
     stage(f"writing {out / 'gradients.npz'}")

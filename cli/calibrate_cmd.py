@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sipgrad_cli.common import (add_command, add_model_arguments, fraction, guarded, load_classifier, nonnegative_int,
-                                output_file, positive_int, progress_bar)
+from sipgrad_cli.common import (
+    add_command,
+    add_model_arguments,
+    fraction,
+    guarded,
+    load_classifier,
+    nonnegative_int,
+    output_file,
+    positive_int,
+    progress_bar,
+)
 
 DESCRIPTION = """Compute SIP calibration statistics (forward passes only).
 

@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,10 @@ PARAMETER_FLAGS = {
     "internal_batch_size": "--internal-batch-size",
     "gradcam_layer": "--gradcam-layer",
     "shapiro_threshold": "--shapiro-threshold",
+    "sketch_size": "--sketch",
+    "must be at least k (": "must be at least --k (",
+    "latent_bits": "--latent-bits",
+    "soft_weights": "--soft on",
 }
 
 
@@ -165,7 +170,35 @@ def output_folder(path: str, option: str = "--out") -> Path:
             break
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise SipgradError(f"{option} {path}: the folder is not writable")
+    _probe_writable(folder, path, option)
     return folder
+
+
+def _probe_writable(folder: Path, path: str, option: str) -> None:
+    """Create ``folder`` and a file in it now, then remove what was created.
+
+    ``os.access`` says yes to root everywhere and knows nothing of read-only or special file
+    systems (/proc, a read-only mount): without this a whole run's work would be done before
+    the first write failed. Folders made here are removed again, so a run refused later (no
+    images found) leaves nothing behind.
+    """
+    from sipgrad.errors import SipgradError
+
+    created = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".sipgrad-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise SipgradError(f"{option} {path}: cannot write there ({reason})") from None
+    finally:
+        for made in created:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
 
 
 def output_file(path: str, option: str = "--out") -> Path:
@@ -230,6 +263,10 @@ def load_classifier(args: argparse.Namespace):
 
     from sipgrad.models import load_model
 
+    try:
+        torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise SipgradError(f"--device {args.device}: not a device; use cpu, cuda or cuda:N") from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SipgradError("--device cuda was asked for but no CUDA device is available")
     return load_model(args.model, weights=args.weights, pretrained=args.pretrained != "none", device=args.device)

@@ -7,9 +7,20 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import (add_command, add_model_arguments, add_sip_arguments, guarded, load_classifier,
-                                nonnegative_float, nonnegative_int, output_folder, positive_int, progress_bar, sip_overrides,
-                                stage)
+from sipgrad_cli.common import (
+    add_command,
+    add_model_arguments,
+    add_sip_arguments,
+    guarded,
+    load_classifier,
+    nonnegative_float,
+    nonnegative_int,
+    output_folder,
+    positive_int,
+    progress_bar,
+    sip_overrides,
+    stage,
+)
 
 DESCRIPTION = """Score explanations against bounding boxes, for every method x SIP config.
 
@@ -68,11 +79,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @guarded
 def run(args: argparse.Namespace) -> int:
     from sipgrad.errors import SipgradError
-    from sipgrad.evaluation import EvalSettings, builtin_cases, evaluate, load_dataset, write_reports
+    from sipgrad.evaluation import (
+        EvalSettings,
+        builtin_cases,
+        evaluate,
+        load_dataset,
+        write_reports,
+    )
     from sipgrad.evaluation.runner import distributed_context, process_device
 
     if args.images and not args.boxes:
         raise SipgradError("--images needs --boxes")
+    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
+    sips = tuple(s.strip() for s in args.sip.split(",") if s.strip())
+    if not methods:  # `--method ,` would evaluate nothing and still exit 0
+        raise SipgradError(f"--method {args.method!r}: no method named, e.g. --method grad or grad,ig")
+    if not sips:
+        raise SipgradError(f"--sip {args.sip!r}: no SIP config named; use none for plain maps, e.g. none,topq:0.1")
     out = output_folder(args.out)
     args.device = process_device(args.device)  # under torchrun: one GPU per process
     classifier = load_classifier(args)
@@ -85,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise SipgradError(f"no cases to evaluate in {dataset}")
     overrides = {k: v for k, v in sip_overrides(args).items() if v is not None}
-    settings = EvalSettings(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()),
-                            sips=tuple(s.strip() for s in args.sip.split(",") if s.strip()),
+    settings = EvalSettings(methods=methods, sips=sips,
                             sip_options=overrides, tolerance=args.tolerance, steps=args.steps, crop=args.crop,
                             compile=args.compile,
                             method_options={"ig_steps": args.ig_steps, "smoothgrad_samples": args.smoothgrad_samples,

@@ -6,8 +6,18 @@ import argparse
 import json
 import sys
 
-from sipgrad_cli.common import (add_image_command, add_sip_arguments, guarded, load_classifier, nonnegative_float,
-                                nonnegative_int, output_folder, positive_int, progress_bar, sip_overrides)
+from sipgrad_cli.common import (
+    add_image_command,
+    add_sip_arguments,
+    guarded,
+    load_classifier,
+    nonnegative_float,
+    nonnegative_int,
+    output_folder,
+    positive_int,
+    progress_bar,
+    sip_overrides,
+)
 
 DESCRIPTION = """Explain a classifier's predictions on images.
 

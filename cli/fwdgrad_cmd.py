@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from sipgrad_cli.common import guarded, positive_float, positive_int, progress_bar
+from sipgrad_cli.common import (
+    guarded,
+    nonnegative_int,
+    one_line_errors,
+    output_file,
+    output_folder,
+    positive_float,
+    positive_int,
+    progress_bar,
+)
 
 SAMPLER_HELP = "gaussian, rademacher, layerwise, orthonormal, activity, orthogonal, orthogonal:NAME"
 
@@ -29,6 +39,28 @@ def name_list(text: str) -> list[str]:
     return names
 
 
+def choice_list(allowed: tuple[str, ...]):
+    """A comma-separated list whose every item is one of ``allowed`` (checked while parsing)."""
+    def parse(text: str) -> list[str]:
+        names = name_list(text)
+        for name in names:
+            if name not in allowed:
+                raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(allowed)}")
+        return names
+    return parse
+
+
+def momentum_value(text: str) -> float:
+    """A number in [0, 1) (SGD momentum)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def bits_list(text: str) -> list[int | None]:
     values: list[int | None] = []
     for part in name_list(text):
@@ -44,11 +76,12 @@ def bits_list(text: str) -> list[int | None]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.engines.forward.models import MODELS
+    from sipgrad.engines.forward.training import GRADIENTS
 
-    parser = subparsers.add_parser(
+    parser = one_line_errors(subparsers.add_parser(
         "fwdgrad", help="forward-gradient experiments: cosine table, training beside backprop",
         description="Forward gradients (grad . v) v from JVPs, without backprop: how well each direction "
-                    "sampler points (cosine) and how well it trains.")
+                    "sampler points (cosine) and how well it trains."))
     commands = parser.add_subparsers(title="experiments", dest="experiment", metavar="EXPERIMENT",
                                      help="cosine, train or plot; `sipgrad fwdgrad EXPERIMENT --help` for its options")
     parser.set_defaults(run=lambda args: parser.print_help() or 2)
@@ -58,11 +91,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--data", default="digits", metavar="SPEC",
                          help="digits (offline default), mnist:DIR (IDX files) or cifar10:DIR (binary version)")
         sub.add_argument("--directions", type=positive_int, default=None, metavar="K", help="directions per estimate")
-        sub.add_argument("--seed", type=int, default=0, help="seed for data split, model and directions (default 0)")
+        sub.add_argument("--seed", type=nonnegative_int, default=0, help="seed for data split, model and directions (default 0)")
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         sub.add_argument("--out", metavar="DIR", help="write JSON and figures here")
 
-    cosine = commands.add_parser("cosine", help="mean cosine of forward gradient vs true gradient, per B and sampler")
+    cosine = one_line_errors(commands.add_parser(
+        "cosine", help="mean cosine of forward gradient vs true gradient, per B and sampler"))
     common(cosine)
     cosine.add_argument("--batch-sizes", type=positive_int_list, default=[128, 256, 512, 800, 1024], metavar="B,B",
                         help="comma-separated batch sizes (default 128,256,512,800,1024)")
@@ -71,26 +105,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cosine.add_argument("--trials", type=trial_count, default=20, metavar="R", help="trials per cell (default 20)")
     cosine.set_defaults(run=run_cosine)
 
-    train = commands.add_parser("train", help="train with forward gradients (and/or backprop); accuracy vs step")
+    train = one_line_errors(commands.add_parser(
+        "train", help="train with forward gradients (and/or backprop); accuracy vs step"))
     common(train)
-    train.add_argument("--grad", type=name_list, default=["forward", "backprop"], metavar="forward,backprop",
+    train.add_argument("--grad", type=choice_list(GRADIENTS), default=["forward", "backprop"], metavar="forward,backprop",
                        help="gradient sources to run, comma-separated (default forward,backprop)")
     train.add_argument("--sampler", type=name_list, default=["gaussian"], metavar="NAMES",
                        help=f"comma-separated samplers for forward runs: {SAMPLER_HELP} (default gaussian)")
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"], help="default adam")
     train.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-3 for Adam; SGD 5e-3 "
                                                          "forward, 5e-2 backprop)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--momentum", type=momentum_value, default=0.9, help="SGD momentum, in [0, 1) (default 0.9)")
     train.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
     train.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
     train.add_argument("--eval-every", type=positive_int, default=100, metavar="N", help="default 100")
-    train.add_argument("--soft", type=name_list, default=["off"], metavar="off,on",
+    train.add_argument("--soft", type=choice_list(("off", "on")), default=["off"], metavar="off,on",
                        help="binary models: soft weights tanh(beta w) annealed to sign: off, on or off,on")
     train.add_argument("--latent-bits", type=bits_list, default=[None], metavar="B,B",
                        help="binary models: store latent weights at B bits (2..16, 32 = float), e.g. 5,6,7,8")
     train.set_defaults(run=run_train)
 
-    plot = commands.add_parser("plot", help="redraw the accuracy plot of a forward_train.json")
+    plot = one_line_errors(commands.add_parser("plot", help="redraw the accuracy plot of a forward_train.json"))
     plot.add_argument("runs", metavar="FILE", help="forward_train.json written by `sipgrad fwdgrad train`")
     plot.add_argument("--out", required=True, metavar="PNG", help="the figure to write")
     plot.set_defaults(run=run_plot)
@@ -113,6 +148,7 @@ def run_cosine(args: argparse.Namespace) -> int:
 
     for name in args.samplers:
         make_sampler(name)  # unknown names fail before any work
+    out = output_folder(args.out) if args.out else None  # and an unwritable --out too
     directions = args.directions or 1
     data = load_dataset(args.data, seed=args.seed)
     model = build_model(args.model, data.image_shape, data.classes, seed=args.seed).train()
@@ -121,8 +157,7 @@ def run_cosine(args: argparse.Namespace) -> int:
         table = cosine_table(model, data.train, args.batch_sizes, args.samplers, directions, args.trials,
                              seed=args.seed, progress=lambda: bar.update(1))
     document = {"model": args.model, "data": data.name, "trials": args.trials, **table.to_json()}
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         _write_json(out / "cosine.json", document)
         batch = data.train.subset(slice(0, args.batch_sizes[0]))
         correlations = gradient_row_correlations(model, batch.inputs, batch.labels)
@@ -150,12 +185,9 @@ def run_train(args: argparse.Namespace) -> int:
     from sipgrad.datasets import load_dataset
     from sipgrad.engines.forward.figures import save_accuracy_curves
     from sipgrad.engines.forward.training import TrainConfig, train
-    from sipgrad.errors import SipgradError
 
     soft_options = {"off": False, "on": True}
-    for value in args.soft:
-        if value not in soft_options:
-            raise SipgradError(f"--soft takes off, on or off,on; got {value!r}")
+    out = output_folder(args.out) if args.out else None  # refused before the data is even loaded
     configs = []
     for gradient in dict.fromkeys(args.grad):
         samplers = args.sampler if gradient == "forward" else ["gaussian"]
@@ -169,7 +201,6 @@ def run_train(args: argparse.Namespace) -> int:
                         soft_weights=soft_options[soft], latent_bits=bits))
     data = load_dataset(args.data, seed=args.seed)
     results = []
-    out = Path(args.out) if args.out else None
     document: dict = {"model": args.model, "data": data.name, "runs": []}
     interrupted = False
     with progress_bar(len(configs) * args.steps, "training") as bar:
@@ -210,7 +241,13 @@ def run_train(args: argparse.Namespace) -> int:
                 memory = run["memory"]
                 print(f"  {run['label']:<42}{memory['weight_bytes'] / 1024:>8.1f} "
                       f"({memory['weight_bytes_float32'] / 1024:.1f}){memory['optimizer_state_bytes'] / 1024:>10.1f}")
-    return 130 if interrupted else 0
+    if interrupted:
+        finished = sum(not r.interrupted for r in results)
+        kept = f"; {out / 'forward_train.json'} holds them" if out else ""
+        print(f"sipgrad: interrupted; {finished} of {len(configs)} run(s) finished, the last one stopped early{kept}",
+              file=sys.stderr)
+        return 130
+    return 0
 
 
 @guarded
@@ -218,12 +255,21 @@ def run_plot(args: argparse.Namespace) -> int:
     from sipgrad.engines.forward.figures import save_accuracy_curves
     from sipgrad.errors import SipgradError
 
+    output_file(args.out)
     try:
         document = json.loads(Path(args.runs).read_text())
         curves = [(run["label"], run["steps"], run["test_accuracy"]) for run in document["runs"]]
         title = f"{document['model']} on {document['data']}: test accuracy"
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SipgradError(f"{args.runs}: not a forward_train.json ({type(error).__name__}: {error})") from None
+    for number, (label, steps, accuracy) in enumerate(curves, 1):
+        where = f"{args.runs}: run {number} ({label})"
+        if not (isinstance(steps, list) and isinstance(accuracy, list)):
+            raise SipgradError(f"{where}: steps and test_accuracy must be lists")
+        if len(steps) != len(accuracy):
+            raise SipgradError(f"{where}: {len(steps)} steps but {len(accuracy)} test_accuracy values")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*steps, *accuracy)):
+            raise SipgradError(f"{where}: steps and test_accuracy must hold numbers")
     save_accuracy_curves(args.out, curves, title)
     print(args.out)
     return 0

@@ -7,8 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from sipgrad_cli.common import (add_command, guarded, nonnegative_int, one_line_errors, output_folder, positive_float,
-                                positive_int, progress_bar)
+from sipgrad_cli.common import (
+    add_command,
+    fail,
+    guarded,
+    nonnegative_int,
+    one_line_errors,
+    output_folder,
+    positive_float,
+    positive_int,
+    progress_bar,
+)
 
 SPECTRUM_DESCRIPTION = """Spectrum of the per-example gradients of a small model.
 
@@ -135,7 +144,10 @@ def _load(args: argparse.Namespace, seed: int, cache: dict | None = None):
 
 @guarded
 def run_spectrum(args: argparse.Namespace) -> int:
-    from sipgrad.analysis.example_spectrum import spectra_over_batch_sizes, spectrum_rows
+    from sipgrad.analysis.example_spectrum import (
+        spectra_over_batch_sizes,
+        spectrum_rows,
+    )
     from sipgrad.analysis.gradient_plots import save_spectrum_figure
     from sipgrad.analysis.projected_training import TrainConfig, train
     from sipgrad.io.atomic import atomic_write
@@ -175,9 +187,11 @@ def run_spectrum(args: argparse.Namespace) -> int:
 
 @guarded
 def run_train(args: argparse.Namespace) -> int:
-    from sipgrad.analysis.gradient_plots import save_accuracy_figure, save_momentum_figure
+    from sipgrad.analysis.gradient_plots import (
+        save_accuracy_figure,
+        save_momentum_figure,
+    )
     from sipgrad.analysis.projected_training import TrainConfig, summarize_runs, train
-    from sipgrad.errors import SipgradError
     from sipgrad.io.atomic import atomic_write
 
     configs = [TrainConfig(optimizer=optimizer, lr=args.lr, momentum=args.momentum, k=args.k,
@@ -205,7 +219,7 @@ def run_train(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
     if not runs:
-        raise SipgradError("interrupted before the first run finished")
+        return fail("interrupted before the first run finished", 130)
     document = write()
     save_accuracy_figure(out / "accuracy.png", runs)
     save_momentum_figure(out / "momentum.png", runs)

@@ -2,12 +2,12 @@
 every other input still processed."""
 
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
-
 from sipgrad_cli.main import main
 
 
@@ -273,3 +273,153 @@ def test_calibrate_binary_file_list_and_unknown_class_folder(capsys, asset_dir, 
     shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
     code, _, err = run_cli(capsys, "calibrate", "--data", tmp_path / "data", "--out", tmp_path / "stats.npz")
     assert code == 2 and "bogusclass: class folder: unknown class name 'bogusclass'" in one_line(err)
+
+
+# --- an --out that cannot be written is refused before any work ---------------------------------
+
+UNWRITABLE = "/proc/sipgrad-no-such-dir/out"  # mkdir fails there even for root, which os.access cannot tell
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+@pytest.mark.parametrize("command, out", [
+    (["explain", "{chelsea}"], UNWRITABLE),
+    (["analyze", "{chelsea}"], UNWRITABLE),
+    (["calibrate", "--data", "{chelsea}"], UNWRITABLE + "/stats.npz"),
+    (["evaluate", "--builtin", "photos"], UNWRITABLE),
+])
+def test_out_that_cannot_be_created_is_refused_before_any_work(capsys, monkeypatch, asset_dir, command, out):
+    import sipgrad_cli.common
+
+    for module in ("explain_cmd", "analyze_cmd", "calibrate_cmd", "evaluate_cmd"):
+        monkeypatch.setattr(f"sipgrad_cli.{module}.load_classifier", lambda args: pytest.fail("work started"))
+    monkeypatch.setattr(sipgrad_cli.common, "load_classifier", lambda args: pytest.fail("work started"))
+    args = [a.format(chelsea=asset_dir / "chelsea.jpg") for a in command]
+    code, _, err = run_cli(capsys, *args, "--out", out)
+    line = one_line(err)
+    assert code == 2 and f"--out {out}" in line and "cannot write there" in line and "Errno" not in line
+
+
+def test_out_probe_leaves_no_folder_behind(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "explain", tmp_path / "empty", "--out", tmp_path / "new" / "deeper")
+    assert code == 2 and "no images found" in one_line(err)
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # the folders made to test --out were removed again
+
+
+# --- fwdgrad: options checked while parsing, --out before the work, plot files checked -------------
+
+@pytest.mark.parametrize("args, message", [
+    (["fwdgrad", "cosine", "--seed", "-5"], "sipgrad fwdgrad cosine: error: argument --seed: must be 0 or more"),
+    (["fwdgrad", "train", "--grad", "bogus"], "argument --grad: 'bogus' is not one of forward, backprop"),
+    (["fwdgrad", "train", "--momentum", "nan"], "argument --momentum: must be in [0, 1), got nan"),
+    (["fwdgrad", "train", "--momentum", "-3"], "argument --momentum: must be in [0, 1), got -3"),
+    (["fwdgrad", "train", "--soft", "maybe"], "argument --soft: 'maybe' is not one of off, on"),
+    (["fwdgrad", "cosine", "--trials", "1"], "argument --trials: a standard error needs at least 2 trials"),
+    (["fwdgrad", "bogus"], "sipgrad fwdgrad: error: argument EXPERIMENT: invalid choice: 'bogus'"),
+    (["bogus"], "sipgrad: error: argument COMMAND: invalid choice: 'bogus'"),
+    (["explain", "x.png", "--bogus"], "sipgrad: error: unrecognized arguments: --bogus"),
+])
+def test_option_errors_are_one_line_everywhere(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert message in line and "usage:" not in err
+
+
+@pytest.mark.parametrize("experiment", [["cosine", "--batch-sizes", "8", "--trials", "2"], ["train", "--steps", "2"]])
+def test_fwdgrad_out_naming_a_file_is_refused_before_the_work(capsys, monkeypatch, tmp_path, experiment):
+    import sipgrad.datasets
+
+    monkeypatch.setattr(sipgrad.datasets, "load_dataset", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "taken").write_text("mine")
+    code, _, err = run_cli(capsys, "fwdgrad", *experiment, "--out", tmp_path / "taken")
+    assert code == 2 and "is an existing file, not a folder" in one_line(err)
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("runs, message", [
+    ([{"label": "x", "steps": [1, 2], "test_accuracy": [0.1]}], "run 1 (x): 2 steps but 1 test_accuracy values"),
+    ([{"label": "y", "steps": [1], "test_accuracy": ["high"]}], "run 1 (y): steps and test_accuracy must hold numbers"),
+    ([{"label": "z", "steps": 3, "test_accuracy": [0.1]}], "run 1 (z): steps and test_accuracy must be lists"),
+])
+def test_fwdgrad_plot_names_the_bad_run(capsys, tmp_path, runs, message):
+    (tmp_path / "runs.json").write_text(json.dumps({"model": "m", "data": "d", "runs": runs}))
+    code, _, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "runs.json", "--out", tmp_path / "p.png")
+    assert code == 2 and f"runs.json: {message}" in one_line(err)
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_fwdgrad_plot_refuses_a_folder_as_out(capsys, tmp_path):
+    (tmp_path / "runs.json").write_text(json.dumps({"model": "m", "data": "d", "runs": []}))
+    code, _, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "runs.json", "--out", tmp_path)
+    assert code == 2 and "is a folder; name the file to write" in one_line(err)
+
+
+def test_fwdgrad_train_interrupted_says_what_was_kept(capsys, monkeypatch, tmp_path):
+    import sipgrad_cli.fwdgrad_cmd
+
+    class Bar:  # Ctrl-C on the 7th step: the first 5-step run is finished, the second stops early
+        calls = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def set_postfix_str(self, text):
+            pass
+
+        def update(self, n):
+            Bar.calls += 1
+            if Bar.calls == 7:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(sipgrad_cli.fwdgrad_cmd, "progress_bar", lambda *a, **k: Bar())
+    code, _, err = run_cli(capsys, "fwdgrad", "train", "--grad", "backprop", "--soft", "off",
+                           "--steps", "5", "--eval-every", "5", "--seed", "0", "--out", tmp_path,
+                           "--model", "binary-mlp", "--latent-bits", "8,32")
+    assert code == 130
+    assert "sipgrad: interrupted; 1 of 2 run(s) finished, the last one stopped early" in one_line(err)
+    runs = json.loads((tmp_path / "forward_train.json").read_text())["runs"]
+    assert [r["steps"] for r in runs] == [[5], []]
+
+
+# --- library parameter names reach the user as the CLI's flags; bad devices; empty lists -----------
+
+def test_gradients_sketch_error_names_the_flags(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "gradients", "train", "--optimizer", "pca-sgd", "--k", "8", "--sketch", "1",
+                           "--steps", "2", "--out", tmp_path)
+    line = one_line(err)
+    assert code == 2 and "--sketch (1) must be at least --k (8)" in line and "sketch_size" not in line
+
+
+def test_fwdgrad_latent_bits_error_names_the_flag(capsys):
+    code, _, err = run_cli(capsys, "fwdgrad", "train", "--grad", "backprop", "--steps", "2", "--latent-bits", "5")
+    line = one_line(err)
+    assert code == 2 and "--latent-bits (5) needs a binary model" in line and "latent_bits" not in line
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:x"])
+def test_a_bad_device_names_the_flag(capsys, asset_dir, tmp_path, device):
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--device", device, "--out", tmp_path)
+    assert code == 2 and f"--device {device}: not a device" in one_line(err)
+
+
+@pytest.mark.parametrize("option", ["--method", "--sip"])
+def test_evaluate_refuses_an_empty_list(capsys, tmp_path, option):
+    code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", "--steps", "0", option, ",", "--out", tmp_path)
+    assert code == 2 and f"{option} ',': no" in one_line(err)
+    assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_interrupt_before_any_result_exits_130_not_2(capsys, monkeypatch, tmp_path):
+    import sipgrad.analysis.projected_training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sipgrad.analysis.projected_training, "train", interrupted)
+    code, _, err = run_cli(capsys, "gradients", "train", "--optimizer", "sgd", "--label-noise", "0", "--steps", "2",
+                           "--out", tmp_path)
+    assert code == 130 and "interrupted before the first run finished" in one_line(err)
