@@ -70,6 +70,12 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             return fail(f"{first} (set SIPGRAD_DEBUG=1 for details)")
+        except Exception as error:  # a case nobody foresaw (e.g. zipfile.BadZipFile): still one line, not a traceback
+            if os.environ.get("SIPGRAD_DEBUG"):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return fail(f"unexpected {type(error).__name__}{': ' + first if first else ''} (set SIPGRAD_DEBUG=1 "
+                        f"for the traceback, and please report it)")
 
     return run
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -21,7 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from sipgrad.calibration.stats import LayerStatistics, SIPStatistics, layer_fingerprint
+from sipgrad.calibration.stats import (
+    LayerStatistics,
+    SIPStatistics,
+    layer_fingerprint,
+    npz_problem,
+)
 from sipgrad.calibration.welch import shapiro_pvalues, welch_greater_pvalues
 from sipgrad.errors import ImageLoadError
 from sipgrad.io.atomic import atomic_write
@@ -120,14 +127,20 @@ def _save_checkpoint(path: Path, signature: str, done: int, skipped: int, accumu
 
 
 def _load_checkpoint(path: Path, signature: str, layers: Sequence[str]):
+    """The checkpoint's (done, skipped, accumulators), or None when it is absent, made with other
+    arguments, or unreadable (e.g. cut short by a full disk): then the pass starts over, with a warning."""
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if str(data["signature"]) != signature:
-            return None
-        accumulators = {name: ChannelAccumulator(*(data[f"{i}/{f}"] for f in (
-            "count", "total", "total_sq", "shift", "reservoir", "priority"))) for i, name in enumerate(layers)}
-        return int(data["done"]), int(data["skipped"]), accumulators
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["signature"]) != signature:
+                return None
+            accumulators = {name: ChannelAccumulator(*(data[f"{i}/{f}"] for f in (
+                "count", "total", "total_sq", "shift", "reservoir", "priority"))) for i, name in enumerate(layers)}
+            return int(data["done"]), int(data["skipped"]), accumulators
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"{path}: unreadable checkpoint ({npz_problem(error)}); starting over", stacklevel=3)
+        return None
 
 
 def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: str | os.PathLike,

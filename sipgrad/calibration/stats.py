@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +38,20 @@ def layer_fingerprint(model: nn.Module, layers: Sequence[str]) -> str:
             digest.update(f"{param_name}{tuple(array.shape)}".encode())
             digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def npz_problem(error: Exception) -> str:
+    """Why ``np.load`` refused a file, in words for its user.
+
+    numpy's own message for a file that is not an archive advises loading it with
+    ``allow_pickle``, i.e. running whatever code it holds: never pass that on.
+    """
+    if isinstance(error, (zipfile.BadZipFile, EOFError)) or "pickled" in str(error):
+        return "not an .npz archive, or a truncated one"
+    if isinstance(error, KeyError):
+        return str(error.args[0]) if error.args else "an array is missing"  # numpy: 'X is not a file in the archive'
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass
@@ -92,8 +107,8 @@ class SIPStatistics:
                 }
                 return cls(str(data["model_name"]), layers, str(data["fingerprint"]), per_layer,
                            int(data["num_classes"]))
-        except (KeyError, ValueError, OSError) as error:
-            raise SipgradError(f"{path}: not a sipgrad statistics file ({error})") from None
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a truncated .npz: BadZipFile
+            raise SipgradError(f"{path}: not a sipgrad statistics file ({npz_problem(error)})") from None
 
     def check_model(self, model: nn.Module, model_name: str | None = None) -> None:
         """Refuse a model whose hooked layers differ from the calibrated ones."""

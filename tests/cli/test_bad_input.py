@@ -423,3 +423,44 @@ def test_interrupt_before_any_result_exits_130_not_2(capsys, monkeypatch, tmp_pa
     code, _, err = run_cli(capsys, "gradients", "train", "--optimizer", "sgd", "--label-noise", "0", "--steps", "2",
                            "--out", tmp_path)
     assert code == 130 and "interrupted before the first run finished" in one_line(err)
+
+
+# --- damaged .npz files: statistics and calibration checkpoints -------------------------------------
+
+@pytest.mark.parametrize("content", [b"junk\n", b"PK\x03\x04" + b"\x00" * 40])  # not a zip; a zip cut short
+def test_a_damaged_statistics_file_is_one_line(capsys, asset_dir, tmp_path, content):
+    (tmp_path / "stats.npz").write_bytes(content)
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--sip", "cls", "--stats",
+                           tmp_path / "stats.npz", "--out", tmp_path / "out")
+    line = one_line(err)
+    assert code == 2 and "stats.npz: not a sipgrad statistics file (not an .npz archive" in line
+    assert "allow_pickle" not in line  # numpy's advice to unpickle an unknown file is not passed on
+
+
+def test_calibrate_starts_over_from_a_damaged_checkpoint(capsys, asset_dir, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{asset_dir / 'chelsea.jpg'} 285\n")
+    (tmp_path / "stats.npz.partial.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    code, out, err = run_cli(capsys, "calibrate", "--data", listing, "--out", tmp_path / "stats.npz",
+                             "--sip-layers", "_conv_head")
+    assert code == 0, err
+    assert "sipgrad: warning: " in err and "stats.npz.partial.npz: unreadable checkpoint" in one_line(err)
+    assert "1 images" in out and not (tmp_path / "stats.npz.partial.npz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt", "stats.npz"]
+
+
+def test_an_unforeseen_exception_is_still_one_line(capsys, monkeypatch):
+    import zipfile
+
+    import sipgrad.models
+
+    def broken(*args, **kwargs):
+        raise zipfile.BadZipFile("File is not a zip file")
+
+    monkeypatch.setattr(sipgrad.models, "weights_available_offline", broken)
+    code, _, err = run_cli(capsys, "models")
+    line = one_line(err)
+    assert code == 2 and "unexpected BadZipFile: File is not a zip file" in line
+    monkeypatch.setenv("SIPGRAD_DEBUG", "1")
+    with pytest.raises(zipfile.BadZipFile):
+        main(["models"])
