@@ -78,7 +78,14 @@ def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) 
     """Refuse to mix records of different settings or models in one folder, naming what changed."""
     path = out / "run.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
+            previous = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if not isinstance(previous, dict):
+            raise SipgradError(f"{path}: damaged, so the results in {out} cannot be matched to these settings "
+                               f"({previous if isinstance(previous, str) else 'not a JSON object'}); "
+                               f"use another output folder")
         changed = [key for key in identity if key in previous and previous[key] != identity[key]]
         if changed:
             key = changed[0]

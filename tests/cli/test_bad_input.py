@@ -464,3 +464,14 @@ def test_an_unforeseen_exception_is_still_one_line(capsys, monkeypatch):
     monkeypatch.setenv("SIPGRAD_DEBUG", "1")
     with pytest.raises(zipfile.BadZipFile):
         main(["models"])
+
+
+@pytest.mark.parametrize("content", ['{"model": \n', "[1]\n"])
+def test_evaluate_names_a_damaged_run_file(capsys, tmp_path, content):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(content)
+    code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", "--steps", "0", "--limit", "1", "--out", out)
+    line = one_line(err)
+    assert code == 2 and f"{out / 'run.json'}: damaged" in line and "use another output folder" in line
+    assert (out / "run.json").read_text() == content and not (out / "records.jsonl").exists()
