@@ -1,0 +1,73 @@
+"""Box metrics on cases where the usual symmetric test images hide a bug: non-square maps
+(a swapped row/column or a division by the wrong side shows), boxes marked invalid that are
+not empty, signed maps, and the insertion blur against the 2-D Gaussian written out.
+Each test here was checked to fail on a mutant that the older tests let through
+(benchmarks/saliency_mutations.py)."""
+
+import math
+
+import torch
+
+from sipgrad.evaluation import metrics
+from sipgrad.evaluation.cases import pad_boxes
+
+
+def test_pointing_game_on_a_wide_map_reads_row_and_column():
+    # H = 10, W = 30: the maximum at (row 2, column 25) is flat index 85. Read as (col, row) it
+    # would be (25, 2); divided by the height, (8, 5): both far from the box around (2, 25).
+    maps = torch.zeros(2, 10, 30)
+    maps[0, 2, 25] = 1.0
+    maps[1, 7, 4] = 1.0
+    boxes, valid = pad_boxes([[(24.0, 1.0, 27.0, 4.0)], [(3.0, 6.0, 5.0, 8.0)]])  # cols 24..26 rows 1..3; cols 3..4 rows 6..7
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=0.0).tolist() == [True, True]
+    moved = torch.zeros(2, 10, 30)
+    moved[0, 2, 28] = 1.0  # two columns right of the box: a miss at tolerance 1, a hit at 2
+    moved[1, 9, 4] = 1.0  # two rows below the box
+    assert metrics.pointing_game(moved, boxes, valid, tolerance=1.0).tolist() == [False, False]
+    assert metrics.pointing_game(moved, boxes, valid, tolerance=2.0).tolist() == [True, True]
+
+
+def test_centre_baseline_points_at_row_h_over_2_and_column_w_over_2():
+    # H = 10, W = 30: the centre pixel is (row 5, column 15), not (row 15, column 5).
+    boxes, valid = pad_boxes([[(15.0, 5.0, 16.0, 6.0)], [(5.0, 5.0, 6.0, 6.0)]])
+    assert metrics.centre_baseline(boxes, valid, 10, 30, tolerance=0.0).tolist() == [True, False]
+    assert metrics.centre_baseline(boxes, valid, 10, 30, tolerance=10.0).tolist() == [True, True]
+
+
+def test_boxes_marked_invalid_count_for_nothing_even_when_not_empty():
+    # The validity mask, not the padding's zero size, decides: a real box marked invalid is ignored.
+    boxes = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [15.0, 15.0, 20.0, 20.0]]])
+    valid = torch.tensor([[True, False]])
+    mask = metrics.box_mask(boxes, valid, 20, 20)
+    assert mask.sum().item() == 4 and mask[0, :2, :2].all()
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 17, 17] = 1.0
+    assert not metrics.pointing_game(maps, boxes, valid, tolerance=1.0)[0]
+    assert metrics.pointing_game(maps, boxes, torch.tensor([[True, True]]), tolerance=1.0)[0]
+
+
+def test_mu_in_counts_magnitude_of_signed_maps():
+    boxes, valid = pad_boxes([[(0.0, 0.0, 10.0, 10.0)]])  # 100 of 400 pixels
+    mask = metrics.box_mask(boxes, valid, 20, 20)
+    maps = torch.ones(1, 20, 20)
+    maps[0, :10, :10] = -3.0  # |.| inside 300, outside 300
+    share, weighted = metrics.mu_in(maps, mask)
+    assert share.item() == 0.5 and weighted.item() == 2.0
+    # energy counts only positive mass: none of it inside
+    assert metrics.energy_pointing_game(maps, mask).item() == 0.0
+
+
+def test_insertion_blur_is_the_normalised_separable_gaussian():
+    sigma, radius = 8.0, 24
+    image = torch.zeros(1, 1, 64, 64, dtype=torch.float64)
+    image[0, 0, 32, 32] = 1.0
+    blurred = metrics._blur(image, sigma)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-x * x / (2 * sigma * sigma))
+    kernel = kernel / kernel.sum()
+    expected = torch.zeros(64, 64, dtype=torch.float64)
+    expected[32 - radius:32 + radius + 1, 32 - radius:32 + radius + 1] = torch.outer(kernel, kernel)
+    assert torch.allclose(blurred[0, 0], expected, atol=1e-15)
+    assert math.isclose(blurred.sum().item(), 1.0, rel_tol=1e-12)
+    constant = torch.full((1, 3, 20, 30), 0.7, dtype=torch.float64)  # replicate padding: stays constant
+    assert torch.allclose(metrics._blur(constant), constant, atol=1e-12)
