@@ -105,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
                     analysis.names = names
                 if not args.no_figures:
                     for i, stem in enumerate(batch_stems):
-                        save_components_figure(out / f"{stem}.components.png", batch[0].images[i], batch, i, figure_layer)
+                        try:
+                            save_components_figure(out / f"{stem}.components.png", batch[0].images[i], batch, i,
+                                                   figure_layer)
+                        except SipgradError as error:  # e.g. a folder in the way: its numbers are still kept
+                            errors.append(str(error))
+                            bar.write(f"sipgrad: error: {error}", file=sys.stderr)
                 for analysis, kept in zip(batch, parts):
                     analysis.images = []  # figures are written; keep only the numbers
                     kept.append(analysis)

@@ -105,10 +105,16 @@ def run(args: argparse.Namespace) -> int:
             result.names = [p.name for p in batch_paths]
             plain = explain(classifier, images, **common) if args.compare else None
             bar.set_postfix_str(f"batch {number}/{batches}: saving")
-            if plain is not None:
-                plain.names = result.names
-                plain.save(out, figure=False, stems=batch_stems, saliency_dtype=args.saliency_dtype)
-            written = result.save(out, stems=batch_stems, saliency_dtype=args.saliency_dtype)
+            try:
+                if plain is not None:
+                    plain.names = result.names
+                    plain.save(out, figure=False, stems=batch_stems, saliency_dtype=args.saliency_dtype)
+                written = result.save(out, stems=batch_stems, saliency_dtype=args.saliency_dtype)
+            except SipgradError as error:  # e.g. a folder where an output file goes: the other batches still run
+                errors.extend({"image": str(path), "error": str(error)} for path in batch_paths)
+                bar.write(f"sipgrad: error: {error}", file=sys.stderr)
+                bar.update(len(batch_paths))
+                continue
             layer = result.layer
             for i, path in enumerate(batch_paths):
                 record = {"image": str(path), "model": classifier.name, "method": args.method,

@@ -475,3 +475,36 @@ def test_evaluate_names_a_damaged_run_file(capsys, tmp_path, content):
     line = one_line(err)
     assert code == 2 and f"{out / 'run.json'}: damaged" in line and "use another output folder" in line
     assert (out / "run.json").read_text() == content and not (out / "records.jsonl").exists()
+
+
+def test_explain_an_output_blocked_by_a_folder_does_not_stop_the_other_batches(capsys, asset_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
+    shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
+    out = tmp_path / "out"
+    (out / "a.grad.overlay.png").mkdir(parents=True)  # in the way of a.jpg's overlay
+    code, stdout, err = run_cli(capsys, "explain", folder, "--out", out, "--batch-size", "1", "--json")
+    assert code == 1
+    assert one_line(err).endswith("a.grad.overlay.png: is a folder, so a file of that name cannot be written")
+    document = json.loads(stdout)
+    assert [r["image"].split("/")[-1] for r in document["results"]] == ["z.jpg"]
+    assert [e["image"].split("/")[-1] for e in document["errors"]] == ["a.jpg"]
+    assert Image.open(out / "z.grad.overlay.png").size == (600, 400)
+
+
+def test_analyze_a_figure_blocked_by_a_folder_keeps_the_numbers(capsys, asset_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
+    shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
+    out = tmp_path / "out"
+    (out / "a.components.png").mkdir(parents=True)
+    code, stdout, err = run_cli(capsys, "analyze", folder, "--out", out, "--batch-size", "1", "--layers",
+                                "_conv_head", "--json")
+    assert code == 1
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].endswith("a.components.png: is a folder, so a file of that name cannot "
+                                                  "be written")
+    assert json.loads(stdout)["images"] == ["a.jpg", "z.jpg"]
+    assert (out / "z.components.png").is_file() and (out / "gradients.npz").is_file()
