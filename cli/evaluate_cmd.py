@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images and not args.boxes:
         raise SipgradError("--images needs --boxes")
+    if args.builtin and (args.boxes or args.class_map):  # silently ignoring them would score the wrong boxes
+        raise SipgradError(f"{'--boxes' if args.boxes else '--class-map'} goes with --images; --builtin "
+                           f"{args.builtin} brings its own boxes")
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     sips = tuple(s.strip() for s in args.sip.split(",") if s.strip())
     if not methods:  # `--method ,` would evaluate nothing and still exit 0

@@ -8,6 +8,7 @@ hooks by default. Any user model can be wrapped with ``Classifier.wrap``.
 from __future__ import annotations
 
 import os
+import pickle
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,13 +256,20 @@ def _download(spec: ModelSpec, destination: Path) -> None:
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict safely (``weights_only=True``), accepting a {'state_dict': ...} wrapper."""
     path = Path(path)
+    if path.is_dir():
+        raise SipgradError(f"{path}: is a folder, not a weights file")
     if not path.is_file():
         raise SipgradError(f"{path}: weights file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, refused globals
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Weights only load failed" in reason:
+        if isinstance(error, (KeyError, EOFError, pickle.UnpicklingError)) and "weights_only" not in str(error):
+            # torch's legacy reader meets text or a truncated file as a bare KeyError (a number) or EOFError
+            reason = "not a file written by torch.save, or a truncated one"
+        elif "PytorchStreamReader" in reason:  # a damaged zip checkpoint: keep the first sentence, not torch's essay
+            reason = "a damaged torch.save archive: " + reason.split(": ", 1)[-1].split(". ")[0]
+        elif "weights_only" in str(error) or "Weights only load failed" in reason:
             # torch's message advises weights_only=False, i.e. running the file's code: never do that.
             reason = "it holds Python objects besides tensors, and sipgrad loads only plain tensors"
         raise SipgradError(f"{path}: not a loadable state dict ({reason})") from None

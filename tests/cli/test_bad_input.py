@@ -508,3 +508,26 @@ def test_analyze_a_figure_blocked_by_a_folder_keeps_the_numbers(capsys, asset_di
                                                   "be written")
     assert json.loads(stdout)["images"] == ["a.jpg", "z.jpg"]
     assert (out / "z.components.png").is_file() and (out / "gradients.npz").is_file()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"junk\n", "not a file written by torch.save, or a truncated one"),
+    (b"", "not a file written by torch.save, or a truncated one"),
+    (b"PK\x03\x04junk", "a damaged torch.save archive: not a ZIP archive"),
+])
+def test_a_damaged_weights_file_says_so_in_words(capsys, asset_dir, tmp_path, content, message):
+    (tmp_path / "w.pt").write_bytes(content)
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--weights", tmp_path / "w.pt",
+                           "--out", tmp_path / "out")
+    assert code == 2 and f"w.pt: not a loadable state dict ({message})" in one_line(err)
+
+
+def test_weights_naming_a_folder(capsys, asset_dir, tmp_path):
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--weights", tmp_path, "--out", tmp_path)
+    assert code == 2 and "is a folder, not a weights file" in one_line(err)
+
+
+@pytest.mark.parametrize("option", ["--boxes", "--class-map"])
+def test_evaluate_builtin_refuses_annotation_options_it_would_ignore(capsys, tmp_path, option):
+    code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", option, tmp_path / "x", "--out", tmp_path)
+    assert code == 2 and f"{option} goes with --images; --builtin photos brings its own boxes" in one_line(err)
