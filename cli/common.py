@@ -26,6 +26,7 @@ PARAMETER_FLAGS = {
     "pretrained=False": "--pretrained none",
     "the stats parameter": "--stats FILE",
     "made by calibrate": "made by `sipgrad calibrate`",
+    "run calibrate for it": "run `sipgrad calibrate` for it",
     "layer_ratio": "--layer-ratio",
     "batch_size": "--batch-size",
     "ig_steps": "--ig-steps",

@@ -118,7 +118,7 @@ class SIPStatistics:
             which = f" {model_name}" if model_name else ""
             raise SipgradError(f"statistics were computed for {self.model_name} "
                                f"(layers {', '.join(self.layers[:3])}...), not for this{which} model; "
-                               f"run `sipgrad calibrate` for it")
+                               f"run calibrate for it")
 
     def tensors(self, layer: str, device: torch.device) -> dict[str, torch.Tensor]:
         """The layer's statistics as float32 tensors on ``device`` (cached)."""

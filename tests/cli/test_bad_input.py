@@ -531,3 +531,19 @@ def test_weights_naming_a_folder(capsys, asset_dir, tmp_path):
 def test_evaluate_builtin_refuses_annotation_options_it_would_ignore(capsys, tmp_path, option):
     code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", option, tmp_path / "x", "--out", tmp_path)
     assert code == 2 and f"{option} goes with --images; --builtin photos brings its own boxes" in one_line(err)
+
+
+def test_statistics_for_another_model_point_to_the_command(capsys, asset_dir, tmp_path, monkeypatch):
+    """The library says "run calibrate"; only the CLI names its own command."""
+    from sipgrad.calibration.stats import SIPStatistics
+
+    statistics = SIPStatistics("some_other_model", ("layer",), "0" * 16, {}, 1000)
+    monkeypatch.setattr(SIPStatistics, "load", classmethod(lambda cls, path: statistics))
+    with pytest.raises(Exception) as raised:
+        from sipgrad.models import load_model
+
+        statistics.check_model(load_model("efficientnet_lite0").module)
+    assert "sipgrad" not in str(raised.value) and "run calibrate for it" in str(raised.value)
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--sip", "cls", "--stats",
+                           tmp_path / "s.npz", "--out", tmp_path / "out")
+    assert code == 2 and "run `sipgrad calibrate` for it" in one_line(err)
