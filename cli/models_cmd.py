@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sipgrad_cli.common import add_command, guarded
+from sipgrad_cli.common import add_command, as_flags, guarded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
 
     rows = [{"name": name, "default": name == DEFAULT_MODEL, "offline": weights_available_offline(name),
              "weights": "train" if spec.trained_by else ("package" if spec.weights_url is None else "download"),
-             "gradcam_layer": spec.gradcam_layer, "description": spec.description} for name, spec in MODELS.items()]
+             "gradcam_layer": spec.gradcam_layer, "description": as_flags(spec.description)}
+            for name, spec in MODELS.items()]  # the library names parameters (weights=FILE); the user types flags
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()

@@ -216,9 +216,9 @@ def _digits_specs() -> tuple[ModelSpec, ...]:
     vgg_layers = lambda m: tuple(f"features.{i}" for i, x in enumerate(m.features)  # noqa: E731
                                  if i >= len(m.features) // 2 and isinstance(x, nn.Conv2d))
     return (
-        ModelSpec("digits_resnet", "ResNet-style CNN for cluttered digits (train it: --weights FILE)", DigitsResNet,
+        ModelSpec("digits_resnet", "ResNet-style CNN for cluttered digits (train it: weights=FILE)", DigitsResNet,
                   None, "layer3", resnet_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
-        ModelSpec("digits_vgg", "VGG-style CNN for cluttered digits (train it: --weights FILE)", DigitsVGG,
+        ModelSpec("digits_vgg", "VGG-style CNN for cluttered digits (train it: weights=FILE)", DigitsVGG,
                   None, "features.20", vgg_layers, DIGITS_PREPROCESSING, lambda: DIGIT_CLASSES, script),
     )
 

@@ -547,3 +547,13 @@ def test_statistics_for_another_model_point_to_the_command(capsys, asset_dir, tm
     code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--sip", "cls", "--stats",
                            tmp_path / "s.npz", "--out", tmp_path / "out")
     assert code == 2 and "run `sipgrad calibrate` for it" in one_line(err)
+
+
+def test_no_library_text_names_a_cli_flag(capsys):
+    """Model descriptions say weights=FILE; `sipgrad models` shows the flag."""
+    from sipgrad.models import MODELS
+
+    assert not [spec.description for spec in MODELS.values() if "--" in spec.description]
+    code, out, _ = run_cli(capsys, "models", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert code == 0 and rows["digits_resnet"]["description"].endswith("(train it: --weights FILE)")
