@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sipgrad_cli.common import (
+    OUTPUT_IMAGE_SUFFIXES,
     add_image_command,
     add_sip_arguments,
     fail,
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad.render.spectrum import save_components_figure, save_spectrum_plot
 
     out = output_folder(args.out)
-    paths = find_images(args.paths, exclude=out)
+    paths = find_images(args.paths, exclude=out, outputs=OUTPUT_IMAGE_SUFFIXES)
     if not paths:
         raise SipgradError("no images found in " + ", ".join(args.paths))
     overrides = sip_overrides(args)

@@ -14,6 +14,9 @@ from typing import Callable
 
 from sipgrad.errors import SipgradError
 
+# Names of the image files explain and analyze write: never taken as inputs from an output folder.
+OUTPUT_IMAGE_SUFFIXES = (".overlay.png", ".figure.png", ".compare.png", ".components.png", "spectrum.png")
+
 
 def fail(message: str, code: int = 2) -> int:
     print(f"sipgrad: error: {message}", file=sys.stderr)

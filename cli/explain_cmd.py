@@ -7,6 +7,7 @@ import json
 import sys
 
 from sipgrad_cli.common import (
+    OUTPUT_IMAGE_SUFFIXES,
     add_image_command,
     add_sip_arguments,
     guarded,
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad.render.figure import save_panels
 
     out = output_folder(args.out)
-    paths = find_images(args.paths, exclude=out)  # never re-read our own outputs when --out is inside a folder
+    # Never re-read our own outputs: all of --out when it is inside an input folder, else our file names.
+    paths = find_images(args.paths, exclude=out, outputs=OUTPUT_IMAGE_SUFFIXES)
     if not paths:
         raise SipgradError("no images found in " + ", ".join(args.paths))
     sip = SIPConfig.parse(args.sip, **sip_overrides(args))

@@ -80,25 +80,33 @@ def load_image_array(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(load_image(path))
 
 
-def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Path]:
+def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | None = None,
+                outputs: tuple[str, ...] = ()) -> list[Path]:
     """Expand files and folders (recursively, sorted) into a list of image paths.
 
     Files named explicitly are kept whatever their extension (so a bad file gets a
-    clear error later); inside folders only known image extensions are taken, and
-    nothing under ``exclude`` (an output folder that may lie inside an input folder, so
-    a second run does not explain the first run's overlays).
+    clear error later); inside folders only known image extensions are taken.
+
+    ``exclude`` is an output folder, so a second run does not explain the first run's
+    overlays. Where it lies inside a searched folder, nothing under it is taken. Where
+    the searched folder is the output folder itself or lies inside it (``--out .``),
+    skipping everything would find no images at all; there only files whose names end
+    with one of ``outputs`` (the suffixes of the files a run writes) are skipped.
     """
     skip = Path(exclude).resolve() if exclude is not None else None
 
-    def wanted(path: Path) -> bool:
+    def wanted(path: Path, inside_output: bool) -> bool:
         if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             return False
-        return skip is None or not path.resolve().is_relative_to(skip)
+        if skip is None or not path.resolve().is_relative_to(skip):
+            return True
+        return inside_output and not path.name.endswith(outputs)
 
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            found.extend(sorted(p for p in entry.rglob("*") if wanted(p)))
+            inside_output = skip is not None and entry.resolve().is_relative_to(skip)
+            found.extend(sorted(p for p in entry.rglob("*") if wanted(p, inside_output)))
         else:
             found.append(entry)
     return found

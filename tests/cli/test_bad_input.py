@@ -557,3 +557,13 @@ def test_no_library_text_names_a_cli_flag(capsys):
     code, out, _ = run_cli(capsys, "models", "--json")
     rows = {row["name"]: row for row in json.loads(out)}
     assert code == 0 and rows["digits_resnet"]["description"].endswith("(train it: --weights FILE)")
+
+
+def test_explain_with_out_equal_to_the_input_folder(capsys, asset_dir, tmp_path, monkeypatch):
+    """`sipgrad explain . --out .` explains the photos there, not nothing, and not its own overlays next time."""
+    shutil.copy(asset_dir / "chelsea.jpg", tmp_path / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, stdout, err = run_cli(capsys, "explain", ".", "--out", ".", "--json")
+        assert code == 0, err
+        assert [r["image"] for r in json.loads(stdout)["results"]] == ["a.jpg"]

@@ -75,6 +75,22 @@ def test_find_images_walks_folders_sorted(tmp_path):
     assert [p.name for p in found] == ["a.jpg", "b.png", "notes.txt"]
 
 
+def test_find_images_skips_an_output_folder_inside_the_input_but_not_the_input_itself(tmp_path):
+    for name in ("a.jpg", "a.grad.overlay.png", "out/old.png", "out/b.grad.overlay.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    suffixes = (".overlay.png",)
+    # --out is a subfolder of the input: nothing under it is an input.
+    inside = find_images([tmp_path], exclude=tmp_path / "out", outputs=suffixes)
+    assert [p.name for p in inside] == ["a.grad.overlay.png", "a.jpg"]
+    # --out is the input folder (``--out .``): only files named like outputs are skipped, not every image.
+    same = find_images([tmp_path], exclude=tmp_path, outputs=suffixes)
+    assert [p.name for p in same] == ["a.jpg", "old.png"]
+    # the input lies inside --out: the same rule.
+    below = find_images([tmp_path / "out"], exclude=tmp_path, outputs=suffixes)
+    assert [p.name for p in below] == ["old.png"]
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
