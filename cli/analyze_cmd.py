@@ -74,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = sip_overrides(args)
     configs = [SIPConfig.parse(spec, **overrides) for spec in args.sip.split(",") if spec.strip()] or [None]
     classifier = load_classifier(args)
-    layers = analysis_layers(classifier, args.layers or args.sip_layers, None if args.layers else args.layer_ratio)
+    try:
+        layers = analysis_layers(classifier, args.layers or args.sip_layers, None if args.layers else args.layer_ratio)
+    except SipgradError as error:  # an unknown layer name: say which option held it
+        option = "--layers" if args.layers else "--sip-layers" if args.sip_layers else None
+        raise (SipgradError(f"{option}: {error}") if option else error) from None
     figure_layer = args.figure_layer or layers[-1]
     if figure_layer not in layers:
         raise SipgradError(f"--figure-layer {figure_layer!r} is not among the analysed layers")

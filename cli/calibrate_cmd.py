@@ -42,13 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @guarded
 def run(args: argparse.Namespace) -> int:
     from sipgrad.calibration import calibrate, labelled_images
+    from sipgrad.errors import SipgradError
     from sipgrad.hooks.sip import resolve_layers
 
     output_file(args.out)  # refuse an unwritable --out now, not after the whole pass
     classifier = load_classifier(args)
     items = labelled_images(args.data, classifier.classes)
     names = tuple(s.strip() for s in args.sip_layers.split(",")) if args.sip_layers else None
-    layers = resolve_layers(classifier.module, classifier.sip_layers, names, args.layer_ratio)
+    try:
+        layers = resolve_layers(classifier.module, classifier.sip_layers, names, args.layer_ratio)
+    except SipgradError as error:  # an unknown layer name: say which option held it
+        raise (SipgradError(f"--sip-layers: {error}") if names else error) from None
     skipped = []
     with progress_bar(len(items), "calibrating") as bar:
         statistics = calibrate(classifier, items, args.out, layers=layers, batch_size=args.batch_size,

@@ -282,6 +282,19 @@ def load_classifier(args: argparse.Namespace):
     return load_model(args.model, weights=args.weights, pretrained=args.pretrained != "none", device=args.device)
 
 
+def check_sip_layers(args: argparse.Namespace, classifier) -> None:
+    """Refuse an unknown ``--sip-layers`` name now, saying which option held it (the library names only the layer)."""
+    from sipgrad.hooks.sip import resolve_layers
+
+    if not getattr(args, "sip_layers", None):
+        return
+    names = tuple(name.strip() for name in args.sip_layers.split(",") if name.strip())
+    try:
+        resolve_layers(classifier.module, classifier.sip_layers, names, None)
+    except SipgradError as error:
+        raise SipgradError(f"--sip-layers: {error}") from None
+
+
 def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     group = parser.add_argument_group("SIP (gradient filtering)")
     if multiple:

@@ -11,6 +11,7 @@ from sipgrad_cli.common import (
     add_command,
     add_model_arguments,
     add_sip_arguments,
+    check_sip_layers,
     guarded,
     load_classifier,
     nonnegative_float,
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     args.device = process_device(args.device)  # under torchrun: one GPU per process
     classifier = load_classifier(args)
+    check_sip_layers(args, classifier)
     if args.builtin:
         cases, dataset = builtin_cases(args.builtin, classifier.classes), f"builtin:{args.builtin}"
     else:

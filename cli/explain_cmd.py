@@ -10,6 +10,7 @@ from sipgrad_cli.common import (
     OUTPUT_IMAGE_SUFFIXES,
     add_image_command,
     add_sip_arguments,
+    check_sip_layers,
     guarded,
     load_classifier,
     nonnegative_float,
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare and sip is None:
         raise SipgradError("--compare needs a SIP policy, e.g. --sip topq:0.25")
     classifier = load_classifier(args)
+    check_sip_layers(args, classifier)
     options = {"ig_steps": args.ig_steps, "ig_baseline": args.ig_baseline, "seed": args.seed,
                "smoothgrad_samples": args.smoothgrad_samples, "smoothgrad_noise": args.smoothgrad_noise,
                "internal_batch_size": args.internal_batch_size, "gradcam_layer": args.gradcam_layer}

@@ -106,7 +106,8 @@ class AttributionEngine:
         if self.layer_name:
             self.layer = dict(classifier.module.named_modules()).get(self.layer_name)
             if self.layer is None:
-                raise SipgradError(f"no layer named {self.layer_name!r} in {classifier.name}")
+                given = "gradcam_layer: " if self.options.gradcam_layer else ""  # the caller's name, or the model's
+                raise SipgradError(f"{given}no layer named {self.layer_name!r} in {classifier.name}")
         pre = classifier.preprocessing
         self._pixel_range = float(np.mean([1.0 / s for s in pre.std]))
         self._warned: set[str] = set()

@@ -567,3 +567,20 @@ def test_explain_with_out_equal_to_the_input_folder(capsys, asset_dir, tmp_path,
         code, stdout, err = run_cli(capsys, "explain", ".", "--out", ".", "--json")
         assert code == 0, err
         assert [r["image"] for r in json.loads(stdout)["results"]] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("args, option", [
+    (["explain", "{chelsea}", "--method", "gradcam", "--gradcam-layer", "nope"], "--gradcam-layer"),
+    (["explain", "{chelsea}", "--sip", "topq:0.5", "--sip-layers", "nope"], "--sip-layers"),
+    (["evaluate", "--builtin", "photos", "--sip", "topq:0.5", "--sip-layers", "nope"], "--sip-layers"),
+    (["analyze", "{chelsea}", "--layers", "nope"], "--layers"),
+    (["analyze", "{chelsea}", "--sip-layers", "nope"], "--sip-layers"),
+    (["calibrate", "--data", "{listing}", "--sip-layers", "_conv_head,nope"], "--sip-layers"),
+])
+def test_an_unknown_layer_name_says_which_option_held_it(capsys, asset_dir, tmp_path, args, option):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{asset_dir / 'chelsea.jpg'} 285\n")
+    args = [a.format(chelsea=asset_dir / "chelsea.jpg", listing=listing) for a in args]
+    out = tmp_path / ("stats.npz" if args[0] == "calibrate" else "out")
+    code, _, err = run_cli(capsys, *args, "--out", out)
+    assert code == 2 and f"sipgrad: error: {option}: no layer named 'nope'" in one_line(err)
