@@ -46,6 +46,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     try:
+        if path.is_dir():
+            raise ImageLoadError(f"{path}: is a folder, not an image file")
         if not path.is_file():
             raise ImageLoadError(f"{path}: no such file")
         if path.stat().st_size == 0:

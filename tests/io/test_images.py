@@ -110,3 +110,10 @@ def test_rgb_images_are_not_copied_and_arrays_are_rgb(tmp_path):
     image.save(tmp_path / "p.png")
     array = load_image_array(tmp_path / "p.png")
     assert array.shape == (4, 5, 3) and array.dtype == np.uint8 and tuple(array[3, 4]) == (10, 20, 30)
+
+
+def test_a_folder_given_as_an_image_is_named_as_one(tmp_path):
+    with pytest.raises(ImageLoadError, match="is a folder, not an image file"):
+        load_image(tmp_path)
+    with pytest.raises(ImageLoadError, match="missing.png: no such file"):
+        load_image(tmp_path / "missing.png")
