@@ -584,3 +584,22 @@ def test_an_unknown_layer_name_says_which_option_held_it(capsys, asset_dir, tmp_
     out = tmp_path / ("stats.npz" if args[0] == "calibrate" else "out")
     code, _, err = run_cli(capsys, *args, "--out", out)
     assert code == 2 and f"sipgrad: error: {option}: no layer named 'nope'" in one_line(err)
+
+
+def test_ctrl_c_while_starting_up_is_one_line(capsys, monkeypatch):
+    """torch takes seconds to import: the entry point's module must not import it, and main() catches Ctrl-C."""
+    import subprocess
+    import sys
+
+    import sipgrad_cli.main
+
+    probe = "import sys, sipgrad_cli.main; print(sorted(m for m in ('torch', 'sipgrad') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sipgrad_cli.main, "_commands", interrupted)
+    code, out, err = run_cli(capsys, "models")
+    assert code == 130 and one_line(err) == "sipgrad: interrupted"
