@@ -11,10 +11,10 @@ from sipgrad_cli.common import (
     fraction,
     guarded,
     load_classifier,
-    nonnegative_int,
     output_file,
     positive_int,
     progress_bar,
+    seed_value,
 )
 
 DESCRIPTION = """Compute SIP calibration statistics (forward passes only).
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer-ratio", type=fraction, metavar="R", help="the last int(R*N) of the N convs, R in (0, 1]")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--no-crop", action="store_true", help="whole images instead of resize + centre crop")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the Shapiro-Wilk reservoir sample")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the Shapiro-Wilk reservoir sample")
     parser.set_defaults(run=run)
 
 

@@ -137,6 +137,11 @@ def nonnegative_int(text: str) -> int:
     return _checked(text, int, lambda v: v >= 0, "0 or more")
 
 
+def seed_value(text: str) -> int:
+    """A random seed: a whole number 0 .. 2**32 - 1 (what numpy and torch both take)."""
+    return _checked(text, int, lambda v: 0 <= v < 2**32, "0 to 4294967295")
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     return _checked(text, float, lambda v: v > 0, "greater than 0")

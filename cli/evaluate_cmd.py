@@ -19,6 +19,7 @@ from sipgrad_cli.common import (
     output_folder,
     positive_int,
     progress_bar,
+    seed_value,
     sip_overrides,
     stage,
 )
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of whole images")
     group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps (default: 32)")
     group.add_argument("--smoothgrad-samples", type=positive_int, default=16, help="SmoothGrad samples (default: 16)")
-    group.add_argument("--seed", type=nonnegative_int, default=0, help="seed for SmoothGrad noise")
+    group.add_argument("--seed", type=seed_value, default=0, help="seed for SmoothGrad noise")
     add_sip_arguments(parser, multiple=True)
     scoring = parser.add_argument_group("scoring and output")
     scoring.add_argument("--tolerance", type=nonnegative_float,

@@ -14,10 +14,10 @@ from sipgrad_cli.common import (
     guarded,
     load_classifier,
     nonnegative_float,
-    nonnegative_int,
     output_folder,
     positive_int,
     progress_bar,
+    seed_value,
     sip_overrides,
 )
 
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="SmoothGrad noise std as a fraction of the input range (default: 0.15)")
     group.add_argument("--internal-batch-size", type=positive_int, default=16,
                        help="most rows per pass inside SmoothGrad/IG (default: 16; raise it on a GPU)")
-    group.add_argument("--seed", type=nonnegative_int, default=0, help="seed for SmoothGrad noise and noise baselines")
+    group.add_argument("--seed", type=seed_value, default=0, help="seed for SmoothGrad noise and noise baselines")
     group.add_argument("--gradcam-layer", metavar="NAME", help="module for Grad-CAM (default: per model)")
     add_sip_arguments(parser)
     parser.add_argument("--compare", action="store_true", help="also render plain vs SIP side by side")

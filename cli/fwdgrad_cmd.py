@@ -9,13 +9,13 @@ from pathlib import Path
 
 from sipgrad_cli.common import (
     guarded,
-    nonnegative_int,
     one_line_errors,
     output_file,
     output_folder,
     positive_float,
     positive_int,
     progress_bar,
+    seed_value,
 )
 
 SAMPLER_HELP = "gaussian, rademacher, layerwise, orthonormal, activity, orthogonal, orthogonal:NAME"
@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--data", default="digits", metavar="SPEC",
                          help="digits (offline default), mnist:DIR (IDX files) or cifar10:DIR (binary version)")
         sub.add_argument("--directions", type=positive_int, default=None, metavar="K", help="directions per estimate")
-        sub.add_argument("--seed", type=nonnegative_int, default=0, help="seed for data split, model and directions (default 0)")
+        sub.add_argument("--seed", type=seed_value, default=0, help="seed for data split, model and directions (default 0)")
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         sub.add_argument("--out", metavar="DIR", help="write JSON and figures here")
 

@@ -17,6 +17,7 @@ from sipgrad_cli.common import (
     positive_float,
     positive_int,
     progress_bar,
+    seed_value,
 )
 
 SPECTRUM_DESCRIPTION = """Spectrum of the per-example gradients of a small model.
@@ -102,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     spectrum.add_argument("--train-steps", type=nonnegative_int, default=0, metavar="N",
                           help="train N SGD steps first (default: 0, the spectrum at initialisation)")
     spectrum.add_argument("--lr", type=positive_float, default=0.1, help="learning rate of --train-steps (0.1)")
-    spectrum.add_argument("--seed", type=nonnegative_int, default=0, help="weights, data split, batch (0)")
+    spectrum.add_argument("--seed", type=seed_value, default=0, help="weights, data split, batch (0)")
     spectrum.add_argument("--centre", action="store_true", help="PCA of centred gradients (default: uncentred)")
     spectrum.add_argument("--chunk-size", type=positive_int, metavar="N",
                           help="examples vectorised at once (default: all; lower it to bound memory)")
@@ -114,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        metavar="NAMES", help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: all)")
     train.add_argument("--label-noise", type=_list_of(_unit_interval(False, False)), default=[0.0, 0.2, 0.5],
                        metavar="P,P,..", help="shares of training labels made wrong (default: 0,0.2,0.5)")
-    train.add_argument("--seed", type=_list_of(nonnegative_int), default=[0], metavar="S,S,..",
+    train.add_argument("--seed", type=_list_of(seed_value), default=[0], metavar="S,S,..",
                        help="seeds (default: 0)")
     train.add_argument("--k", type=positive_int, default=16, help="top directions per layer (default: 16)")
     train.add_argument("--subspace", choices=list(SUBSPACES), default="stream",

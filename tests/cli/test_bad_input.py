@@ -42,12 +42,18 @@ def one_line(err: str) -> str:
     (["evaluate", "--builtin", "photos", "--out", "o", "--tolerance", "inf"], "--tolerance: 'inf' is not a finite"),
     (["evaluate", "--builtin", "photos", "--out", "o", "--batch-size", "0"], "--batch-size: must be at least 1"),
     (["evaluate", "--builtin", "photos", "--out", "o", "--limit", "0"], "--limit: must be at least 1"),
+    (["calibrate", "--data", "d", "--out", "s.npz", "--seed", "4294967296"], "--seed: must be 0 to 4294967295"),
+    (["explain", "x.png", "--seed", "99999999999999999999"], "--seed: must be 0 to 4294967295"),
+    (["gradients", "spectrum", "--seed", "4294967296"], "--seed: must be 0 to 4294967295"),
+    (["gradients", "train", "--seed", "0,4294967296"], "--seed: must be 0 to 4294967295"),
+    (["fwdgrad", "train", "--seed", "4294967296"], "--seed: must be 0 to 4294967295"),
 ])
 def test_numeric_options_are_checked_while_parsing(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
     assert code == 2 and out == ""
     line = one_line(err)
-    assert message in line and line.startswith(f"sipgrad {args[0]}: error: argument")
+    command = " ".join(args[:2] if args[0] in ("gradients", "fwdgrad") else args[:1])
+    assert message in line and line.startswith(f"sipgrad {command}: error: argument")
 
 
 @pytest.mark.parametrize("command", ["explain", "analyze", "evaluate", "calibrate"])
