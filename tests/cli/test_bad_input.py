@@ -315,7 +315,7 @@ def test_out_probe_leaves_no_folder_behind(capsys, tmp_path):
 # --- fwdgrad: options checked while parsing, --out before the work, plot files checked -------------
 
 @pytest.mark.parametrize("args, message", [
-    (["fwdgrad", "cosine", "--seed", "-5"], "sipgrad fwdgrad cosine: error: argument --seed: must be 0 or more"),
+    (["fwdgrad", "cosine", "--seed", "-5"], "sipgrad fwdgrad cosine: error: argument --seed: must be 0 to 4294967295"),
     (["fwdgrad", "train", "--grad", "bogus"], "argument --grad: 'bogus' is not one of forward, backprop"),
     (["fwdgrad", "train", "--momentum", "nan"], "argument --momentum: must be in [0, 1), got nan"),
     (["fwdgrad", "train", "--momentum", "-3"], "argument --momentum: must be in [0, 1), got -3"),
