@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sipgrad_cli.common import (
+    fail,
     guarded,
     one_line_errors,
     output_file,
@@ -154,8 +155,11 @@ def run_cosine(args: argparse.Namespace) -> int:
     model = build_model(args.model, data.image_shape, data.classes, seed=args.seed).train()
     with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table") as bar:
         bar.unit = "cell"
-        table = cosine_table(model, data.train, args.batch_sizes, args.samplers, directions, args.trials,
-                             seed=args.seed, progress=lambda: bar.update(1))
+        try:
+            table = cosine_table(model, data.train, args.batch_sizes, args.samplers, directions, args.trials,
+                                 seed=args.seed, progress=lambda: bar.update(1))
+        except KeyboardInterrupt:  # the table is written only when whole: say so rather than "results were kept"
+            return fail("interrupted before the cosine table was finished; nothing was written", 130)
     document = {"model": args.model, "data": data.name, "trials": args.trials, **table.to_json()}
     if out is not None:
         _write_json(out / "cosine.json", document)

@@ -161,9 +161,12 @@ def run_spectrum(args: argparse.Namespace) -> int:
             params = train(model, data, TrainConfig(optimizer="sgd", lr=args.lr, steps=args.train_steps,
                                                     seed=args.seed, eval_every=args.train_steps),
                            args.model, progress=bar.update).params
-    spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
-                                       tuple(args.k), params, seed=args.seed, centre=args.centre,
-                                       chunk_size=args.chunk_size)
+    try:
+        spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
+                                           tuple(args.k), params, seed=args.seed, centre=args.centre,
+                                           chunk_size=args.chunk_size)
+    except KeyboardInterrupt:  # the files are written only at the end: say so rather than "results were kept"
+        return fail("interrupted before the spectra were finished; nothing was written", 130)
     rows = spectrum_rows(spectra)
     document = {"command": "spectrum", "model": args.model, "data": data.name, "train steps": args.train_steps,
                 "seed": args.seed, "centre": args.centre, "rows": rows}

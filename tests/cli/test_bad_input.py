@@ -609,3 +609,21 @@ def test_ctrl_c_while_starting_up_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(sipgrad_cli.main, "_commands", interrupted)
     code, out, err = run_cli(capsys, "models")
     assert code == 130 and one_line(err) == "sipgrad: interrupted"
+
+
+@pytest.mark.parametrize("args, target, message", [
+    (["gradients", "spectrum", "--batch-sizes", "8", "--k", "1"],
+     "sipgrad.analysis.example_spectrum.spectra_over_batch_sizes",
+     "interrupted before the spectra were finished; nothing was written"),
+    (["fwdgrad", "cosine", "--batch-sizes", "8", "--trials", "2"], "sipgrad.engines.forward.cosine.cosine_table",
+     "interrupted before the cosine table was finished; nothing was written"),
+])
+def test_an_interrupt_does_not_claim_results_were_kept_when_none_were(capsys, monkeypatch, tmp_path, args, target,
+                                                                       message):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "out")
+    assert code == 130 and one_line(err) == f"sipgrad: error: {message}"
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
