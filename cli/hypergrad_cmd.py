@@ -13,6 +13,7 @@ from sipgrad_cli.common import (
     positive_float,
     positive_int,
     progress_bar,
+    seed_value,
 )
 
 DESCRIPTION = """Optimise 8 hyperparameters of an MLP by their hypergradient, as Franceschi et al.
@@ -41,7 +42,10 @@ def _momentum(text: str) -> float:
 
 
 def _hidden(text: str) -> tuple[int, ...]:
-    return tuple(positive_int(item.strip()) for item in text.split(",") if item.strip()) or (300, 300)
+    widths = tuple(positive_int(item.strip()) for item in text.split(",") if item.strip())
+    if not widths:
+        raise argparse.ArgumentTypeError(f"{text!r} names no width; give comma-separated widths such as 300,300")
+    return widths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hyper-steps", type=positive_int, default=3, metavar="N",
                         help="outer (Adam) steps (default 3)")
     parser.add_argument("--batch-size", type=positive_int, default=200, metavar="B", help="mini-batch (default 200)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+    parser.add_argument("--seed", type=seed_value, default=0, metavar="S",
                         help="start weights, data split and mini-batch order (default 0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="precision of weights, data and hypergradients (default float32, the seed's)")

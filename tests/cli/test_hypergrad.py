@@ -80,6 +80,9 @@ def test_mnist_folder_gives_the_seeds_784_300_300_10_network(tmp_path, capsys):
     (["--steps", "0"], "--steps: must be at least 1, got 0"),
     (["--mu", "1"], "--mu: '1' must be in [0, 1)"),
     (["--data", "mnist:/no/such/folder"], "/no/such/folder: no such folder"),
+    (["--hidden", ","], "--hidden: ',' names no width"),
+    (["--seed", "99999999999999999999999"], "--seed:"),
+    (["--eta", "1e308"], "start eta=1e+308 is not a finite float32 number"),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(argv, message, capsys):
     try:

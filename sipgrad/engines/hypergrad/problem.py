@@ -13,6 +13,7 @@ the plain mean cross-entropy on the whole validation split.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
@@ -176,7 +177,19 @@ def _check_labels(data: SmallDataset) -> None:
 
 def seed_hyperparameters(problem: InnerProblem, eta: float = 0.01, mu: float = 0.5, l1: float = 0.0,
                          l2: float = 0.0) -> dict[str, torch.Tensor]:
-    """RFHO's starting point: eta 0.01, mu 0.5, every penalty coefficient 0."""
+    """RFHO's starting point: eta 0.01, mu 0.5, every penalty coefficient 0.
+
+    The starts must lie where the outer loop's projection keeps them (eta > 0, 0 <= mu < 1,
+    penalties >= 0) and fit the problem's dtype: a start of 1e308 would become inf in
+    float32 and only fail steps later.
+    """
+    largest = torch.finfo(problem.dtype).max
+    for label, start, valid, needs in (("eta", eta, eta > 0, "> 0"), ("mu", mu, 0 <= mu < 1, "in [0, 1)"),
+                                       ("l1", l1, l1 >= 0, ">= 0"), ("l2", l2, l2 >= 0, ">= 0")):
+        if not (math.isfinite(start) and abs(start) <= largest):
+            raise SipgradError(f"start {label}={start!r} is not a finite {str(problem.dtype).split('.')[-1]} number")
+        if not valid:
+            raise SipgradError(f"start {label}={start!r} must be {needs}")
     names = getattr(problem.update, "hyperparameters", ())
     values: dict[str, torch.Tensor] = {}
     for name in names:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -24,7 +26,11 @@ from sipgrad.engines.hypergrad import (
 )
 from sipgrad.engines.hypergrad.modes import tensor_mib
 from sipgrad.errors import SipgradError
-from tests.engines.hypergrad.conftest import nonzero_hyper, smooth_problem
+from tests.engines.hypergrad.conftest import (
+    nonzero_hyper,
+    smooth_problem,
+    synthetic_data,
+)
 
 F64 = torch.float64
 
@@ -288,3 +294,21 @@ def test_hyperparameters_inside_the_loss_per_example_weights():
     assert float(reverse.hypergradient["gamma"][2]) == pytest.approx((up - down) / (2 * eps), rel=1e-5)
     only_gamma = forward_hypergradient(problem, hyper, wrt=("gamma",))  # eta and mu fixed: no rows for them
     _close(only_gamma.hypergradient, {"gamma": reverse.hypergradient["gamma"]}, 1e-9)
+
+
+@pytest.mark.parametrize("start, message", [
+    ({"eta": 0.0}, "start eta=0.0 must be > 0"),
+    ({"mu": 1.0}, "start mu=1.0 must be in [0, 1)"),
+    ({"l1": -1e-3}, "start l1=-0.001 must be >= 0"),
+    ({"l2": float("nan")}, "start l2=nan is not a finite"),
+    ({"eta": 1e39}, "start eta=1e+39 is not a finite float32 number"),  # beyond float32: would start at inf
+])
+def test_starting_hyperparameters_outside_the_projections_range_are_refused(start, message):
+    problem = classification_problem(synthetic_data(), steps=2, batch_size=8, hidden=(4,))
+    with pytest.raises(SipgradError, match=re.escape(message)):
+        seed_hyperparameters(problem.inner, **start)
+
+
+def test_a_start_that_fits_float64_but_not_float32_is_kept_in_float64():
+    problem = classification_problem(synthetic_data(), steps=2, batch_size=8, hidden=(4,), dtype=torch.float64)
+    assert float(seed_hyperparameters(problem.inner, eta=1e39)["eta"]) == 1e39
