@@ -23,7 +23,9 @@ DESCRIPTION = """Compute SIP calibration statistics (forward passes only).
 class index or class name) or a text file of 'PATH LABEL' lines. The result is an .npz
 (no pickle) with per-channel GAP mean/std, Shapiro-Wilk p-values and one-sided Welch
 class-vs-rest p-values, tied to the model by a fingerprint of the hooked layers.
-Interrupted runs resume from OUT.partial.npz when started again with the same arguments."""
+Interrupted runs resume from OUT.partial.npz when started again with the same arguments.
+Unreadable images are reported one line each and skipped; the statistics of the others
+are still written, and the exit status is then 1."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,4 +64,4 @@ def run(args: argparse.Namespace) -> int:
     counts = statistics.per_layer[layers[0]].count
     print(f"wrote {args.out}: {len(layers)} layers, {counts} images"
           + (f", {len(skipped)} unreadable skipped" if skipped else ""))
-    return 0
+    return 1 if skipped else 0  # like explain: the batch went on, but not every input was used
