@@ -10,13 +10,20 @@ def render() -> str:
     from sipgrad_cli.main import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     parts = ["# CLI reference", "",
              "Generated from the parsers by `python -m sipgrad_cli.reference > docs/cli.md`; a test keeps it current.",
-             "", "## sipgrad", "", "```", parser.format_help().rstrip(), "```", ""]
-    for name, command in sub.choices.items():
-        parts += [f"## sipgrad {name}", "", "```", command.format_help().rstrip(), "```", ""]
+             ""]
+    _section(parser, "sipgrad", parts)
     return "\n".join(parts)
+
+
+def _section(parser, title: str, parts: list[str]) -> None:
+    """``parser``'s help under ``## title``, then each of its subcommands' (``fwdgrad train``, ...) in turn."""
+    heading = "#" * (2 + max(0, title.count(" ") - 1))  # sipgrad and its commands: ##; their subcommands: ###
+    parts += [f"{heading} {title}", "", "```", parser.format_help().rstrip(), "```", ""]
+    sub = next((a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"), None)
+    for name, command in (sub.choices.items() if sub else ()):
+        _section(command, f"{title} {name}", parts)
 
 
 if __name__ == "__main__":

@@ -185,3 +185,12 @@ def test_cli_reference_doc_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert doc.read_text() == render(), "regenerate: python -m sipgrad_cli.reference > docs/cli.md"
+
+
+def test_cli_reference_covers_every_subcommand_level():
+    """Commands with their own subcommands (fwdgrad train, gradients spectrum) get a section each, usage included."""
+    from sipgrad_cli.reference import render
+
+    text = render()
+    for command in ("fwdgrad cosine", "fwdgrad train", "fwdgrad plot", "gradients spectrum", "gradients train"):
+        assert f"### sipgrad {command}\n" in text and f"usage: sipgrad {command} " in text, command
