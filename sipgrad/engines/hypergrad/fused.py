@@ -183,16 +183,41 @@ def primal_pass(plan: SequentialPlan, weights: Params, batch: tuple[torch.Tensor
     return gradient, Activations(saved, errors, p) if keep else None
 
 
-def hessian_products(plan: SequentialPlan, weights: Params, directions: Params,
-                     activations: Activations) -> dict[str, torch.Tensor]:
+class Workspace:
+    """Scratch tensors that one run reuses at every inner step, by name.
+
+    Forward mode's intermediates are examples x m x width, a few MiB each on RFHO's
+    network (dz and the back-propagated tangent of every layer). Allocated afresh at every
+    step, memory that the allocator has just handed back to the system is faulted in again
+    page by page: tens of thousands of page faults per run, depending on what the process
+    allocated before. Reused, the buffers stay mapped. Results never live in a workspace.
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def empty(self, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device: the same storage at every call."""
+        tensor = self._tensors.get(key)
+        if tensor is None or tensor.shape != shape or tensor.dtype != like.dtype or tensor.device != like.device:
+            tensor = like.new_empty(shape)
+            self._tensors[key] = tensor
+        return tensor
+
+
+def hessian_products(plan: SequentialPlan, weights: Params, directions: Params, activations: Activations,
+                     workspace: Workspace | None = None) -> dict[str, torch.Tensor]:
     """{name: (m, *shape)} H Z: the m Hessian-vector products at the pass that left ``activations``.
 
     ``directions[name]`` holds the m tangents of parameter ``name`` stacked on a leading
-    axis. The products are fresh tensors (the caller may update them in place).
+    axis. The products are fresh tensors (the caller may update them in place). The
+    intermediates go to ``workspace`` when one is given (a caller that runs many steps
+    keeps one), else to fresh memory.
     """
     saved, errors, p = activations.inputs, activations.errors, activations.probabilities
     examples = p.shape[0]
     m = next(iter(directions.values())).shape[0]
+    workspace = workspace if workspace is not None else Workspace()
     dh = None  # examples x m x features; None while it is zero (below the first Linear)
     tangent_inputs: dict[int, torch.Tensor | None] = {}
     for index, op in enumerate(plan.ops):
@@ -200,12 +225,13 @@ def hessian_products(plan: SequentialPlan, weights: Params, directions: Params,
             if dh is not None:
                 dh = dh.reshape(examples, m, -1)
         elif op.kind == "relu":
-            if dh is not None:
-                dh = torch.ops.aten.threshold_backward(dh, saved[index].unsqueeze(1), 0)
+            if dh is not None:  # in place: the layer's dz is read nowhere else
+                _relu_tangent_(dh, saved[index])
         else:
             h, w, dw = saved[index], weights[op.weight], directions[op.weight]
             out, features = w.shape
-            dz = torch.mm(h, dw.reshape(m * out, features).t())  # examples x (m out): all m weight tangents
+            dz = workspace.empty(f"dz{index}", (examples, m * out), h)
+            torch.mm(h, dw.reshape(m * out, features).t(), out=dz)  # examples x (m out): all m weight tangents
             if op.bias is not None:
                 dz.add_(directions[op.bias].reshape(1, m * out))
             if dh is not None:
@@ -224,7 +250,7 @@ def hessian_products(plan: SequentialPlan, weights: Params, directions: Params,
         if op.kind == "flatten":
             dg = dg.reshape(state[0], m, *state[1:])
         elif op.kind == "relu":
-            dg = torch.ops.aten.threshold_backward(dg, state.unsqueeze(1), 0)
+            _relu_tangent_(dg, state)
         else:
             h_in, dh_in, g = state, tangent_inputs[index], errors.get(index)
             w, dw = weights[op.weight], directions[op.weight]
@@ -240,18 +266,26 @@ def hessian_products(plan: SequentialPlan, weights: Params, directions: Params,
             if op.bias is not None:
                 hvp[op.bias] = dg2.sum(0).view(m, out)
             if index > first_linear:
-                below = torch.mm(dg.reshape(examples * m, out), w).view(examples, m, features)
-                below.view(examples, m * features).addmm_(g, dw.transpose(0, 1).reshape(out, m * features))
+                below = workspace.empty(f"below{index}", (examples, m, features), h_in)
+                torch.mm(dg.reshape(examples * m, out), w, out=below.view(examples * m, features))
+                # delta dW_k adds into below's k-th slice (examples x features, rows m features apart): one
+                # batched product writing in place, no transposed copy of the m weight tangents.
+                below.transpose(0, 1).baddbmm_(g.expand(m, examples, out), dw)
                 dg = below
     return hvp
 
 
+def _relu_tangent_(tangent: torch.Tensor, relu_output: torch.Tensor) -> None:
+    """Zero, in place, the tangent (examples x m x features) where the ReLU was off (autograd's convention at 0)."""
+    torch.ops.aten.threshold_backward.grad_input(tangent, relu_output.unsqueeze(1), 0, grad_input=tangent)
+
+
 def gradient_and_hvps(plan: SequentialPlan, weights: Params, directions: Params,
-                      batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
-                                                                        dict[str, torch.Tensor]]:
+                      batch: tuple[torch.Tensor, torch.Tensor], workspace: Workspace | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(g, {name: (m, *shape)} H Z) for mean cross-entropy of the stack at ``weights``: forward mode's step."""
     gradient, activations = primal_pass(plan, weights, batch, keep=True)
-    return gradient, hessian_products(plan, weights, directions, activations)
+    return gradient, hessian_products(plan, weights, directions, activations, workspace)
 
 
 def _first_linear(plan: SequentialPlan) -> int:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.func import jvp, vmap
 
-from sipgrad.engines.hypergrad.fused import Activations
+from sipgrad.engines.hypergrad.fused import Activations, Workspace
 from sipgrad.engines.hypergrad.graphs import graph_saved_tensors
 from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
 from sipgrad.engines.hypergrad.updates import Params, StepGraph
@@ -203,11 +203,12 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     state_mib = tensor_mib(_values(weights, velocity, tangent_w, tangent_v, diff, fixed))
     rows = _rows(diff)
     fused_step = getattr(problem.update, "tangent_step", None) if fused else None
+    workspace = Workspace()
     for step in range(problem.steps):
         batch = problem.batch(step)
         if fused_step is not None:
             weights, velocity, tangent_w, tangent_v = fused_step(weights, velocity, batch, {**fixed, **diff},
-                                                                 tangent_w, tangent_v, rows, compiled)
+                                                                 tangent_w, tangent_v, rows, compiled, workspace)
             watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
             continue
 
@@ -344,8 +345,8 @@ def _reverse_by_trajectory(problem: InnerProblem, sweep: _Sweep, every: int):
             new_weights, new_velocity, graph = sweep.forward(step, *segment[-1][:2], sweep.keep)
             segment[-1] = (*segment[-1][:2], graph)
             segment.append((new_weights, new_velocity, None))
-        if sweep.keep and segment[-1][2] is None:  # the segment's last step: its graph only
-            segment[-1] = (*segment[-1][:2], sweep.forward(end - 1, *segment[-1][:2], True)[2])
+        # The segment's last step keeps no graph: its backward step rebuilds the products' pass itself (without
+        # the weight gradient and the state update, which nothing reads), as the plain trajectory does.
         if every > 1 or start == problem.steps - 1:  # every == 1: the first segment holds everything later ones do
             held = [t for s in (*stored.values(), *segment) for part in s[:2] for t in part.values()]
             held += [t for s in (*stored.values(), *segment) if s[2] is not None for t in s[2].saved_tensors()]

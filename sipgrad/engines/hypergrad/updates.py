@@ -36,6 +36,7 @@ from torch.func import grad, jvp, vmap
 from sipgrad.engines.hypergrad.fused import (
     Activations,
     SequentialPlan,
+    Workspace,
     gradient_and_hvps,
     hessian_products,
     primal_pass,
@@ -190,7 +191,7 @@ class HeavyBall:
 
     def tangent_step(self, weights: Params, velocity: Params, batch: Batch, hyper: Mapping[str, torch.Tensor],
                      tangent_w: Params, tangent_v: Params, rows: Mapping[str, int],
-                     compiled: bool = False) -> tuple[Params, ...]:
+                     compiled: bool = False, workspace: Workspace | None = None) -> tuple[Params, ...]:
         """One step of the state and of its m tangents Z = d(w, v)/dh, with the update's structure fused.
 
         The same numbers as ``jvp`` of ``__call__`` vmapped over the m tangents (a test checks
@@ -208,14 +209,16 @@ class HeavyBall:
         the compilation takes minutes on CPU, so it pays only for long or repeated runs).
         With a recognised ``network`` (and no loss hyperparameters, not ``compiled``) the
         gradient and the m products come from ``fused.gradient_and_hvps`` instead: the same
-        numbers, written out layer by layer with the m tangents in one matmul per product.
+        numbers, written out layer by layer with the m tangents in one matmul per product;
+        ``workspace`` (``fused.Workspace``, one per run) then keeps their intermediates
+        from step to step.
         """
         loss_hyper = {name: hyper[name] for name in self.loss_hyper}
         m = next(iter(tangent_w.values())).shape[0]
         loss_directions = {name: _one_hot(m, rows.get(name), value) for name, value in loss_hyper.items()}
 
         if not compiled and self._written_out(weights, batch):
-            gradient, hvp = gradient_and_hvps(self.network, weights, tangent_w, batch)
+            gradient, hvp = gradient_and_hvps(self.network, weights, tangent_w, batch, workspace)
         else:
             hvp_batch = self._hvp_batch
             if compiled:

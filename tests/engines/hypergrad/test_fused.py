@@ -15,7 +15,12 @@ from sipgrad.engines.hypergrad import (
     reverse_hypergradient,
     seed_hyperparameters,
 )
-from sipgrad.engines.hypergrad.fused import gradient_and_hvps, plan_for, primal_pass
+from sipgrad.engines.hypergrad.fused import (
+    Workspace,
+    gradient_and_hvps,
+    plan_for,
+    primal_pass,
+)
 from sipgrad.engines.hypergrad.modes import _FiniteWatch
 from sipgrad.engines.hypergrad.problem import mlp
 from sipgrad.errors import SipgradError
@@ -97,6 +102,37 @@ def test_gradient_and_products_equal_vmapped_jvp_of_grad_in_float64_with_a_relu_
     for name in inner.weights:
         torch.testing.assert_close(one[name][0], hvp[name][2], rtol=1e-10, atol=1e-13)
 
+
+
+@pytest.mark.parametrize("model", ["odd stack", "two hidden layers of one width"])
+def test_one_workspace_across_calls_gives_the_products_of_fresh_memory_and_never_holds_a_result(model):
+    """A forward run reuses one Workspace at every step: the products must be those of a fresh call whatever the
+    workspace held (other directions, batches, weights, m, dtype), a result handed out must stay as it was through
+    later calls, and the same shapes must reuse the same storage (the point of it: no memory faulted in again)."""
+    problem = relu_problem(model=None if model == "odd stack" else mlp(6, (7, 7), 3))  # like 300-300: same shapes
+    inner, plan = problem.inner, problem.inner.update.network
+    generator = torch.Generator().manual_seed(11)
+    workspace = Workspace()
+    calls = []
+    for step, m, dtype in [(0, 4, F64), (1, 4, F64), (2, 3, F64), (3, 4, torch.float32), (4, 4, F64)]:
+        weights = {n: (w + 0.05 * torch.randn(w.shape, generator=generator, dtype=F64)).to(dtype)
+                   for n, w in inner.weights.items()}
+        directions = {n: torch.randn(m, *w.shape, generator=generator, dtype=F64).to(dtype)
+                      for n, w in inner.weights.items()}
+        inputs, labels = inner.batch(step)
+        batch = (inputs.to(dtype), labels)
+        _, fresh = gradient_and_hvps(plan, weights, directions, batch)
+        _, reused = gradient_and_hvps(plan, weights, directions, batch, workspace)
+        calls.append((fresh, reused, {n: t.clone() for n, t in reused.items()}))
+    scratch = {t.untyped_storage().data_ptr() for t in workspace._tensors.values()}
+    for fresh, reused, copied in calls:
+        for name, product in fresh.items():
+            torch.testing.assert_close(reused[name], product, rtol=1e-12 if product.dtype == F64 else 1e-6, atol=0)
+            torch.testing.assert_close(reused[name], copied[name], rtol=0, atol=0)  # later calls left it alone
+            assert reused[name].untyped_storage().data_ptr() not in scratch
+    before = {key: t.untyped_storage().data_ptr() for key, t in workspace._tensors.items()}
+    gradient_and_hvps(plan, weights, directions, batch, workspace)
+    assert before and {key: t.untyped_storage().data_ptr() for key, t in workspace._tensors.items()} == before
 
 @pytest.mark.parametrize("update", ["rfho", "torch"])
 def test_fused_forward_hypergradient_equals_the_general_forward_mode_in_float64(update):
@@ -286,3 +322,23 @@ def test_finiteness_watch_catches_nan_and_both_infinities_anywhere():
     watch = _FiniteWatch("tangent")
     watch.add(0, [torch.zeros(0), torch.full((9,), 3e38)])
     watch.check()
+
+
+def test_checkpointed_activations_rebuild_each_segments_last_step_without_its_weight_gradient(monkeypatch):
+    """Every 3 of 9 steps with activations: the forward sweep takes 9 gradients; each of the 3 segments runs its
+    first 2 steps again with their gradients (the next state needs them) and rebuilds its last step's pass alone,
+    without the weight gradient: 9 + 3 x 2 full passes and 3 rebuilds, and the same hypergradient as autograd."""
+    import sipgrad.engines.hypergrad.updates as updates
+
+    problem = relu_problem(steps=9)
+    hyper = nonzero_hyper(problem, eta=0.02, mu=0.6)
+    want = reverse_hypergradient(general(problem.inner), hyper).hypergradient
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("weight_gradient", True))
+        return primal_pass(*args, **kwargs)
+    monkeypatch.setattr(updates, "primal_pass", counted)
+    got = reverse_hypergradient(problem.inner, hyper, checkpoint_every=3, store_activations=True).hypergradient
+    _close(got, want, 1e-10)
+    assert (calls.count(True), calls.count(False)) == (9 + 3 * 2, 3)
