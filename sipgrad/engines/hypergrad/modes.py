@@ -189,7 +189,8 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     Both are exact; the fused step does fewer passes over the m x n tangents. When the
     update carries a recognised ``network`` (``classification_problem`` on a plain
     Linear/ReLU stack), the fused step's gradient and m Hessian-vector products are written
-    out by hand (``hypergrad/fused.py``), about 1.2x faster on the digits goal block.
+    out by hand (``hypergrad/fused.py``), 1.3x to 1.4x faster on the digits goal block
+    (docs/engines.md, Performance).
     ``compiled`` (fused only) runs the vmapped-``jvp`` products through ``torch.compile``.
     """
     began = time.perf_counter()
