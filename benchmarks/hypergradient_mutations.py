@@ -313,6 +313,20 @@ MUTATIONS = [
         T + "test_fused.py",
     ),
     (
+        "start weights kept as given (a model's parameters stay tracked by autograd)",
+        H + "problem.py",
+        '        object.__setattr__(self, "weights", {name: w.detach() for name, w in self.weights.items()})',
+        "        pass",
+        T + "test_fused.py",
+    ),
+    (
+        "forward mode: a fresh workspace at every step",
+        H + "modes.py",
+        "                                                                 workspace=workspace)",
+        "                                                                 workspace=None)",
+        T + "test_fused.py",
+    ),
+    (
         "finiteness watch: only the maximum (misses -inf)",
         H + "modes.py",
         "        extremes = [x for t in tensors if t.numel() for x in torch.aminmax(t.detach())]",

@@ -75,8 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="reverse mode: store every K-th state and recompute the rest (default 1: store all; "
                              "0: keep autograd's whole unrolled graph instead, as higher does: most memory)")
     parser.add_argument("--store-activations", action="store_true",
-                        help="reverse mode: also keep each stored step's activations, so the backward sweep does "
-                             "not recompute them: the fastest reverse mode, more memory than the trajectory alone")
+                        help="reverse mode: also keep each step's activations, so the backward sweep does not "
+                             "recompute them: the fastest reverse mode, more memory than the trajectory alone (with "
+                             "--checkpoint-every K above 1, those of the segment being swept back, which is "
+                             "recomputed anyway)")
     parser.add_argument("--compile", action="store_true",
                         help="forward mode: torch.compile the Hessian-vector products (minutes to compile)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (a list of records)")

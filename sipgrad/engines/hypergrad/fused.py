@@ -205,6 +205,7 @@ class Workspace:
         return tensor
 
 
+@torch.no_grad()
 def hessian_products(plan: SequentialPlan, weights: Params, directions: Params, activations: Activations,
                      workspace: Workspace | None = None) -> dict[str, torch.Tensor]:
     """{name: (m, *shape)} H Z: the m Hessian-vector products at the pass that left ``activations``.
@@ -212,7 +213,8 @@ def hessian_products(plan: SequentialPlan, weights: Params, directions: Params, 
     ``directions[name]`` holds the m tangents of parameter ``name`` stacked on a leading
     axis. The products are fresh tensors (the caller may update them in place). The
     intermediates go to ``workspace`` when one is given (a caller that runs many steps
-    keeps one), else to fresh memory.
+    keeps one), else to fresh memory. Autograd is off: the products are written out, and
+    the in-place and ``out=`` products would refuse weights that require grad.
     """
     saved, errors, p = activations.inputs, activations.errors, activations.probabilities
     examples = p.shape[0]

@@ -189,7 +189,7 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     Both are exact; the fused step does fewer passes over the m x n tangents. When the
     update carries a recognised ``network`` (``classification_problem`` on a plain
     Linear/ReLU stack), the fused step's gradient and m Hessian-vector products are written
-    out by hand (``hypergrad/fused.py``), 1.3x to 1.4x faster on the digits goal block
+    out by hand (``hypergrad/fused.py``), 1.2x to 1.4x faster on the digits goal block
     (docs/engines.md, Performance).
     ``compiled`` (fused only) runs the vmapped-``jvp`` products through ``torch.compile``.
     """
@@ -209,7 +209,8 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
         batch = problem.batch(step)
         if fused_step is not None:
             weights, velocity, tangent_w, tangent_v = fused_step(weights, velocity, batch, {**fixed, **diff},
-                                                                 tangent_w, tangent_v, rows, compiled, workspace)
+                                                                 tangent_w, tangent_v, rows, compiled,
+                                                                 workspace=workspace)
             watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
             continue
 
@@ -346,8 +347,10 @@ def _reverse_by_trajectory(problem: InnerProblem, sweep: _Sweep, every: int):
             new_weights, new_velocity, graph = sweep.forward(step, *segment[-1][:2], sweep.keep)
             segment[-1] = (*segment[-1][:2], graph)
             segment.append((new_weights, new_velocity, None))
-        # The segment's last step keeps no graph: its backward step rebuilds the products' pass itself (without
-        # the weight gradient and the state update, which nothing reads), as the plain trajectory does.
+        # The segment's last step keeps no graph: its backward step rebuilds the products' pass itself, as the
+        # plain trajectory does, without the state update that nothing reads (and, on a recognised stack, without
+        # the weight gradient). That rebuilt pass is transient, so state_mib counts one step's activations fewer;
+        # the peak is the same, since it sits beside the others while that step is swept back.
         if every > 1 or start == problem.steps - 1:  # every == 1: the first segment holds everything later ones do
             held = [t for s in (*stored.values(), *segment) for part in s[:2] for t in part.values()]
             held += [t for s in (*stored.values(), *segment) if s[2] is not None for t in s[2].saved_tensors()]

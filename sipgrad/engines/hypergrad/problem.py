@@ -43,7 +43,10 @@ class InnerProblem:
     """T steps of ``update`` from ``weights`` on ``batch(t)``; the outer objective is ``validation_loss``.
 
     ``weights`` are the start point (never modified); the velocity starts at zero.
-    ``validation_loss(weights)`` must not depend on the hyperparameters.
+    ``validation_loss(weights)`` must not depend on the hyperparameters. The weights are
+    held detached (``dict(model.named_parameters())`` may be passed as it is): the
+    hypergradient is not differentiable with respect to them, and autograd tracking them
+    through T steps would only build a graph nobody reads.
     """
 
     weights: Params
@@ -57,6 +60,7 @@ class InnerProblem:
             raise SipgradError(f"steps must be a positive integer, got {self.steps!r}")
         if not self.weights:
             raise SipgradError("the inner problem has no weights to train")
+        object.__setattr__(self, "weights", {name: w.detach() for name, w in self.weights.items()})
         dtypes = {w.dtype for w in self.weights.values()}
         if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
             raise SipgradError(f"weights must share one floating dtype, got {sorted(map(str, dtypes))}")

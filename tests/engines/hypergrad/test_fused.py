@@ -342,3 +342,32 @@ def test_checkpointed_activations_rebuild_each_segments_last_step_without_its_we
     got = reverse_hypergradient(problem.inner, hyper, checkpoint_every=3, store_activations=True).hypergradient
     _close(got, want, 1e-10)
     assert (calls.count(True), calls.count(False)) == (9 + 3 * 2, 3)
+
+
+def test_weights_that_require_grad_give_the_hypergradients_of_plain_ones():
+    """A hand-built problem may start from ``dict(model.named_parameters())``: the written-out products (in place,
+    into kept buffers) must not trip over autograd, in either mode, and must give the same numbers."""
+    problem = relu_problem(steps=5)
+    hyper = nonzero_hyper(problem, eta=0.02, mu=0.6)
+    tracked = dataclasses.replace(problem.inner, weights={n: w.clone().requires_grad_()
+                                                          for n, w in problem.inner.weights.items()})
+    for run in (lambda inner: forward_hypergradient(inner, hyper),
+                lambda inner: reverse_hypergradient(inner, hyper, checkpoint_every=2, store_activations=True),
+                lambda inner: reverse_hypergradient(inner, hyper)):
+        _close(run(tracked).hypergradient, run(problem.inner).hypergradient, 1e-12)
+
+
+def test_a_forward_run_keeps_one_workspace_for_all_its_steps(monkeypatch):
+    """The point of the workspace is that its buffers outlive a step: one per run, not one per step."""
+    import sipgrad.engines.hypergrad.fused as fused_module
+
+    made = []
+    original = fused_module.Workspace.__init__
+
+    def counted(self):
+        made.append(self)
+        original(self)
+    monkeypatch.setattr(fused_module.Workspace, "__init__", counted)
+    problem = relu_problem(steps=6)
+    forward_hypergradient(problem.inner, nonzero_hyper(problem, eta=0.02, mu=0.6))
+    assert len(made) == 1 and made[0]._tensors  # and it was used
