@@ -371,3 +371,24 @@ def test_a_forward_run_keeps_one_workspace_for_all_its_steps(monkeypatch):
     problem = relu_problem(steps=6)
     forward_hypergradient(problem.inner, nonzero_hyper(problem, eta=0.02, mu=0.6))
     assert len(made) == 1 and made[0]._tensors  # and it was used
+
+
+def test_written_out_hypergradients_do_not_depend_on_the_thread_count():
+    """Forward (m directions in one product) and both stored reverse modes on the hand-written path, 1 thread
+    against 2, on hidden layers wide enough that the products are split between threads."""
+    problem = relu_problem(model=mlp(6, (160, 160), 3), steps=4)
+    hyper = nonzero_hyper(problem, eta=0.02, mu=0.6)
+    runs = {"forward": lambda: forward_hypergradient(problem.inner, hyper),
+            "trajectory": lambda: reverse_hypergradient(problem.inner, hyper),
+            "activations": lambda: reverse_hypergradient(problem.inner, hyper, store_activations=True)}
+    before = torch.get_num_threads()
+    try:
+        got = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got[threads] = {name: run().hypergradient for name, run in runs.items()}
+    finally:
+        torch.set_num_threads(before)
+    for name in runs:
+        _close(got[2][name], got[1][name], 1e-12)
+    _close(got[1]["trajectory"], got[1]["forward"], 1e-9)
