@@ -188,9 +188,9 @@ class Workspace:
 
     Forward mode's intermediates are examples x m x width, a few MiB each on RFHO's
     network (dz and the back-propagated tangent of every layer). Allocated afresh at every
-    step, memory that the allocator has just handed back to the system is faulted in again
-    page by page: tens of thousands of page faults per run, depending on what the process
-    allocated before. Reused, the buffers stay mapped. Results never live in a workspace.
+    step, memory that the allocator may just have handed back to the system is faulted in
+    again page by page (whether it does depends on what the process allocated before).
+    Reused, the buffers stay mapped. Results never live in a workspace.
     """
 
     def __init__(self) -> None:
