@@ -32,6 +32,11 @@ def test_centre_baseline_points_at_row_h_over_2_and_column_w_over_2():
     boxes, valid = pad_boxes([[(15.0, 5.0, 16.0, 6.0)], [(5.0, 5.0, 6.0, 6.0)]])
     assert metrics.centre_baseline(boxes, valid, 10, 30, tolerance=0.0).tolist() == [True, False]
     assert metrics.centre_baseline(boxes, valid, 10, 30, tolerance=10.0).tolist() == [True, True]
+    # the tolerance is a Euclidean distance: centre (10, 10) of a 20 x 20 image to pixel (2, 2) is 11.31
+    boxes, valid = pad_boxes([[(9.0, 9.0, 11.0, 11.0)], [(0.0, 0.0, 3.0, 3.0)]])
+    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=0.0).tolist() == [True, False]
+    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=11.2).tolist() == [True, False]
+    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=11.4).tolist() == [True, True]
 
 
 def test_boxes_marked_invalid_count_for_nothing_even_when_not_empty():

@@ -41,13 +41,6 @@ def test_pointing_hits_any_of_several_boxes_and_ignores_padding():
     assert metrics.pointing_game(maps, boxes, valid, tolerance=1.0).tolist() == [True, False]
 
 
-def test_centre_baseline():
-    boxes, valid = pad_boxes([[(9.0, 9.0, 11.0, 11.0)], [(0.0, 0.0, 3.0, 3.0)]])
-    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=0.0).tolist() == [True, False]
-    # centre (10, 10) to pixel (2, 2): distance 11.31
-    assert metrics.centre_baseline(boxes, valid, 20, 20, tolerance=11.4).tolist() == [True, True]
-
-
 def test_energy_and_mu_in():
     boxes, valid = _single((0.0, 0.0, 10.0, 10.0))  # a quarter of the 20 x 20 image
     mask = metrics.box_mask(boxes, valid, 20, 20)
