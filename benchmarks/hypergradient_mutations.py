@@ -76,14 +76,21 @@ MUTATIONS = [
         "fused: mu row uses the new velocity",
         H + "updates.py",
         "                z_v[rows[self.momentum]] += velocity[name]",
-        "                z_v[rows[self.momentum]] += v",
+        "                z_v[rows[self.momentum]] += new_velocity[name]",
         T + "test_updates.py",
     ),
     (
         "fused: eta row dropped",
         H + "updates.py",
-        "                z_w[rows[self.learning_rate]] -= v",
+        "                z_w[rows[self.learning_rate]] -= new_velocity[name]",
         "                pass",
+        T + "test_updates.py " + T + "test_modes.py",
+    ),
+    (
+        "fused: eta row uses the old velocity",
+        H + "updates.py",
+        "                z_w[rows[self.learning_rate]] -= new_velocity[name]",
+        "                z_w[rows[self.learning_rate]] -= velocity[name]",
         T + "test_updates.py " + T + "test_modes.py",
     ),
     (

@@ -226,21 +226,13 @@ class HeavyBall:
                     object.__setattr__(self, "_compiled", torch.compile(self._hvp_batch, dynamic=False))
                 hvp_batch = self._compiled
             gradient, hvp = hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
-        extra = self.penalty_gradient(weights, hyper)
+        # The state steps by the same code as the reverse modes' forward sweep (``_apply_fused``).
+        new_weights, new_velocity = self._apply_fused(weights, velocity, gradient, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
-        by_param: dict[str, list[Penalty]] = {}
-        for penalty in self.penalties:
-            for name in penalty.params:
-                by_param.setdefault(name, []).append(penalty)
-        new_weights, new_velocity = {}, {}
         for name, w in weights.items():
-            g = gradient[name] + extra[name] if name in extra else gradient[name]
-            v = mu * velocity[name] + g
-            new_velocity[name] = v
-            new_weights[name] = w - eta * v
             z_v = hvp[name].addcmul_(tangent_v[name], mu)
             z_w = tangent_w[name]
-            for penalty in by_param.get(name, ()):
+            for penalty in self._penalties_of(name):
                 rho = penalty.coefficient(hyper)
                 row = rows.get(penalty.hyper)
                 if penalty.kind == "l2":
@@ -252,7 +244,7 @@ class HeavyBall:
                 z_v[rows[self.momentum]] += velocity[name]
             z_w.addcmul_(z_v, -eta)
             if self.learning_rate in rows:
-                z_w[rows[self.learning_rate]] -= v
+                z_w[rows[self.learning_rate]] -= new_velocity[name]
             tangent_v[name] = z_v
         return new_weights, new_velocity, tangent_w, tangent_v
 
@@ -288,8 +280,8 @@ class HeavyBall:
         """``_apply`` in fewer passes over the weights (fused multiply-adds), for plain tensors only.
 
         Equal to ``_apply`` up to the order of the additions (a test checks it). It is what the
-        reverse modes' forward sweep runs; ``__call__`` keeps the plain form because the
-        transforms (``jvp``, ``vmap``) and the generic sweep differentiate it.
+        reverse modes' forward sweep and forward mode's ``tangent_step`` run; ``__call__`` keeps
+        the plain form because the transforms (``jvp``, ``vmap``) and the generic sweep differentiate it.
         """
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]
         new_weights, new_velocity = {}, {}

@@ -238,6 +238,9 @@ def test_float32_fused_forward_and_reverse_agree_to_1e_4_at_t_100_on_digits():
     reverse = reverse_hypergradient(problem.inner, hyper, store_activations=True)
     _close(forward.hypergradient, reverse.hypergradient, 1e-4)
     assert float(forward.hypergradient["eta"]) < 0
+    # Both modes step the state by the same code on the same gradient: the same weights to the last bit.
+    for name, weight in reverse.weights.items():
+        assert torch.equal(forward.weights[name], weight), name
 
 
 def test_the_fused_path_is_skipped_where_it_does_not_apply():
