@@ -56,6 +56,9 @@ def spectrum_figure(analyses: Sequence[GradientAnalysis], top: int = 3):
         energy_ax.set_ylim(0, 1.02)
         energy_ax.set_xticks(positions, layers, rotation=90)
         energy_ax.set_xlabel("layer (model order)")
+        # Fixed limits: autoscaling would spread the configs' small sideways nudges (+-0.06)
+        # across the whole axis when there is only one layer.
+        energy_ax.set_xlim(-0.5, len(layers) - 0.5)
         for ax in (rank_ax, energy_ax):
             ax.grid(alpha=0.3)
         if analyses:
@@ -94,8 +97,10 @@ def components_figure(image: np.ndarray, analyses: Sequence[GradientAnalysis], i
                 limit = float(np.abs(component).max()) or 1.0
                 ax = axes[row, k + 1]
                 ax.imshow(image)
+                # The image's own extent (pixel centres at integers, edges at -0.5): the
+                # component then covers exactly the image's pixels, without a half-pixel shift.
                 shown = ax.imshow(component / limit, cmap="RdBu_r", vmin=-1, vmax=1, alpha=0.6,
-                                  interpolation="bilinear", extent=(0, width, height, 0))
+                                  interpolation="bilinear", extent=ax.images[0].get_extent())
                 ax.set_title(f"component {k + 1}: {float(spectrum.explained[index, k]):.0%}")
             for ax in axes[row]:
                 ax.axis("off")
