@@ -124,6 +124,19 @@ def record_gradients(model: Classifier | nn.Module, images: Any, target: TargetS
                              chosen_layers, engine.sip_label)
 
 
+def median(values: torch.Tensor) -> float:
+    """The median of ``values``: the mean of the two middle values when their number is even.
+
+    ``torch.Tensor.median`` returns the lower of the two, which for two images is their
+    minimum; a "median over images" table would then understate every even-sized sample.
+    Computed in float64 so the mean of two float32 values is not rounded.
+    """
+    flat = values.detach().reshape(-1).double()
+    if flat.numel() == 0:
+        return float("nan")
+    return float(torch.quantile(flat, 0.5))
+
+
 @dataclass
 class GradientAnalysis:
     """Per-layer gradient spectra of many images (see ``analyze_gradients``).
@@ -146,16 +159,20 @@ class GradientAnalysis:
     images: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def summary(self, top: int = 3) -> list[dict[str, Any]]:
-        """One row per layer: medians over images of the effective rank and top-component energy."""
+        """One row per layer: medians over images of the effective rank and top-component energy.
+
+        The median of an even number of images is the mean of the two middle values (see
+        ``median``), not the lower one that ``torch.Tensor.median`` returns.
+        """
         rows = []
         for layer in self.layers:
             spectrum = self.spectra[layer]
             rows.append({
                 "sip": self.sip or "none", "layer": layer, "channels": int(self.channel_vectors[layer].shape[1]),
                 "rank bound": int(spectrum.singular_values.shape[1]),
-                "effective rank": float(spectrum.effective_rank.median()),
-                "top-1 energy": float(spectrum.energy_in_top(1).median()),
-                f"top-{top} energy": float(spectrum.energy_in_top(top).median()),
+                "effective rank": median(spectrum.effective_rank),
+                "top-1 energy": median(spectrum.energy_in_top(1)),
+                f"top-{top} energy": median(spectrum.energy_in_top(top)),
             })
         return rows
 
