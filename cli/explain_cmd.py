@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 if plain is not None:
                     compare = written[i]["figure"].replace(".figure.png", ".compare.png")
                     save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
-                                [args.method, f"{args.method} + SIP {result.sip}"], result.title(i))
+                                [plain.label, result.label], result.title(i))
                     record["compare"] = compare
                 results.append(record)
             del result, plain, images  # one batch of full-size images in memory at a time
@@ -153,4 +153,5 @@ def _print_table(results: list[dict], layer: str | None) -> None:
         print(f"{record['image']}")
         print(f"  top-5:  {top}")
         print(f"  target: {record['target']['name']} ({record['target']['index']})  [{record['seconds']:.2f}s]")
-        print(f"  files:  {record['overlay']}, {record['saliency']}")
+        written = [record[key] for key in ("overlay", "saliency", "figure", "compare") if key in record]
+        print(f"  files:  {', '.join(written)}")

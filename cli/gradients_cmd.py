@@ -226,19 +226,21 @@ def run_train(args: argparse.Namespace) -> int:
         return fail("interrupted before the first run finished", 130)
     document = write()
     save_accuracy_figure(out / "accuracy.png", runs)
-    save_momentum_figure(out / "momentum.png", runs)
+    written = [out / "train.json", out / "accuracy.png"]
+    if save_momentum_figure(out / "momentum.png", runs):
+        written.append(out / "momentum.png")
     if args.json:
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
-        _print_summary(document["summary"], out)
+        _print_summary(document["summary"], written)
     if interrupted:
         print(f"sipgrad: interrupted; wrote the {len(runs)} run(s) finished of {len(configs)}", file=sys.stderr)
         return 130
     return 0
 
 
-def _print_summary(rows: list[dict], out: Path) -> None:
+def _print_summary(rows: list[dict], written: list[Path]) -> None:
     print("test accuracy (mean over seeds; final, best), memorised noise, and the top-k probe (means over training)")
     columns = ["label noise", "optimizer", "seeds", "final test accuracy", "best test accuracy", "noise fit",
                "cos(g, Pg)", "cos(v, Pg)", "cos(v, g)", "|Pv|/|v|"]
@@ -250,4 +252,4 @@ def _print_summary(rows: list[dict], out: Path) -> None:
             cells.append(("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
                          .rjust(len(column)))
         print("  ".join(cells))
-    print(f"wrote {out / 'train.json'} and {out / 'accuracy.png'}")
+    print("wrote " + ", ".join(str(path) for path in written))

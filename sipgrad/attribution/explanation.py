@@ -71,10 +71,14 @@ class Explanation:
         """RGB uint8 overlay of image ``i``'s map on the original image (same size)."""
         return blend(self.images[i], self.saliency[i], alpha, colormap, clip_percentile)
 
+    @property
+    def label(self) -> str:
+        """The method, with the SIP configuration when there is one: how figures name these maps."""
+        return f"{self.method} + SIP {self.sip}" if self.sip else self.method
+
     def title(self, i: int) -> str:
         target = self.target(i)
-        sip = f" + SIP {self.sip}" if self.sip else ""
-        return f"{self.model_name} | {self.method}{sip} | {target['name']} ({target['prob']:.1%})"
+        return f"{self.model_name} | {self.label} | {target['name']} ({target['prob']:.1%})"
 
     def save(self, directory: str | os.PathLike, figure: bool = True, *, stems: Sequence[str] | None = None,
              saliency_dtype: str = "float32") -> list[dict[str, str]]:
@@ -103,6 +107,6 @@ class Explanation:
             save_overlay_png(paths["overlay"], self.images[i], self.saliency[i])  # streamed: no full-size copy
             if figure:
                 paths["figure"] = str(stem) + ".figure.png"
-                save_panels(paths["figure"], self.images[i], [self.saliency[i]], [self.method], self.title(i))
+                save_panels(paths["figure"], self.images[i], [self.saliency[i]], [self.label], self.title(i))
             written.append(paths)
         return written

@@ -99,6 +99,19 @@ def test_save_writes_unique_files(lite0, photos, tmp_path):
     assert ".sip-topq_0.25." in written[0]["overlay"]
 
 
+def test_saved_figures_name_the_sip_configuration_in_every_panel(classifier, small_batch, tmp_path, monkeypatch):
+    from sipgrad.attribution import explanation
+
+    drawn = []
+    monkeypatch.setattr(explanation, "save_panels", lambda path, image, maps, titles, suptitle: drawn.append(
+        (list(titles), suptitle)))
+    explain(classifier, small_batch[:1], sip="topq:0.25").save(tmp_path)
+    explain(classifier, small_batch[:1]).save(tmp_path)
+    (sip_titles, sip_suptitle), (plain_titles, plain_suptitle) = drawn
+    assert sip_titles == ["grad + SIP topq:0.25"] and "| grad + SIP topq:0.25 |" in sip_suptitle
+    assert plain_titles == ["grad"] and "| grad |" in plain_suptitle
+
+
 def test_saved_overlay_is_the_overlay_and_arrays_are_not_copied(lite0, photos, tmp_path):
     from PIL import Image
 

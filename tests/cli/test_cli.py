@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +44,10 @@ def test_explain_table_gradcam_reports_its_layer(capsys, asset_dir, tmp_path):
                            "--target", "cup")
     assert code == 0
     assert "Grad-CAM layer: _head_act" in out and "target: cup (968)" in out
+    listed = out.split("files:")[1].split("\n")[0].strip().split(", ")
+    assert [name.rsplit("/", 1)[-1] for name in listed] == [
+        "coffee.gradcam.overlay.png", "coffee.gradcam.saliency.npy", "coffee.gradcam.figure.png"]
+    assert all(Path(name).is_file() for name in listed)
 
 
 def test_a_bad_image_in_a_batch_does_not_stop_the_others(capsys, asset_dir, tmp_path):

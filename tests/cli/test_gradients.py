@@ -65,6 +65,15 @@ def test_train_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "final test accuracy" in out and "sgd" in out
     assert not (tmp_path / "momentum.png").exists()  # no momentum run, no momentum figure
+    assert f"wrote {tmp_path / 'train.json'}, {tmp_path / 'accuracy.png'}\n" in out
+
+
+def test_train_table_lists_the_momentum_figure_when_it_writes_one(tmp_path, capsys):
+    assert main(["gradients", "train", "--optimizer", "momentum", "--label-noise", "0", "--steps", "2",
+                 "--batch-size", "8", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'train.json'}, {tmp_path / 'accuracy.png'}, {tmp_path / 'momentum.png'}\n" in out
+    assert (tmp_path / "momentum.png").is_file()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,5 +1,4 @@
 import copy
-import math
 
 import numpy as np
 import pytest
@@ -145,7 +144,7 @@ def test_sip_works_under_every_method(classifier, small_batch, method):
 
 def test_any_captum_method_inside_the_context(classifier, small_cnn, small_batch):
     targets = torch.tensor([1, 2, 3, 4])
-    with SIP(classifier, "topq:0.25") as sip:
+    with SIP(classifier, "topq:0.25"):
         captum_saliency = Saliency(small_cnn).attribute(small_batch, target=targets, abs=True)
         captum_ig = IntegratedGradients(small_cnn).attribute(small_batch, target=targets, n_steps=4)
     ours = explain(classifier, small_batch, sip="topq:0.25", target=targets)
