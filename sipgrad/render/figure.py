@@ -42,23 +42,87 @@ def fit_for_figure(image: np.ndarray, maps: Sequence[np.ndarray],
     return small, small_maps
 
 
+PANEL_WIDTH = 3.3  # inches: the widest a panel is drawn (three fit in a 10.5 in figure)
+PANEL_MAX_HEIGHT = 6.0  # inches: a tall image is drawn narrower rather than taller than this
+PANEL_MIN_WIDTH = 1.6  # inches: room for a title wrapped over a few lines
+
+
+def panel_size(height: int, width: int) -> tuple[float, float]:
+    """(width, height) in inches of one panel showing a ``height`` x ``width`` image.
+
+    The panel follows the image's aspect ratio, so a wide or tall image fills its panel
+    instead of floating in white space (a fixed 3.5 x 3.6 in panel left 85% of a
+    1200 x 200 image's figure empty): ``PANEL_WIDTH`` wide, unless that would make it taller
+    than ``PANEL_MAX_HEIGHT``, then narrower (never under ``PANEL_MIN_WIDTH``).
+    """
+    aspect = height / max(width, 1)
+    panel_width = max(PANEL_MIN_WIDTH, min(PANEL_WIDTH, PANEL_MAX_HEIGHT / max(aspect, 1e-6)))
+    return panel_width, min(panel_width * aspect, PANEL_MAX_HEIGHT)
+
+
+def colormap_of(colormap: str):
+    """The matplotlib colormap that ``heatmap`` draws with (OpenCV's table, not matplotlib's namesake)."""
+    from matplotlib.colors import ListedColormap
+
+    table = heatmap(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :], colormap, clip_percentile=100.0, scale=1.0)
+    return ListedColormap(table[0] / 255.0, name=f"opencv-{colormap}")
+
+
 def save_panels(path: str | os.PathLike, image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str],
                 suptitle: str = "", colormap: str = "jet", alpha: float = 0.5, clip_percentile: float = 99.0) -> None:
-    """Save a figure: the image, then heatmap and overlay for each map (one row per map)."""
+    """Save a figure: the image, then heatmap and overlay for each map (one row per map).
+
+    Panels follow the image's aspect ratio (``panel_size``). One colour bar under the panels
+    shows what the heatmap colours mean: each map is divided by its own ``clip_percentile``-th
+    value and clipped to [0, 1] (``normalize_map``), so 1 is "at or above that percentile".
+    """
+    plt = pyplot()
+    fig = panels_figure(image, maps, titles, suptitle, colormap, alpha, clip_percentile)
+    with atomic_write(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def panels_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str], suptitle: str = "",
+                  colormap: str = "jet", alpha: float = 0.5, clip_percentile: float = 99.0):
+    """The figure that ``save_panels`` writes (arguments alike), for callers that draw more on it."""
+    import textwrap
+
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     image, maps = fit_for_figure(image, maps)
     plt = pyplot()
     rows = len(maps)
-    fig, axes = plt.subplots(rows, 3, figsize=(10.5, 3.6 * rows), squeeze=False)
-    for row, (saliency, title) in enumerate(zip(maps, titles)):
+    panel_width, panel_height = panel_size(*image.shape[:2])
+    title_lines = 1
+    chars = max(12, int(panel_width * 72 / (9 * 0.6)))  # 9 pt text, about 0.6 em per character
+    labels = []
+    for title in titles:
+        row = ["image", f"{title}: saliency", f"{title}: overlay"]
+        row = [textwrap.fill(label, chars) for label in row]
+        title_lines = max(title_lines, *(label.count("\n") + 1 for label in row))
+        labels.append(row)
+    title_room = 0.2 * title_lines + 0.1  # inches above each row
+    bar_room = 0.85  # the colour bar and its label
+    top_room = 0.45 if suptitle else 0.1
+    size = (3 * panel_width + 0.6, rows * (panel_height + title_room) + bar_room + top_room)
+    fig, axes = plt.subplots(rows, 3, figsize=size, squeeze=False, layout="constrained")
+    for row, (saliency, label_row) in enumerate(zip(maps, labels)):
         panels = (image, heatmap(saliency, colormap, clip_percentile),
                   overlay(image, saliency, alpha, colormap, clip_percentile))
-        for col, (panel, label) in enumerate(zip(panels, ("image", f"{title}: saliency", f"{title}: overlay"))):
+        for col, (panel, label) in enumerate(zip(panels, label_row)):
             axes[row, col].imshow(panel)
             axes[row, col].set_title(label, fontsize=9)
             axes[row, col].axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    with atomic_write(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    scale = ScalarMappable(Normalize(0.0, 1.0), colormap_of(colormap))
+    # Under the heatmap and overlay columns (shrunk to two thirds, right-aligned); given the whole
+    # grid so constrained layout keeps the image column aligned with the others.
+    bar = fig.colorbar(scale, ax=axes.ravel().tolist(), location="bottom", fraction=0.9 / size[1],
+                       shrink=0.66, anchor=(1.0, 1.0), aspect=40, pad=0.02)
+    bar.set_label(f"saliency / its {clip_percentile:g}th percentile, clipped to [0, 1] (each map its own scale)",
+                  fontsize=9)
+    bar.ax.tick_params(labelsize=9)
+    return fig

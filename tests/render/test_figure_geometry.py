@@ -52,3 +52,46 @@ def test_components_cover_the_image_pixels_exactly(small_batch, plt):
         picture, component = ax.images
         assert picture.get_extent() == pytest.approx((-0.5, 39.5, 29.5, -0.5))
         assert component.get_extent() == pytest.approx(picture.get_extent())
+
+
+MAGENTA = (255, 0, 255)  # no colour of jet, so these pixels are the image panels only
+
+
+@pytest.mark.parametrize("height, width, least, ratios", [
+    (200, 1200, 0.10, (0.2, 0.4)), (900, 200, 0.18, (2.0, 3.0)), (300, 450, 0.18, (0.5, 0.8))])
+def test_explain_figures_follow_the_image_aspect(tmp_path, height, width, least, ratios):
+    from PIL import Image
+
+    from sipgrad.render.figure import save_panels
+
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = MAGENTA
+    ramp = np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1))
+    save_panels(tmp_path / "f.png", image, [ramp, ramp ** 2], ["grad", "grad + SIP topq:0.25"], "title")
+    saved = np.asarray(Image.open(tmp_path / "f.png").convert("RGB"))
+    # Two image panels: with square 3.5 x 3.6 in panels a 1200 x 200 image covered 4.8% of
+    # the figure, a 200 x 900 one 7.6%.
+    covered = np.all(saved == MAGENTA, axis=2).mean()
+    assert covered >= least
+    # Figure height / width: the old fixed size gave 0.69 whatever the image.
+    assert ratios[0] <= saved.shape[0] / saved.shape[1] <= ratios[1]
+
+
+def test_explain_heatmaps_have_one_labelled_colour_bar_in_their_colours(plt):
+    from sipgrad.render.figure import panels_figure
+    from sipgrad.render.overlay import heatmap
+
+    image = np.zeros((30, 40, 3), np.uint8)
+    saliency = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    fig = panels_figure(image, [saliency, saliency], ["grad", "grad + SIP"], "title", colormap="inferno",
+                        clip_percentile=95)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1
+    label = bars[0].get_xlabel()
+    assert "95th percentile" in label and "clipped to [0, 1]" in label
+    colorbar = bars[0]._colorbar  # matplotlib's Colorbar behind the axes
+    cmap = colorbar.cmap
+    for value in (0.0, 0.5, 1.0):  # the bar's colours are the heatmap's (OpenCV's table, not matplotlib's)
+        drawn = heatmap(np.array([[value]], np.float32), "inferno", clip_percentile=100.0, scale=1.0)[0, 0]
+        assert np.allclose(np.array(cmap(value)[:3]) * 255, drawn, atol=3.0)  # neighbouring table entries
+    assert (colorbar.norm.vmin, colorbar.norm.vmax) == (0.0, 1.0)
