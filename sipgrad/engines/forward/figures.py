@@ -28,7 +28,9 @@ def accuracy_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]]
 
     Forward-gradient runs often trace nearly the same curve, and one line then hides the
     next; with two or more of them the figure is small multiples: a panel per forward run,
-    each beside the backprop reference(s) and the 90% line, on shared axes.
+    each beside the backprop reference(s) and the 90% line, on shared axes. Their legend is
+    one for the whole figure, under the panels: a legend inside a panel covered the curves
+    of runs that stay low (a run at 10% accuracy sat under "lower right").
     """
     plt = pyplot()
     references = [curve for curve in curves if curve[0].startswith("backprop")]
@@ -37,13 +39,18 @@ def accuracy_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]]
     columns = min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     single = len(panels) == 1
-    fig, axes = plt.subplots(rows, columns, figsize=(11, 5.5) if single else (4.6 * columns, 3.4 * rows + 0.6),
-                             squeeze=False, sharex=True, sharey=True)
     colours = plt.get_cmap("tab10").colors
+    # A reference keeps one colour in every panel, so the shared legend names it once.
+    reference_colour = {ref[0]: "dimgrey" if index == 0 else colours[(index + 5) % len(colours)]
+                        for index, ref in enumerate(references)}
+    entries = len(references) + len(runs)
+    legend_rows = math.ceil(entries / columns)
+    fig, axes = plt.subplots(rows, columns, squeeze=False, sharex=True, sharey=True,
+                             figsize=(11, 5.5) if single else (4.6 * columns, 3.4 * rows + 0.9 + 0.22 * legend_rows),
+                             layout=None if single else "constrained")
     for number, (ax, panel) in enumerate(zip(axes.flat, panels)):
-        for index, (label, steps, accuracies) in enumerate(_references_for(panel, references, single)):
-            ax.plot(steps, accuracies, label=label, linewidth=1.4, linestyle="--",
-                    color="dimgrey" if index == 0 else colours[(index + 5) % len(colours)])
+        for label, steps, accuracies in _references_for(panel, references, single):
+            ax.plot(steps, accuracies, label=label, linewidth=1.4, linestyle="--", color=reference_colour[label])
         for index, (label, steps, accuracies) in enumerate(panel):
             ax.plot(steps, accuracies, label=label, linewidth=1.6, color=colours[(number + index) % len(colours)])
         ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
@@ -55,7 +62,6 @@ def accuracy_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]]
             ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         else:
             ax.set_title(panel[0][0], fontsize=10)
-            ax.legend(fontsize=8, loc="lower right")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     for number, ax in enumerate(list(axes.flat)[:len(panels)]):
@@ -64,9 +70,17 @@ def accuracy_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]]
             ax.tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy", fontsize=11)
-    if not single:
+    if single:
+        fig.tight_layout()
+    else:
         fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
+        handles = {}
+        for ax in list(axes.flat)[:len(panels)]:
+            for line in ax.get_lines():
+                if not line.get_label().startswith("_"):
+                    handles.setdefault(line.get_label(), line)
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=columns, fontsize=9,
+                   frameon=False)
     return fig
 
 
