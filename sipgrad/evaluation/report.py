@@ -35,7 +35,8 @@ THUMBNAIL_STORED_PX = 216
 SIGNIFICANCE = 0.05
 PLOT_CAPTIONS = {
     "metrics.png": "metrics.png: each config's mean and 95% interval, one panel per metric.",
-    "energy_vs_box_area.png": "energy_vs_box_area.png: energy inside the boxes by the boxes' share of the image. "
+    "energy_vs_box_area.png": "energy_vs_box_area.png: energy inside the boxes by the boxes' share of the image; "
+                              "each point is a group of cases (n of them) at their mean box share. "
                               "The dotted diagonal is what a uniform map scores; above it, the map concentrates "
                               "on the object.",
 }
@@ -125,8 +126,14 @@ def metrics_figure(summary: dict[str, Any]):
 
 def energy_figure(summary: dict[str, Any], records: list[dict[str, Any]]):
     """Energy inside the boxes against the boxes' share of the image, as small multiples: one
-    panel per method, one line per SIP setting (own shade, marker and dash), nudged sideways so
-    equal values do not hide each other. The dotted diagonal is what a uniform map scores."""
+    panel per method, one line per SIP setting (own shade, marker and dash; open markers, so
+    equal values stay visible one over the other). The dotted diagonal is what a uniform map scores.
+
+    The cases are grouped by box share; each point sits at the *mean box share* of its group's
+    cases (their number is written under it), not at the group's middle: a uniform map's mean
+    energy equals that mean share, so only then does "above the diagonal" mean "better than
+    uniform" (a group of boxes at 0.50-1.00 with mean 0.57 was drawn at 0.75, under the line).
+    """
     plt = pyplot()
     configs = summary["configs"]
     records = scored_records(records)
@@ -138,19 +145,25 @@ def energy_figure(summary: dict[str, Any], records: list[dict[str, Any]]):
         # The legend goes under each panel, where it cannot cover a line.
         fig, axes = plt.subplots(rows, columns, figsize=(PLOT_WIDTH_INCHES, 4.2 * rows), sharey=True,
                                  squeeze=False, layout="constrained")
-        bins = np.array([0, 0.1, 0.25, 0.5, 1.0])
-        centres = (bins[:-1] + bins[1:]) / 2
         for ax, method in zip(axes.flat, methods):
             keys = [k for k, entry in configs.items() if entry["method"] == method]
-            for i, key in enumerate(keys):
-                rows_of = [r for r in records if r["config"] == key]
-                fractions = np.array([r["box_fraction"] for r in rows_of])
-                energy = np.array([r["energy"] for r in rows_of])
-                which = np.clip(np.digitize(fractions, bins) - 1, 0, len(bins) - 2)
-                means = [energy[which == b].mean() if (which == b).any() else np.nan for b in range(len(bins) - 1)]
-                nudge = (i - (len(keys) - 1) / 2) * 0.012
-                ax.plot(centres + nudge, means, label=configs[key]["sip"], markersize=6, linewidth=1.5,
-                        **styles[key].kwargs())
+            counts: dict[float, int] = {}
+            for key in keys:
+                shares, means, sizes = energy_by_box_share([r for r in records if r["config"] == key])
+                ax.plot(shares, means, label=configs[key]["sip"], markersize=7, linewidth=1.5,
+                        markerfacecolor="none", markeredgewidth=1.5, **styles[key].kwargs())
+                for share, size in zip(shares, sizes):
+                    counts[round(float(share), 3)] = max(counts.get(round(float(share), 3), 0), int(size))
+            # The group sizes along the top edge, outside the data, where they cannot hide a point.
+            top = ax.secondary_xaxis("top")
+            # Groups whose mean shares are close get their labels on alternate lines, not on top of each other.
+            labels, previous, raised = [], -1.0, False
+            for share, size in sorted(counts.items()):
+                raised = share - previous < 0.12 and not raised
+                labels.append(("n=%d\n" if raised else "n=%d") % size)
+                previous = share
+            top.set_xticks(sorted(counts), labels, color="0.35")
+            top.tick_params(length=3)
             ax.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1, label="uniform map")
             ax.set_title(method, loc="left")
             ax.set_xlim(0, 1)
@@ -163,6 +176,22 @@ def energy_figure(summary: dict[str, Any], records: list[dict[str, Any]]):
         for ax in list(axes.flat)[len(methods):]:
             ax.axis("off")
     return fig
+
+
+ENERGY_BINS = (0.0, 0.1, 0.25, 0.5, 1.0)  # box share of the image: small, medium, large, most of it
+
+
+def energy_by_box_share(records: list[dict[str, Any]],
+                        bins: Sequence[float] = ENERGY_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scored cases grouped by box share (``bins``): per non-empty group, the mean box share of its
+    cases, their mean energy inside the boxes, and their number (three arrays, in bin order)."""
+    edges = np.asarray(bins, dtype=np.float64)
+    fractions = np.array([r["box_fraction"] for r in records], dtype=np.float64)
+    energy = np.array([r["energy"] for r in records], dtype=np.float64)
+    which = np.clip(np.digitize(fractions, edges) - 1, 0, len(edges) - 2)
+    groups = [which == b for b in range(len(edges) - 1) if (which == b).any()]
+    return (np.array([fractions[g].mean() for g in groups]), np.array([energy[g].mean() for g in groups]),
+            np.array([int(g.sum()) for g in groups]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +338,8 @@ h3{font-size:15px;margin:18px 0 6px}
 .how{background:#f5f7fa;border:1px solid #dde3ea;border-radius:6px;padding:8px 16px;font-size:14px}
 .how li{margin:3px 0}
 table{border-collapse:collapse;margin:8px 0;font-size:14px;max-width:100%;overflow-wrap:normal}
+/* a table wider than a narrow window scrolls inside its box; the page itself never does */
+.table-scroll{overflow-x:auto;max-width:100%;margin:8px 0}.table-scroll table{margin:0}
 th,td{border-bottom:1px solid #e3e3e3;padding:4px 8px;vertical-align:top}
 th{text-align:left;background:#fafafa;font-weight:600}
 thead th{border-bottom:2px solid #bbb}
@@ -354,7 +385,7 @@ def _metric_header(name: str) -> str:
 def _metrics_table(summary: dict[str, Any], names: list[str]) -> str:
     """One row per config; the best mean of each column (in the catalog's direction) is marked."""
     configs = summary["configs"]
-    rows = ["<table class='metrics'><thead><tr><th>config</th><th class='num'>n</th>",
+    rows = ["<div class='table-scroll'><table class='metrics'><thead><tr><th>config</th><th class='num'>n</th>",
             *[_metric_header(n) for n in names], "</tr></thead><tbody>"]
     places = {n: decimals_for([e["metrics"][n]["mean"] for e in configs.values()]) for n in names}
     best = {}
@@ -370,7 +401,7 @@ def _metrics_table(summary: dict[str, Any], names: list[str]) -> str:
         centre = next(iter(configs.values()))["metrics"]["centre"]
         cells = "".join(_interval_cell(centre, places[n], False) if n == "pointing" else "<td></td>" for n in names)
         rows.append(f"<tr class='baseline'><th>pointing at the centre (baseline)</th><td></td>{cells}</tr>")
-    rows.append("</tbody></table>")
+    rows.append("</tbody></table></div>")
     return "".join(rows)
 
 
@@ -378,7 +409,7 @@ def _comparison_table(summary: dict[str, Any], names: list[str]) -> str:
     """Per SIP config, one row per metric: the paired difference, wins, p and effect size."""
     configs = summary["configs"]
     places = {n: decimals_for([e["metrics"][n]["mean"] for e in configs.values()]) for n in names}
-    rows = ["<table class='comparisons'><thead><tr><th>metric</th>"
+    rows = ["<div class='table-scroll'><table class='comparisons'><thead><tr><th>metric</th>"
             "<th class='num'>difference SIP \u2212 plain [95% interval]</th>"
             "<th class='num'>wins / ties / losses (%)</th><th class='num'>p (Wilcoxon)</th>"
             "<th class='num'>effect r</th><th>reading</th></tr></thead><tbody>"]
@@ -409,7 +440,7 @@ def _comparison_table(summary: dict[str, Any], names: list[str]) -> str:
                         f"<td class='num nowrap'>{format_p(c['wilcoxon_p'])}</td>"
                         f"<td class='num nowrap'>{format_number(c['effect_size'], 2, signed=True)}</td>"
                         f"<td class='{css}'>{reading}</td></tr>")
-    rows.append("</tbody></table>")
+    rows.append("</tbody></table></div>")
     return "".join(rows)
 
 

@@ -363,15 +363,41 @@ def test_no_horizontal_scroll_in_a_real_browser(tmp_path):
              for case in dict.fromkeys(r["case"] for r in records)]
     plots = plot_metrics(tmp_path, summary, records)
     page = render_html(summary, Gallery(keys, cases[:2], "every case", "recomputed"), plots, "t")
-    probe = ("<script>document.body.insertAdjacentHTML('beforeend', '<p id=probe>' + "
-             "document.documentElement.scrollWidth + ' ' + document.documentElement.clientWidth + '</p>')</script>")
+    # The page's scroll and client width, then per table: its box's class, the box's scroll and client width.
+    probe = ("<script>const d = document.documentElement; const t = [...document.querySelectorAll('table')]"
+             ".map(e => e.parentElement.className + ':' + e.parentElement.scrollWidth + ':' + "
+             "e.parentElement.clientWidth).join(' ');"
+             "document.body.insertAdjacentHTML('beforeend', '<p id=probe>' + d.scrollWidth + ' ' + d.clientWidth + "
+             "' ' + t + '</p>')</script>")
     (tmp_path / "probe.html").write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
     for width in (800, 1280):
         result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
                                  f"--window-size={width},900", "--dump-dom", (tmp_path / "probe.html").as_uri()],
                                 capture_output=True, text=True, timeout=120)
-        scroll_width, client_width = map(int, re.search(r"id=\"probe\">(\d+) (\d+)<", result.stdout).groups())
+        found = re.search(r"id=\"probe\">(\d+) (\d+) ([^<]*)<", result.stdout)
+        scroll_width, client_width = int(found.group(1)), int(found.group(2))
         assert client_width > width - 40 and scroll_width <= client_width, width
+        boxes = [entry.split(":") for entry in found.group(3).split()]
+        assert len(boxes) == 3 and all(box[0] == "table-scroll" for box in boxes), boxes
+        assert all(int(box[2]) <= client_width for box in boxes)
+    # Headless Chromium's window is at least 500 px wide, so 420 px is a page laid out 420 px wide:
+    # nothing outside a table's scroll box may reach past its right edge, and a table wider than
+    # that scrolls inside its box.
+    narrow = ("<style>html{width:420px}</style><script>const o = [...document.body.querySelectorAll('*')]"
+              ".filter(e => !e.parentElement.closest('.table-scroll'))"
+              ".filter(e => e.getBoundingClientRect().right > 421).map(e => e.tagName + '.' + e.className);"
+              "const s = [...document.querySelectorAll('.table-scroll')].filter(e => e.scrollWidth > e.clientWidth);"
+              "const d = document.documentElement;"
+              "document.body.insertAdjacentHTML('beforeend', '<p id=probe>' + (d.scrollWidth - d.clientWidth) + ' ' + "
+              "s.length + ' ' + o.join(',') + '</p>')"
+              "</script>")
+    (tmp_path / "narrow.html").write_text(page.replace("</body>", narrow + "</body>"), encoding="utf-8")
+    result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=500,900",
+                             "--dump-dom", (tmp_path / "narrow.html").as_uri()], capture_output=True, text=True,
+                            timeout=120)
+    page_overflow, scrolling, *outside = re.search(r"id=\"probe\">([^<]*)<", result.stdout).group(1).split(" ")
+    assert int(page_overflow) <= 0 and outside in ([""], []), (page_overflow, outside)
+    assert int(scrolling) >= 1  # the twelve-config metrics table is wider than 420 px
 
 
 def test_a_run_where_every_case_failed_still_gives_a_report(tmp_path):
@@ -398,3 +424,42 @@ def test_the_evaluate_command_writes_a_report_that_parses(tmp_path, capsys):
     strips = [div for div in tree.all("div") if "case" in div.classes()]
     assert len(strips) == 2 and all(len(strip.all("figure")) == 3 for strip in strips)
     assert not tree.all("a") and not tree.all("script")  # nothing to follow or run
+
+
+def test_energy_points_sit_at_their_cases_mean_box_share():
+    """A point is drawn at the mean box share of its cases, where a uniform map scores the same:
+    drawn at the bin's middle, a better-than-uniform group (boxes 0.5-0.7, middle 0.75) fell under
+    the diagonal."""
+    import matplotlib.pyplot as plt
+
+    records = make_records()  # box shares 0.0, 0.1, ..., 0.7
+    fig = energy_figure(summarize(records), records)
+    try:
+        grad = next(ax for ax in fig.axes if ax.get_title(loc="left") == "grad")
+        lines = {line.get_label(): line for line in grad.lines}
+        for sip in ("none", "topq:0.25"):
+            rows = [r for r in records if r["config"] == f"grad/{sip}"]
+            groups = ([0], [1, 2], [3, 4], [5, 6, 7])  # cases per bin: [0, .1), [.1, .25), [.25, .5), [.5, 1]
+            assert np.allclose(lines[sip].get_xdata(), [np.mean([0.1 * i for i in g]) for g in groups])
+            assert np.allclose(lines[sip].get_ydata(), [np.mean([rows[i]["energy"] for i in g]) for g in groups])
+        top = next(child for child in grad.child_axes)
+        assert [t.get_text().strip() for t in top.xaxis.get_ticklabels()] == ["n=1", "n=2", "n=2", "n=3"]
+    finally:
+        plt.close(fig)
+
+
+def test_a_better_than_uniform_group_is_drawn_above_the_diagonal():
+    import matplotlib.pyplot as plt
+
+    # Boxes of 0.52 and 0.58 of the image, energy 0.6: better than a uniform map (0.55 on average).
+    records = [{"case": f"c{i}", "config": "grad/none", "method": "grad", "sip": "none", "box_fraction": share,
+                "energy": 0.6, **{n: 0.5 for n in METRICS if n != "energy"}} for i, share in enumerate((0.52, 0.58))]
+    fig = energy_figure(summarize(records), records)
+    try:
+        line = next(line for line in fig.axes[0].lines if line.get_label() == "none")
+        drawn = [(x, y) for x, y in zip(line.get_xdata(), line.get_ydata()) if np.isfinite(y)]
+        assert len(drawn) == 1
+        (x, y), = drawn
+        assert y > x and x == pytest.approx(0.55)
+    finally:
+        plt.close(fig)
