@@ -104,10 +104,17 @@ def panels_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequenc
         title_lines = max(title_lines, *(label.count("\n") + 1 for label in row))
         labels.append(row)
     title_room = 0.2 * title_lines + 0.1  # inches above each row
-    bar_room = 0.85  # the colour bar and its label
-    top_room = 0.45 if suptitle else 0.1
-    size = (3 * panel_width + 0.6, rows * (panel_height + title_room) + bar_room + top_room)
-    fig, axes = plt.subplots(rows, 3, figsize=size, squeeze=False, layout="constrained")
+    bar_room = 0.6  # the colour bar (0.14 in), its ticks and its label
+    figure_width = 3 * panel_width + 0.6
+    # A tall image makes a narrow figure: the title wraps rather than running off its edges.
+    suptitle = textwrap.fill(suptitle, max(24, int(figure_width * 72 / (10 * 0.6)))) if suptitle else ""
+    top_room = 0.25 + 0.2 * suptitle.count("\n") if suptitle else 0.1
+    size = (figure_width, rows * (panel_height + title_room) + bar_room + top_room)
+    fig = plt.figure(figsize=size, layout="constrained")
+    # A grid row of its own for the colour bar, under the heatmap and overlay columns: constrained
+    # layout then keeps every row's three panels aligned.
+    grid = fig.add_gridspec(rows + 1, 3, height_ratios=[panel_height] * rows + [0.12])
+    axes = np.array([[fig.add_subplot(grid[row, col]) for col in range(3)] for row in range(rows)])
     for row, (saliency, label_row) in enumerate(zip(maps, labels)):
         panels = (image, heatmap(saliency, colormap, clip_percentile),
                   overlay(image, saliency, alpha, colormap, clip_percentile))
@@ -118,11 +125,11 @@ def panels_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequenc
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     scale = ScalarMappable(Normalize(0.0, 1.0), colormap_of(colormap))
-    # Under the heatmap and overlay columns (shrunk to two thirds, right-aligned); given the whole
-    # grid so constrained layout keeps the image column aligned with the others.
-    bar = fig.colorbar(scale, ax=axes.ravel().tolist(), location="bottom", fraction=0.9 / size[1],
-                       shrink=0.66, anchor=(1.0, 1.0), aspect=40, pad=0.02)
-    bar.set_label(f"saliency / its {clip_percentile:g}th percentile, clipped to [0, 1] (each map its own scale)",
-                  fontsize=9)
+    bar = fig.colorbar(scale, cax=fig.add_subplot(grid[rows, 1:]), orientation="horizontal")
+    bar.ax.set_label("<colorbar>")
+    # "[0,\u00a01]" keeps the interval on one line when the label wraps.
+    label = f"saliency / its {clip_percentile:g}th percentile, clipped to [0,\u00a01] (each map its own scale)"
+    bar_chars = max(24, int(0.66 * size[0] * 72 / (9 * 0.6)))  # the bar spans two of the three columns
+    bar.set_label(textwrap.fill(label, bar_chars), fontsize=9)
     bar.ax.tick_params(labelsize=9)
     return fig

@@ -77,6 +77,28 @@ def test_explain_figures_follow_the_image_aspect(tmp_path, height, width, least,
     assert ratios[0] <= saved.shape[0] / saved.shape[1] <= ratios[1]
 
 
+@pytest.mark.parametrize("height, width", [(200, 1200), (900, 200), (30, 40)])
+def test_every_label_of_an_explain_figure_is_inside_it(plt, height, width):
+    from sipgrad.render.figure import panels_figure
+
+    image = np.zeros((height, width, 3), np.uint8)
+    saliency = np.random.default_rng(0).random((height, width)).astype(np.float32)
+    fig = panels_figure(image, [saliency, saliency], ["integrated gradients", "integrated gradients + SIP topq:0.25"],
+                        "efficientnet_lite0 | integrated gradients + SIP topq:0.25 | Egyptian cat (79.6%)")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    texts = [fig._suptitle, bar.xaxis.label, *bar.get_xticklabels(),
+             *(ax.title for ax in fig.axes if ax.get_label() != "<colorbar>")]
+    texts = [t for t in texts if t is not None and t.get_visible() and t.get_text().strip()]
+    assert any("percentile" in t.get_text() for t in texts)
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
+        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()
+
+
 def test_explain_heatmaps_have_one_labelled_colour_bar_in_their_colours(plt):
     from sipgrad.render.figure import panels_figure
     from sipgrad.render.overlay import heatmap
@@ -88,7 +110,7 @@ def test_explain_heatmaps_have_one_labelled_colour_bar_in_their_colours(plt):
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(bars) == 1
     label = bars[0].get_xlabel()
-    assert "95th percentile" in label and "clipped to [0, 1]" in label
+    assert "95th percentile" in label and "clipped to [0,\u00a01]" in label
     colorbar = bars[0]._colorbar  # matplotlib's Colorbar behind the axes
     cmap = colorbar.cmap
     for value in (0.0, 0.5, 1.0):  # the bar's colours are the heatmap's (OpenCV's table, not matplotlib's)
