@@ -8,6 +8,7 @@ import sys
 from sipgrad_cli.common import (
     add_command,
     add_model_arguments,
+    fail,
     fraction,
     guarded,
     load_classifier,
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @guarded
 def run(args: argparse.Namespace) -> int:
     from sipgrad.calibration import calibrate, labelled_images
+    from sipgrad.calibration.calibrate import checkpoint_path
     from sipgrad.errors import SipgradError
     from sipgrad.hooks.sip import resolve_layers
 
@@ -57,10 +59,17 @@ def run(args: argparse.Namespace) -> int:
         raise (SipgradError(f"--sip-layers: {error}") if names else error) from None
     skipped = []
     with progress_bar(len(items), "calibrating") as bar:
-        statistics = calibrate(classifier, items, args.out, layers=layers, batch_size=args.batch_size,
-                               crop=not args.no_crop, seed=args.seed, progress=bar.update,
-                               on_skip=lambda message: (skipped.append(message),
-                                                        print(f"sipgrad: warning: {message}", file=sys.stderr)))
+        try:
+            statistics = calibrate(classifier, items, args.out, layers=layers, batch_size=args.batch_size,
+                                   crop=not args.no_crop, seed=args.seed, progress=bar.update,
+                                   on_skip=lambda message: (skipped.append(message),
+                                                            print(f"sipgrad: warning: {message}", file=sys.stderr)))
+        except KeyboardInterrupt:  # say whether anything was kept: no checkpoint exists before the first batch
+            partial = checkpoint_path(args.out)
+            if partial.is_file():
+                return fail(f"interrupted; the finished batches are in {partial}: the same command resumes from it",
+                            130)
+            return fail("interrupted before the first batch was finished; nothing was written", 130)
     counts = statistics.per_layer[layers[0]].count
     print(f"wrote {args.out}: {len(layers)} layers, {counts} images"
           + (f", {len(skipped)} unreadable skipped" if skipped else ""))

@@ -20,6 +20,8 @@ from sipgrad_cli.common import (
 )
 
 SAMPLER_HELP = "gaussian, rademacher, layerwise, orthonormal, activity, orthogonal, orthogonal:NAME"
+COSINE_DIRECTIONS = 1  # the seed's cosine table: one direction per estimate
+TRAIN_DIRECTIONS = 32  # the forward-training runs of docs/forward.md
 
 
 def positive_int_list(text: str) -> list[int]:
@@ -87,18 +89,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      help="cosine, train or plot; `sipgrad fwdgrad EXPERIMENT --help` for its options")
     parser.set_defaults(run=lambda args: parser.print_help() or 2)
 
-    def common(sub: argparse.ArgumentParser) -> None:
+    def common(sub: argparse.ArgumentParser, directions: int) -> None:
         sub.add_argument("--model", default="mlp", choices=list(MODELS), help="model (default: mlp)")
         sub.add_argument("--data", default="digits", metavar="SPEC",
                          help="digits (offline default), mnist:DIR (IDX files) or cifar10:DIR (binary version)")
-        sub.add_argument("--directions", type=positive_int, default=None, metavar="K", help="directions per estimate")
+        sub.add_argument("--directions", type=positive_int, default=None, metavar="K",
+                         help=f"directions per estimate (default {directions})")
         sub.add_argument("--seed", type=seed_value, default=0, help="seed for data split, model and directions (default 0)")
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         sub.add_argument("--out", metavar="DIR", help="write JSON and figures here")
 
     cosine = one_line_errors(commands.add_parser(
         "cosine", help="mean cosine of forward gradient vs true gradient, per B and sampler"))
-    common(cosine)
+    common(cosine, COSINE_DIRECTIONS)
     cosine.add_argument("--batch-sizes", type=positive_int_list, default=[128, 256, 512, 800, 1024], metavar="B,B",
                         help="comma-separated batch sizes (default 128,256,512,800,1024)")
     cosine.add_argument("--samplers", type=name_list, default=["gaussian", "activity"], metavar="NAMES",
@@ -108,14 +111,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = one_line_errors(commands.add_parser(
         "train", help="train with forward gradients (and/or backprop); accuracy vs step"))
-    common(train)
+    common(train, TRAIN_DIRECTIONS)
     train.add_argument("--grad", type=choice_list(GRADIENTS), default=["forward", "backprop"], metavar="forward,backprop",
                        help="gradient sources to run, comma-separated (default forward,backprop)")
     train.add_argument("--sampler", type=name_list, default=["gaussian"], metavar="NAMES",
                        help=f"comma-separated samplers for forward runs: {SAMPLER_HELP} (default gaussian)")
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"], help="default adam")
     train.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-3 for Adam; SGD 5e-3 "
-                                                         "forward, 5e-2 backprop)")
+                                                         "forward, 5e-2 backprop; 10x these for binary models)")
     train.add_argument("--momentum", type=momentum_value, default=0.9, help="SGD momentum, in [0, 1) (default 0.9)")
     train.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
     train.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
@@ -150,7 +153,7 @@ def run_cosine(args: argparse.Namespace) -> int:
     for name in args.samplers:
         make_sampler(name)  # unknown names fail before any work
     out = output_folder(args.out) if args.out else None  # and an unwritable --out too
-    directions = args.directions or 1
+    directions = args.directions or COSINE_DIRECTIONS
     data = load_dataset(args.data, seed=args.seed)
     model = build_model(args.model, data.image_shape, data.classes, seed=args.seed).train()
     with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table") as bar:
@@ -199,7 +202,8 @@ def run_train(args: argparse.Namespace) -> int:
             for soft in dict.fromkeys(args.soft):
                 for bits in dict.fromkeys(args.latent_bits):
                     configs.append(TrainConfig(
-                        model=args.model, gradient=gradient, sampler=sampler, directions=args.directions or 32,
+                        model=args.model, gradient=gradient, sampler=sampler,
+                        directions=args.directions or TRAIN_DIRECTIONS,
                         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, steps=args.steps,
                         batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
                         soft_weights=soft_options[soft], latent_bits=bits))

@@ -11,8 +11,8 @@ from sipgrad_cli.common import add_command, as_flags, guarded
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "models", "list models and whether their weights are on disk",
-                         "List the built-in models, their default Grad-CAM and SIP layers, "
-                         "and whether pretrained weights are available offline.")
+                         "List the built-in models, their default Grad-CAM layer and whether pretrained "
+                         "weights are available offline (docs/sip.md lists each model's SIP layers).")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 

@@ -143,6 +143,12 @@ def _load_checkpoint(path: Path, signature: str, layers: Sequence[str]):
         return None
 
 
+def checkpoint_path(out: str | os.PathLike) -> Path:
+    """Where ``calibrate`` keeps the progress of a run writing ``out``: ``<out>.partial.npz``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial.npz")
+
+
 def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: str | os.PathLike,
               layers: Sequence[str] | None = None, batch_size: int = 32, crop: bool = True, seed: int = 0,
               reservoir_size: int = RESERVOIR_SIZE, checkpoint_every: int = 10,
@@ -159,7 +165,7 @@ def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: st
     layers = tuple(layers or classifier.sip_layers or ())
     fingerprint = layer_fingerprint(module, layers)
     out = Path(out)
-    checkpoint = out.with_name(out.name + ".partial.npz")
+    checkpoint = checkpoint_path(out)
     signature = _signature(classifier.name, layers, fingerprint, items, crop, seed)
     resumed = _load_checkpoint(checkpoint, signature, layers)
     num_classes = len(classifier.classes)

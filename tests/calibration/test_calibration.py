@@ -109,6 +109,34 @@ def test_calibrate_then_explain_with_cls_from_the_cli(tiny_dataset, tmp_path, as
     assert "statistics were computed for efficientnet_lite0" in refused.stderr
 
 
+def test_ctrl_c_says_whether_a_checkpoint_was_kept(tiny_dataset, tmp_path, monkeypatch, capsys):
+    import sipgrad.calibration
+    from sipgrad_cli.main import main
+
+    real = sipgrad.calibration.calibrate
+    out = tmp_path / "stats.npz"
+
+    def interrupted_after(batches):
+        def run(*args, **kwargs):
+            if batches:
+                real(*args, **kwargs, stop_after=batches)  # leaves the checkpoint of `batches` batches
+            raise KeyboardInterrupt
+        return run
+
+    argv = ["calibrate", "--data", str(tiny_dataset), "--out", str(out), "--batch-size", "4"]
+    monkeypatch.setattr(sipgrad.calibration, "calibrate", interrupted_after(0))
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first batch was finished; nothing was written" in err
+    assert not (tmp_path / "stats.npz.partial.npz").exists() and not out.exists()
+
+    monkeypatch.setattr(sipgrad.calibration, "calibrate", interrupted_after(1))
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; the finished batches are in {tmp_path / 'stats.npz.partial.npz'}" in err
+    assert (tmp_path / "stats.npz.partial.npz").is_file() and not out.exists()
+
+
 def test_calibrating_never_changes_the_model(tmp_path):
     """A model left in train mode (BatchNorm would update its running statistics) comes back bit-identical."""
     import torch
