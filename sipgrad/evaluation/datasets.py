@@ -5,6 +5,17 @@ image then class, so runs are deterministic and can be sharded and resumed. Clas
 labels are resolved through the model's class names (index, name or wnid). Paths
 inside annotation files are resolved against the data root and may not escape it.
 
+Box conventions, all turned into continuous pixel coordinates (``cases.Box``: pixel column
+j spans [j, j + 1)):
+
+- ILSVRC and VOC XML: 1-based inclusive corners, the first and last pixel of the object;
+  (xmin, ymin, xmax, ymax) becomes (xmin - 1, ymin - 1, xmax, ymax), so xmin == xmax is a
+  box one pixel wide, and only xmax < xmin (or ymax < ymin) is refused.
+- COCO: ``bbox`` = [x, y, width, height], 0-based continuous; a one-pixel box has width 1,
+  and width or height 0 is empty and refused.
+- CSV/JSONL: x0, y0, x1, y1 are already continuous (0-based, x1 the right edge); a
+  one-pixel box at column c is x0 = c, x1 = c + 1, and x1 <= x0 is refused.
+
 Bad annotations are one-line ``SipgradError``s naming the file and the line, object or
 annotation id and the field: missing or non-finite coordinates, empty or inverted boxes,
 JSONL lines that are not objects. Boxes are then checked against their image's size (read
@@ -58,6 +69,10 @@ def _cases_from(grouped: dict[Path, dict[int, list[Box]]], root: Path) -> list[C
 def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box, str]]]:
     """(filename, [(label, box, where)]) from an ILSVRC or VOC annotation; 1-based inclusive pixel corners.
 
+    The file's (xmin, ymin, xmax, ymax) name the first and last pixel columns and rows of the
+    object, counted from 1, so the continuous box is (xmin - 1, ymin - 1, xmax, ymax) and a box
+    with xmin == xmax is one pixel wide.
+
     ``where`` (``FILE: object N (label)``) prefixes any later error about that object, e.g. an unknown label.
     """
     try:
@@ -73,7 +88,13 @@ def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box, s
             continue
         keys = ("xmin", "ymin", "xmax", "ymax")
         where = f"{xml_path}: object {number} ({name.strip()})"
-        xmin, ymin, xmax, ymax = make_box([box.findtext(k) for k in keys], where, keys)
+        xmin, ymin, xmax, ymax = finite_numbers([box.findtext(k) for k in keys], where, keys)
+        # Inclusive corners: xmin == xmax is a box one pixel wide, not an empty one. Only an
+        # inverted box (xmax < xmin) is refused, with the values as written in the file; the
+        # continuous box (xmin - 1, ymin - 1, xmax, ymax) is then at least one pixel each way.
+        if xmax < xmin or ymax < ymin:
+            raise SipgradError(f"{where}: inverted box (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
+                               f"ymax={ymax:g}); 1-based inclusive corners need xmax >= xmin and ymax >= ymin")
         objects.append((name.strip(), (xmin - 1.0, ymin - 1.0, xmax, ymax), where))
     return filename, objects
 
@@ -156,7 +177,11 @@ def load_coco(images: Path, annotations: Path, classes: ClassNames,
 
 def load_table(images: Path, annotations: Path, classes: ClassNames,
                label_map: dict[str, str] | None = None) -> list[Case]:
-    """CSV (header ``image,label,x0,y0,x1,y1``) or JSONL (objects with those keys), original pixels."""
+    """CSV (header ``image,label,x0,y0,x1,y1``) or JSONL (objects with those keys), original pixels.
+
+    The corners are continuous and 0-based (x1, y1 are the right and bottom edges, not the last
+    pixel), so they are taken as they are and x1 <= x0 or y1 <= y0 is an empty or inverted box.
+    """
     grouped: dict[Path, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
     for where, row in _table_rows(annotations):
         missing = [key for key in ("image", "label") if row.get(key) in (None, "")]

@@ -170,3 +170,29 @@ def test_a_builtin_loader_failure_names_the_case():
 
     with pytest.raises(ImageLoadError, match="case x#1: cannot make its image"):
         Case("x#1", None, 1, ((0, 0, 1, 1),), loader=broken).load()
+
+
+@pytest.mark.parametrize("kind", ["imagenet", "voc"])
+def test_xml_one_pixel_boxes_are_kept(images, tmp_path, kind):
+    # 1-based inclusive corners: xmin == xmax is one pixel column (continuous x 4..5), not an empty box
+    (tmp_path / "a.xml").write_text(_voc_xml("a.jpg", [("n02124075", (5, 3, 5, 9)), ("n02124075", (7, 8, 12, 8))]))
+    cases = load_dataset(kind, images, tmp_path / "a.xml", CLASSES)
+    assert cases[0].boxes == ((4.0, 2.0, 5.0, 9.0), (6.0, 7.0, 12.0, 8.0))
+
+
+def test_xml_inverted_box_is_refused_with_the_written_values(images, tmp_path):
+    (tmp_path / "a.xml").write_text(_voc_xml("a.jpg", [("tabby", (6, 3, 5, 9))]))
+    with pytest.raises(SipgradError, match=r"a.xml: object 1 \(tabby\): inverted box \(xmin=6, ymin=3, xmax=5, "
+                                           r"ymax=9\)") as info:
+        load_dataset("voc", images, tmp_path / "a.xml", CLASSES)
+    assert "\n" not in str(info.value)
+
+
+def test_one_pixel_boxes_in_coco_and_csv(images, tmp_path):
+    # both are continuous already: a one-pixel box is width 1 / x1 = x0 + 1, taken as written
+    document = {"images": [{"id": 7, "file_name": "b.png"}], "categories": [{"id": 1, "name": "espresso"}],
+                "annotations": [{"image_id": 7, "category_id": 1, "bbox": [4, 2, 1, 7]}]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    assert load_dataset("coco", images, tmp_path / "coco.json", CLASSES)[0].boxes == ((4, 2, 5, 9),)
+    (tmp_path / "one.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,1,4,2,5,9\n")
+    assert load_dataset("csv", images, tmp_path / "one.csv", CLASSES)[0].boxes == ((4.0, 2.0, 5.0, 9.0),)
