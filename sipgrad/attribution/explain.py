@@ -27,30 +27,60 @@ from sipgrad.models.preprocessing import Preprocessing
 from sipgrad.models.registry import Classifier
 from sipgrad.memory import release_freed_memory
 
-TargetSpec = int | str | Sequence[int | str] | torch.Tensor | None
+TargetSpec = int | str | Sequence[int | str | None] | torch.Tensor | np.ndarray | None
 
 
 def resolve_targets(target: TargetSpec, classes: ClassNames, batch: int) -> torch.Tensor:
     """Per-image target indices (B,); -1 means "the predicted class".
 
     ``target`` may be ``None`` (predicted top-1 for every image), one class (index,
-    name or wnid) for all images, or a sequence/tensor with one entry per image.
+    name or wnid) for all images, or a sequence, tensor or numpy array with one entry per
+    image (``None`` or -1 in it: that image's predicted class).
+
+    Every form is checked the same way, because a tensor's values are later used as
+    indices where a negative one would silently pick a class from the end (or, as before
+    this check, a value below -1 fell through to "predicted"): an index below -1 or past the
+    last class, a fractional number or a bool is a one-line ``SipgradError`` naming the
+    value and its image (row).
     """
     if target is None:
         return torch.full((batch,), -1, dtype=torch.long)
+    if isinstance(target, np.ndarray):
+        target = torch.from_numpy(target) if target.dtype.kind in "biuf" else target.tolist()
+    if isinstance(target, np.generic):
+        target = target.item()
     if isinstance(target, torch.Tensor):
-        values = target.reshape(-1).long()
-        if values.numel() == 1:
-            values = values.repeat(batch)
-    elif isinstance(target, (int, str)):
-        values = torch.full((batch,), classes.index(target), dtype=torch.long)
+        entries = target.reshape(-1).tolist()
+        if len(entries) == 1:
+            entries = entries * batch
+        rows = [f"image {row}" for row in range(len(entries))]
+    elif isinstance(target, (int, float, str)):
+        entries, rows = [target] * batch, ["every image"] * batch
     else:
-        values = torch.tensor([-1 if t is None else classes.index(t) for t in target], dtype=torch.long)
-    if values.numel() != batch:
-        raise SipgradError(f"{values.numel()} targets given for {batch} images")
-    if (values >= len(classes)).any():
-        raise SipgradError(f"a target index is out of range (0..{len(classes) - 1})")
-    return values
+        entries = [t.item() if isinstance(t, np.generic) else t for t in target]
+        rows = [f"image {row}" for row in range(len(entries))]
+    if len(entries) != batch:
+        raise SipgradError(f"{len(entries)} targets given for {batch} images")
+    return torch.tensor([_target_index(t, row, classes) for t, row in zip(entries, rows)], dtype=torch.long)
+
+
+def _target_index(entry: object, row: str, classes: ClassNames) -> int:
+    """One target as a class index or -1 (predicted), or a ``SipgradError`` naming ``row``."""
+    if entry is None:
+        return -1
+    if isinstance(entry, str):
+        try:
+            return classes.index(entry)
+        except SipgradError as error:
+            raise SipgradError(f"target for {row}: {error}") from None
+    if isinstance(entry, float) and entry.is_integer():
+        entry = int(entry)
+    if isinstance(entry, bool) or not isinstance(entry, int):
+        raise SipgradError(f"target {entry!r} for {row} is not a class index, class name or None")
+    if not -1 <= entry < len(classes):
+        raise SipgradError(f"target {entry} for {row} is out of range: a class index 0..{len(classes) - 1}, "
+                           f"or -1 for the predicted class")
+    return entry
 
 
 def _options(options: MethodOptions | None, overrides: dict[str, Any]) -> MethodOptions:
@@ -72,7 +102,8 @@ def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = Non
             returning logits (then pass ``preprocessing``).
         images: a path, PIL image or numpy array, a sequence of those, or a tensor taken as
             the model input as it is (B x 3 x H x W).
-        target: ``None`` (each image's top-1), a class index/name/wnid, or one per image.
+        target: ``None`` (each image's top-1), a class index/name/wnid, or one per image
+            (a list, tensor or numpy array; ``None`` or -1 in it is that image's top-1).
         method: ``grad``, ``inputgrad``, ``smoothgrad``, ``ig`` or ``gradcam``.
         sip: ``None``/``"none"``, a spec string (``"topq:0.25"``, ``"cls"``) or a ``SIPConfig``.
         crop: use the model's resize + centre crop instead of explaining the whole image.

@@ -134,3 +134,33 @@ def test_the_explain_path_leaves_heavy_modules_unloaded(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("kind", ["list", "tensor", "array"])
+def test_targets_below_minus_one_are_refused_naming_value_and_row(classifier, small_batch, kind):
+    values = [3, -5, 1, 2]
+    target = {"list": values, "tensor": torch.tensor(values), "array": np.array(values)}[kind]
+    with pytest.raises(SipgradError, match=r"^target -5 for image 1 is out of range: a class index 0\.\.9, "
+                                           r"or -1 for the predicted class$"):
+        explain(classifier, small_batch, target=target)
+    with pytest.raises(SipgradError, match=r"^target 10 for image 0 is out of range"):
+        explain(classifier, small_batch, target={"list": [10, 1, 1, 1], "tensor": torch.tensor([10, 1, 1, 1]),
+                                                 "array": np.array([10, 1, 1, 1])}[kind])
+
+
+@pytest.mark.parametrize("kind", ["list", "tensor", "array"])
+def test_minus_one_is_the_predicted_class_in_every_form(classifier, small_cnn, small_batch, kind):
+    with torch.no_grad():
+        predicted = small_cnn(small_batch).argmax(1)
+    values = [2, -1, 4, -1]
+    target = {"list": values, "tensor": torch.tensor(values), "array": np.array(values)}[kind]
+    result = explain(classifier, small_batch, target=target)
+    assert result.targets.tolist() == [2, int(predicted[1]), 4, int(predicted[3])]
+
+
+def test_fractional_and_bool_targets_are_refused(classifier, small_batch):
+    with pytest.raises(SipgradError, match=r"^target 1\.5 for image 2 is not a class index"):
+        explain(classifier, small_batch, target=torch.tensor([1.0, 2.0, 1.5, 3.0]))
+    with pytest.raises(SipgradError, match=r"^target True for every image is not a class index"):
+        explain(classifier, small_batch, target=True)
+    assert explain(classifier, small_batch, target=torch.tensor([1.0, 2.0, 0.0, 3.0])).targets.tolist() == [1, 2, 0, 3]
