@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +33,13 @@ class Case:
     target: int
     boxes: tuple[Box, ...]
     loader: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def noise_index(self) -> int:
+        """A number from the case id alone (63 bits) that seeds this case's random methods (SmoothGrad, noise
+        baselines): its noise is the same whatever batch, order, shard or resumed run it is explained in."""
+        digest = hashlib.blake2b(self.case_id.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
 
     def load(self) -> Image.Image:
         """The case's image as RGB; raises ``ImageLoadError`` naming the file (or the case) on failure."""

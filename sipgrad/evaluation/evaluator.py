@@ -129,9 +129,13 @@ class Evaluator:
         boxes, valid = pad_boxes([boxes_to_input(case.boxes, g) for case, g in zip(readable, geometries)])
         return PreparedCases(readable, torch.stack(tensors), boxes, valid, failed)
 
-    def maps(self, inputs: torch.Tensor, targets: torch.Tensor, config: EvalConfig) -> torch.Tensor:
-        """Saliency maps (B x H x W, input resolution) of prepared ``inputs`` under ``config``."""
-        return self.engines[config.key](inputs, targets).maps()
+    def maps(self, prepared: PreparedCases, config: EvalConfig) -> torch.Tensor:
+        """Saliency maps (B x H x W, input resolution) of the ``prepared`` cases under ``config``: the maps that
+        ``evaluate`` scores, random methods included (each case's noise comes from its id)."""
+        device = self.classifier.device
+        targets = torch.tensor([case.target for case in prepared.cases], device=device)
+        return self.engines[config.key](prepared.inputs.to(device), targets, indices=_noise_indices(prepared.cases)
+                                        ).maps()
 
     def evaluate(self, cases: list[Case] | PreparedCases, configs: list[EvalConfig] | None = None,
                  keep_maps: bool = False, skip: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
@@ -162,7 +166,8 @@ class Evaluator:
                 continue
             index = torch.tensor(rows, device=device)
             began = time.perf_counter()
-            result = self.engines[config.key](inputs[index], targets[index])
+            result = self.engines[config.key](inputs[index], targets[index],
+                                              indices=_noise_indices([prepared.cases[i] for i in rows]))
             maps = result.maps().to(device)
             sub_boxes, sub_valid, sub_mask = boxes[index], valid[index], mask[index]
             scores = {"pointing": metrics.pointing_game(maps, sub_boxes, sub_valid, self.settings.tolerance).float(),
@@ -203,3 +208,8 @@ class Evaluator:
                 "deletion_lerf_auc": metrics.curve_auc(curves["deletion_lerf"]),
                 "insertion_auc": metrics.curve_auc(curves["insertion"]),
                 "insertion_lerf_auc": metrics.curve_auc(curves["insertion_lerf"])}
+
+
+def _noise_indices(cases: list[Case]) -> torch.Tensor:
+    """The engine's per-row seed indices: each case's own (``Case.noise_index``), not its row in the batch."""
+    return torch.tensor([case.noise_index for case in cases], dtype=torch.int64)

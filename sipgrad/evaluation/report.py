@@ -270,18 +270,15 @@ def build_gallery(evaluator, cases: list[Case], records: list[dict[str, Any]], m
     gallery.missing += [f"{case_id}: {error}" for case_id, error in prepared.failed.items()]
     if not prepared.cases:
         return gallery
-    import torch
-
     pixels = evaluator.classifier.preprocessing.denormalize(prepared.inputs).clamp(0, 1)
     images = [(image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for image in pixels]
     boxes = [[b.tolist() for b, v in zip(case_boxes, case_valid) if v]
              for case_boxes, case_valid in zip(prepared.boxes, prepared.valid)]
     maps = {key: [_saved_map(maps_dir, key, case.case_id) for case in prepared.cases] for key in keys}
-    targets = torch.tensor([case.target for case in prepared.cases], device=evaluator.classifier.device)
     recomputed = False
     for config in evaluator.configs:
         if any(m is None for m in maps[config.key]):
-            computed = evaluator.maps(prepared.inputs.to(evaluator.classifier.device), targets, config)
+            computed = evaluator.maps(prepared, config)
             maps[config.key] = [m.cpu().numpy() for m in computed]
             recomputed = True
     gallery.source = "recomputed" if recomputed else f"read from {Path(maps_dir).name}/"

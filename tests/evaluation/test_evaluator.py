@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,25 @@ def test_resume_refuses_records_of_other_weights(small_classifier, tmp_path):
         small_classifier.module.fc.bias.add_(1.0)
     with pytest.raises(SipgradError, match="model weights differs"):
         evaluate(small_classifier, cases, settings, tmp_path / "out", dataset="t")
+
+
+@pytest.mark.parametrize(("method", "options"), [("smoothgrad", {"smoothgrad_samples": 2}),
+                                                  ("ig", {"ig_baseline": "noise", "ig_steps": 3})])
+def test_a_random_methods_record_does_not_depend_on_the_cases_row_in_its_batch(small_classifier, tmp_path,
+                                                                               method, options):
+    """Each case's noise comes from its id: batch size, resumed runs (skips shift the rows) and shards must not
+    change its map; the gallery's recomputed map is the scored one; two cases get different noise."""
+    cases = _small_cases(tmp_path, count=3)
+    evaluator = Evaluator(small_classifier, EvalSettings(methods=(method,), sips=("none",), steps=0,
+                                                         method_options=options))
+    together = evaluator.evaluate(cases, keep_maps=True)  # c2 is row 2
+    alone = evaluator.evaluate(cases[2:], keep_maps=True)  # c2 is row 0
+    assert together[2]["case"] == alone[0]["case"] == "c2"
+    np.testing.assert_allclose(together[2]["_map"], alone[0]["_map"], rtol=1e-5, atol=1e-7)
+    assert together[2]["energy"] == pytest.approx(alone[0]["energy"], abs=1e-6)
+    recomputed = evaluator.maps(evaluator.prepare(cases), evaluator.configs[0]).cpu().numpy()
+    np.testing.assert_allclose(recomputed[2], together[2]["_map"], rtol=1e-5, atol=1e-7)
+    # the same image under another id gets other noise (the seed really is per case)
+    twin = dataclasses.replace(cases[2], case_id="c2-twin")
+    other = evaluator.evaluate([twin], keep_maps=True)[0]["_map"]
+    assert np.abs(other - together[2]["_map"]).max() > 1e-3 * np.abs(together[2]["_map"]).max()

@@ -308,9 +308,9 @@ class _FakeEvaluator:
                                failed={c.case_id: f"{c.case_id}.png: unreadable" for c in cases
                                        if c.case_id in self.unreadable})
 
-    def maps(self, inputs, targets, config):
+    def maps(self, prepared, config):
         self.calls.append(config.key)
-        return torch.rand(inputs.shape[0], 16, 16, generator=torch.Generator().manual_seed(0))
+        return torch.rand(len(prepared.cases), 16, 16, generator=torch.Generator().manual_seed(0))
 
 
 def _gallery_records(count):
