@@ -4,8 +4,10 @@ A *filter* sees, at one hooked conv layer, the activation A (the conv output), t
 gradient G arriving there and each row's explained class, and returns the gradient to
 pass on. Most filters are *channel policies*: they pick, per sample, the channels that
 carry the explanation (a boolean B x C mask) and hand it to the SIP filter of
-``sipgrad.hooks.filter`` (zero or damp the others, conserve variance). ``POLICIES`` maps
-each spec name (``topq``, ``cls``, ...) to its class; adding a policy is one entry.
+``sipgrad.hooks.filter`` (zero or damp the others and rescale, which keeps Var(sum of kept) +
+Var(sum of pruned), not the variance of the unfiltered sum: see docs/sip.md, "What the
+rescaling conserves"). ``POLICIES`` maps each spec name (``topq``, ``cls``, ...) to its
+class; adding a policy is one entry.
 
 One convention for shares of channels everywhere: a share ``q`` of ``C`` channels is
 ``channel_count(q, C) = max(1, floor(q * C))`` channels (the ParchGrad reference's
@@ -252,9 +254,11 @@ class LowRankFilter(GradientFilter):
 
     The K leading singular directions are where the channels' gradients agree (their
     shared spatial patterns); the rest, example-specific interference, is dropped. With
-    variance conservation the result is rescaled so the channel sum keeps the variance
-    over positions it had before, as SIP does for kept channels. Batched over the whole
-    batch (``truncate_rank``), no Python loop.
+    variance conservation the result is rescaled so the channel sum keeps exactly the
+    variance over positions that the unfiltered channel sum had. (The channel policies'
+    SIP filter conserves something else, Var(sum of kept) + Var(sum of pruned), which
+    differs from the unfiltered sum's variance by twice the two sums' covariance.) Batched
+    over the whole batch (``truncate_rank``), no Python loop.
     """
 
     name = "pca"

@@ -50,7 +50,12 @@ class SIPConfig:
         shapiro_gate: ``cls``/``ins`` keep only channels whose Shapiro-Wilk p-value is below
             ``shapiro_threshold`` (the paper's normality gate); ``False`` switches the gate off.
         gamma: ``inf`` zeroes pruned channels; a finite value damps them instead.
-        variance_conservation: rescale so the summed gradient keeps its variance.
+        variance_conservation: rescale the channels that pass. For the channel policies
+            the filtered channel sum then has variance Var(sum of kept) + Var(sum of pruned)
+            over positions (M + N in docs/sip.md; with finite ``gamma`` the two rescaled
+            parts' variances add up to it), which is the unfiltered sum's variance only when
+            the kept and pruned sums are uncorrelated; ``pca`` rescales to the unfiltered
+            sum's own variance. ``False``: no rescaling.
         layers: module names to hook; default: the model's recommended layers.
         layer_ratio: hook the last int(r*N) of the model's N convs instead.
         stats: calibration statistics (a path or a loaded ``SIPStatistics``).

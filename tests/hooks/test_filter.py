@@ -67,10 +67,10 @@ def test_filter_equals_per_sample_reference(case):
 
 @settings(max_examples=50, deadline=None)
 @given(gradients())
-def test_variance_of_the_summed_gradient_is_conserved(case):
+def test_the_filtered_sum_keeps_the_kept_and_pruned_variances_added(case):
     grad, keep, _, _ = case
     if grad.shape[-1] == 1:
-        return  # 1 x 1 maps conserve |sum|, not a variance
+        return  # 1 x 1 maps: M and N are |sums|, no variance to conserve (the reference covers their values)
     grad64 = torch.from_numpy(grad).double()
     out = filter_gradient(grad64, torch.from_numpy(keep), math.inf, True)
     kept = grad64 * torch.from_numpy(keep)[:, :, None, None]
@@ -80,3 +80,34 @@ def test_variance_of_the_summed_gradient_is_conserved(case):
     after = out.sum(1).flatten(1).var(1)
     assert torch.allclose(after[split], target[split], rtol=1e-6, atol=1e-10)
     assert torch.equal(out[~split], grad64[~split])
+
+
+def _correlated(sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two channels over 64 positions, channel 1 = sign * 0.8 * channel 0 + noise; channel 0 kept."""
+    torch.manual_seed(0)
+    first = torch.randn(64, dtype=torch.float64)
+    second = sign * 0.8 * first + 0.3 * torch.randn(64, dtype=torch.float64)
+    return torch.stack((first, second)).reshape(1, 2, 8, 8), torch.tensor([[True, False]])
+
+
+def test_the_unfiltered_sums_variance_is_not_what_is_conserved():
+    # docs/sip.md, "What the rescaling conserves": M + N, which misses 2 Cov(kept sum, pruned sum)
+    for sign, direction in ((1.0, "below"), (-1.0, "above")):
+        grad, keep = _correlated(sign)
+        out = filter_gradient(grad, keep, math.inf, True)
+        m, n = grad[:, 0].var(), grad[:, 1].var()
+        after, unfiltered = out.sum(1).var(), grad.sum(1).var()
+        assert torch.allclose(after, m + n, rtol=1e-9)
+        cov = torch.cov(grad[0].flatten(1))[0, 1]
+        assert torch.allclose(unfiltered, m + n + 2 * cov, rtol=1e-9)
+        assert (after < 0.8 * unfiltered) if direction == "below" else (after > 1.25 * unfiltered), direction
+
+
+def test_finite_gamma_keeps_the_two_rescaled_parts_variances_added():
+    grad, keep = _correlated(-1.0)
+    for gamma in (0.5, 1.0, 3.0):
+        out = filter_gradient(grad, keep, gamma, True)
+        parts = out[:, 0].var() + out[:, 1].var()
+        assert torch.allclose(parts, grad[:, 0].var() + grad[:, 1].var(), rtol=1e-9), gamma
+    # ... while the filtered sum's own variance is far from the unfiltered one's (gamma = 3 here)
+    assert out.sum(1).var() > 1.25 * grad.sum(1).var()
