@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 if plain is not None:
                     compare = written[i]["figure"].replace(".figure.png", ".compare.png")
                     save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
-                                [plain.label, result.label], result.title(i))
+                                [plain.label, result.label], result.title(i, f"{plain.label} vs {result.label}"))
                     record["compare"] = compare
                 results.append(record)
             del result, plain, images  # one batch of full-size images in memory at a time

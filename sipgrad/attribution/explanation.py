@@ -76,9 +76,10 @@ class Explanation:
         """The method, with the SIP configuration when there is one: how figures name these maps."""
         return f"{self.method} + SIP {self.sip}" if self.sip else self.method
 
-    def title(self, i: int) -> str:
+    def title(self, i: int, label: str | None = None) -> str:
+        """Image ``i``'s figure title: model | ``label`` (default: this result's) | target and its probability."""
         target = self.target(i)
-        return f"{self.model_name} | {self.label} | {target['name']} ({target['prob']:.1%})"
+        return f"{self.model_name} | {label or self.label} | {target['name']} ({target['prob']:.1%})"
 
     def save(self, directory: str | os.PathLike, figure: bool = True, *, stems: Sequence[str] | None = None,
              saliency_dtype: str = "float32") -> list[dict[str, str]]:

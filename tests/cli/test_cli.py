@@ -39,6 +39,21 @@ def test_explain_json_on_bundled_assets(capsys, asset_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # no temporary files left behind
 
 
+def test_the_compare_figure_names_both_rows_and_says_plain_vs_sip(capsys, asset_dir, tmp_path, monkeypatch):
+    from sipgrad.render import figure
+
+    drawn = []
+    monkeypatch.setattr(figure, "save_panels", lambda path, image, maps, titles, suptitle: drawn.append(
+        (str(path), list(titles), suptitle)))
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--sip", "topq:0.25", "--compare",
+                           "--out", tmp_path)
+    assert code == 0, err
+    (path, titles, suptitle), = drawn  # the SIP result's own figure goes through Explanation.save
+    assert path.endswith("chelsea.grad.sip-topq_0.25.compare.png")
+    assert titles == ["grad", "grad + SIP topq:0.25"]
+    assert "| grad vs grad + SIP topq:0.25 | Egyptian cat" in suptitle
+
+
 def test_explain_table_gradcam_reports_its_layer(capsys, asset_dir, tmp_path):
     code, out, _ = run_cli(capsys, "explain", asset_dir / "coffee.jpg", "--method", "gradcam", "--out", tmp_path,
                            "--target", "cup")
