@@ -1,4 +1,4 @@
-"""The SIP gradient filter: keep some channels, zero (or damp) the rest, conserve variance.
+"""The SIP gradient filter: keep some channels, zero (or damp) the rest, rescale so Var(kept) + Var(pruned) is kept.
 
 For one sample and one hooked layer, with G the gradient at the conv output (C x H x W)
 and a split of the channels into kept K and pruned P:
