@@ -21,6 +21,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp, vmap
+from torch.nn.modules.utils import _pair
+from torch.overrides import TorchFunctionMode
 
 from sipgrad.engines.forward.fused import (
     FusedPlan,
@@ -129,33 +131,111 @@ def loss_function(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
 
 
 def capture_layer_inputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each linear / conv layer's inputs as rows (N x fan_in), keyed by its weight's name.
+    """The rows each linear / conv weight meets in one forward pass (N x fan_in), keyed by the weight's name.
 
-    For a conv the rows are its input patches (``F.unfold``), the vectors its weight meets;
-    grouped convs are skipped (their weight sees a slice of each patch).
+    ``ActivitySampler`` relies on every row of a weight's gradient lying in the span of these
+    rows, so they come from the operations themselves, not from module hooks: a
+    ``TorchFunctionMode`` sees each ``F.linear`` / ``F.conv2d`` call and records the input it
+    multiplies with a parameter. That way the span is exact where a module-level view is not:
+
+    * a conv's rows are its input patches after the padding it really uses (``F.unfold``
+      zero-pads, but ``padding_mode="reflect"`` etc. pad with ``F.pad`` before a padding-0
+      conv, and ``padding="same"`` may pad one side more);
+    * a weight used several times in the pass (a module called twice, weights tied between
+      modules) gets the rows of every call, since its gradient sums over all of them;
+    * a grouped conv's rows are the patches of every group (each group's gradient lies in
+      its own group's span, so in their union).
+
+    A weight that also meets any other operation (``binarize`` in the binary layers, an
+    embedding tied to an output layer, ``w * mask``, a parametrization) is left out, so the
+    sampler gives it Gaussian directions: its gradient need not lie in any input span.
+    Randomness in the pass (dropout) draws from the global generator as the estimate's own
+    pass does; ``model_gradient_estimate`` replays the generator's state so both see the
+    same mask.
     """
-    captured: dict[str, torch.Tensor] = {}
+    names = {id(p): name for name, p in model.named_parameters()}
+    rows: dict[str, list[torch.Tensor]] = {}
+    other_use: set[str] = set()
+    with torch.no_grad(), _LayerInputRecorder(names, rows, other_use):
+        model(inputs)
+    return {name: torch.cat(parts) for name, parts in rows.items() if name not in other_use}
 
-    def hook_for(name: str, module: nn.Module):
-        def hook(_module, args, _output):
-            x = args[0].detach()
-            if isinstance(module, nn.Linear):
-                captured[f"{name}.weight" if name else "weight"] = x.reshape(-1, x.shape[-1])
-            else:
-                patches = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
-                captured[f"{name}.weight" if name else "weight"] = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-        return hook
 
-    handles = [module.register_forward_hook(hook_for(name, module)) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1
-                                                    and isinstance(module.padding, tuple))]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
+# Tensor methods that read metadata only: a weight passed to them is not "used" by the pass.
+_METADATA = frozenset({"dim", "size", "numel", "shape", "dtype", "device", "ndim", "is_cuda", "requires_grad",
+                       "layout", "is_floating_point", "is_complex", "stride", "is_contiguous", "data_ptr",
+                       "element_size", "nelement", "__len__", "__format__", "__repr__"})
+
+
+class _LayerInputRecorder(TorchFunctionMode):
+    """Records the rows each parameter meets as a linear / conv2d weight; flags any other use of it."""
+
+    def __init__(self, names: dict[int, str], rows: dict[str, list[torch.Tensor]], other_use: set[str]) -> None:
+        super().__init__()
+        self.names, self.rows, self.other_use = names, rows, other_use
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        weight_name = None
+        if func is F.linear or func is F.conv2d:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            weight_name = self.names.get(id(weight)) if isinstance(weight, torch.Tensor) else None
+            if weight_name is not None and weight_name not in self.other_use:
+                x = args[0] if args else kwargs["input"]
+                rows = (_linear_rows(x) if func is F.linear
+                        else _conv2d_rows(x, weight, *_conv2d_options(args, kwargs)))
+                self.rows.setdefault(weight_name, []).append(rows.detach())
+        if getattr(func, "__name__", None) not in _METADATA:
+            tensors = list(_tensors_in((args, kwargs)))
+            if weight_name is not None:  # its one use as this call's weight is accounted for; any other is not
+                tensors.pop(next(i for i, value in enumerate(tensors) if value is weight))
+            for value in tensors:
+                name = self.names.get(id(value))
+                if name is not None:
+                    self.other_use.add(name)
+        return func(*args, **kwargs)
+
+
+def _tensors_in(value: object) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors_in(item)
+
+
+def _linear_rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+def _conv2d_options(args: tuple, kwargs: dict) -> tuple:
+    """(stride, padding, dilation, groups) of an ``F.conv2d`` call, with its defaults."""
+    defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    return tuple(args[3 + i] if len(args) > 3 + i else kwargs.get(key, default)
+                 for i, (key, default) in enumerate(defaults.items()))
+
+
+def _conv2d_rows(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """The input patches ``F.conv2d(x, weight, ...)`` multiplies with ``weight``'s rows (every group's)."""
+    if x.dim() == 3:  # unbatched C x H x W
+        x = x.unsqueeze(0)
+    kernel = tuple(weight.shape[-2:])
+    dilation = _pair(dilation)
+    if isinstance(padding, str):  # "valid": none; "same": total d (k - 1) per side pair, the odd one at the end
+        pads: list[int] = []
+        for k, d in zip(kernel[::-1], dilation[::-1]):
+            total = d * (k - 1) if padding == "same" else 0
+            pads += [total // 2, total - total // 2]
+        x = F.pad(x, pads)
+        padding = 0
+    patches = []
+    for group in x.chunk(groups, dim=1):
+        unfolded = F.unfold(group, kernel, dilation, _pair(padding), _pair(stride))  # B x fan_in x L
+        patches.append(unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1]))
+    return torch.cat(patches)
 
 
 @contextlib.contextmanager
@@ -228,9 +308,23 @@ def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
         chunk_size = auto_chunk_size(inputs.shape[0], directions)
     loss_of = loss_function(model, loss_fn, inputs, labels)
     with batchnorm_for_forward_mode(model):
-        layer_inputs = capture_layer_inputs(model, inputs) if sampler.needs_layer_inputs else None
         try:
-            return estimate_gradient(loss_of, params, sampler, directions, generator, layer_inputs, chunk_size)
+            if not sampler.needs_layer_inputs:
+                return estimate_gradient(loss_of, params, sampler, directions, generator, None, chunk_size)
+            if directions < 1:
+                raise SipgradError(f"a forward gradient needs at least one direction, got {directions}")
+            # The capture pass and the estimate's pass must draw the same random numbers (one dropout
+            # mask), or the gradient leaves the captured span: replay the global generator's state.
+            before = _rng_states(inputs.device)
+            layer_inputs = capture_layer_inputs(model, inputs)
+            tangents = sampler.sample(params, directions, generator, layer_inputs)
+            after = _rng_states(inputs.device)  # past the capture's and the sampler's draws
+            _set_rng_states(before)
+            try:
+                loss, derivatives = directional_derivatives(loss_of, params, tangents, chunk_size)
+            finally:
+                _set_rng_states(after)
+            return GradientEstimate(loss.detach(), combine(derivatives, tangents), derivatives)
         except RuntimeError as error:
             def retry():
                 return directional_derivatives(loss_of, params, GaussianSampler().sample(params, 2, generator))
@@ -241,6 +335,20 @@ def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
             first = str(error).strip().splitlines()[0]
             raise SipgradError(f"forward mode cannot run through layer {layer!r} ({type(module).__name__}): "
                                f"{first}") from None
+
+
+def _rng_states(device: torch.device) -> list[tuple[Callable[[torch.Tensor], None], torch.Tensor]]:
+    """(setter, state) of each global generator a forward pass on ``device`` may draw from (CPU, the device's)."""
+    states: list[tuple[Callable[[torch.Tensor], None], torch.Tensor]] = [(torch.set_rng_state, torch.get_rng_state())]
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if backend is not None and hasattr(backend, "get_rng_state") and hasattr(backend, "set_rng_state"):
+        states.append((lambda state: backend.set_rng_state(state, device), backend.get_rng_state(device)))
+    return states
+
+
+def _set_rng_states(states: list[tuple[Callable[[torch.Tensor], None], torch.Tensor]]) -> None:
+    for setter, state in states:
+        setter(state)
 
 
 def _fused_estimate(plan: FusedPlan, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
