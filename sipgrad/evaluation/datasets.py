@@ -18,7 +18,9 @@ j spans [j, j + 1)):
 
 Bad annotations are one-line ``SipgradError``s naming the file and the line, object or
 annotation id and the field: missing or non-finite coordinates, empty or inverted boxes,
-JSONL lines that are not objects. Boxes are then checked against their image's size (read
+JSONL lines that are not objects, XML objects without a ``name`` or ``bndbox`` (refused, not
+skipped), COCO images or categories whose id is not an integer or whose ``file_name`` or
+``name`` is not a non-empty string (a category name may also be a class index). Boxes are then checked against their image's size (read
 from the file header): a box reaching past the image is clipped, one wholly outside it is
 dropped, and a case left without boxes is left out, each with a ``BoxWarning`` naming the
 case. An image that cannot be read is not checked here; its case fails when loaded.
@@ -82,12 +84,16 @@ def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box, s
     filename = root.findtext("filename")
     objects = []
     for number, obj in enumerate(root.iter("object"), 1):
+        # An object without a name or a box is refused, not skipped: dropping it would silently
+        # leave out one of the file's boxes (or a whole case) from the evaluation.
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise SipgradError(f"{xml_path}: object {number}: name is missing")
+        where = f"{xml_path}: object {number} ({name})"
         box = obj.find("bndbox")
-        name = obj.findtext("name")
-        if box is None or name is None:
-            continue
+        if box is None:
+            raise SipgradError(f"{where}: bndbox is missing")
         keys = ("xmin", "ymin", "xmax", "ymax")
-        where = f"{xml_path}: object {number} ({name.strip()})"
         xmin, ymin, xmax, ymax = finite_numbers([box.findtext(k) for k in keys], where, keys)
         # Inclusive corners: xmin == xmax is a box one pixel wide, not an empty one. Only an
         # inverted box (xmax < xmin) is refused, with the values as written in the file; the
@@ -95,7 +101,7 @@ def _parse_voc_style(xml_path: Path) -> tuple[str | None, list[tuple[str, Box, s
         if xmax < xmin or ymax < ymin:
             raise SipgradError(f"{where}: inverted box (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
                                f"ymax={ymax:g}); 1-based inclusive corners need xmax >= xmin and ymax >= ymin")
-        objects.append((name.strip(), (xmin - 1.0, ymin - 1.0, xmax, ymax), where))
+        objects.append((name, (xmin - 1.0, ymin - 1.0, xmax, ymax), where))
     return filename, objects
 
 
@@ -141,12 +147,8 @@ def load_coco(images: Path, annotations: Path, classes: ClassNames,
     if not isinstance(document, dict):
         raise SipgradError(f"{annotations}: not a COCO instances file (expected a JSON object with images, "
                            f"annotations and categories, got {type(document).__name__})")
-    try:
-        categories = {c["id"]: c["name"] for c in _coco_list(document, "categories", annotations)}
-        files = {im["id"]: im["file_name"] for im in _coco_list(document, "images", annotations)}
-    except (KeyError, TypeError) as error:
-        raise SipgradError(f"{annotations}: not a COCO instances file (an entry of categories or images lacks "
-                           f"{error})") from None
+    categories = _coco_table(document, "categories", "category", "name", annotations)
+    files = _coco_table(document, "images", "image", "file_name", annotations)
     grouped: dict[Path, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
     for number, ann in enumerate(_coco_list(document, "annotations", annotations), 1):
         if not isinstance(ann, dict):
@@ -173,6 +175,39 @@ def load_coco(images: Path, annotations: Path, classes: ClassNames,
         image = _joined(images, file_name, where)
         grouped[image][_class_index(classes, (label_map or {}).get(name, name), where)].append((x, y, x + w, y + h))
     return _cases_from(grouped, images.resolve())
+
+
+def _coco_table(document: dict, key: str, entry: str, field: str, annotations: Path) -> dict[int, str | int]:
+    """``{id: field}`` for the entries of ``document[key]`` (COCO ``images`` or ``categories``), each checked.
+
+    Checked here, naming the file, the entry (``image 7``, or ``image number 2`` before its id is
+    known) and the field, because a bad value would otherwise fail much later and without a
+    name: a null or numeric ``file_name`` in the path join, a null category ``name`` in the
+    class lookup, an empty ``file_name`` as "is a folder" when the image is read. Ids must be
+    integers (as COCO writes them) so that an annotation's ``image_id`` or ``category_id`` can
+    only match them exactly. A category name may also be a class index, which
+    ``ClassNames.index`` takes like the other formats' labels.
+    """
+    table: dict[int, str | int] = {}
+    for number, item in enumerate(_coco_list(document, key, annotations), 1):
+        where = f"{annotations}: {entry} number {number}"
+        if not isinstance(item, dict):
+            raise SipgradError(f"{where}: expected a JSON object, got {type(item).__name__}")
+        if "id" not in item:
+            raise SipgradError(f"{where}: field id is missing")
+        identifier = item["id"]
+        if not isinstance(identifier, int) or isinstance(identifier, bool):
+            raise SipgradError(f"{where}: id must be an integer, got {identifier!r}")
+        where = f"{annotations}: {entry} {identifier}"
+        if field not in item:
+            raise SipgradError(f"{where}: field {field} is missing")
+        value = item[field]
+        index = field == "name" and isinstance(value, int) and not isinstance(value, bool)
+        if not index and not (isinstance(value, str) and value.strip()):
+            kind = "a non-empty string or a class index" if field == "name" else "a non-empty string"
+            raise SipgradError(f"{where}: {field} must be {kind}, got {value!r}")
+        table[identifier] = value
+    return table
 
 
 def load_table(images: Path, annotations: Path, classes: ClassNames,

@@ -196,3 +196,62 @@ def test_one_pixel_boxes_in_coco_and_csv(images, tmp_path):
     assert load_dataset("coco", images, tmp_path / "coco.json", CLASSES)[0].boxes == ((4, 2, 5, 9),)
     (tmp_path / "one.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,1,4,2,5,9\n")
     assert load_dataset("csv", images, tmp_path / "one.csv", CLASSES)[0].boxes == ((4.0, 2.0, 5.0, 9.0),)
+
+
+@pytest.mark.parametrize("images_table, categories_table, message", [
+    ([{"id": 7, "file_name": None}], None, "image 7: file_name must be a non-empty string, got None"),
+    ([{"id": 7, "file_name": 5}], None, "image 7: file_name must be a non-empty string, got 5"),
+    ([{"id": 7, "file_name": ""}], None, "image 7: file_name must be a non-empty string, got ''"),
+    ([{"id": 7}], None, "image 7: field file_name is missing"),
+    ([{"id": "7", "file_name": "b.png"}], None, "image number 1: id must be an integer, got '7'"),
+    ([{"file_name": "b.png"}], None, "image number 1: field id is missing"),
+    ([5], None, "image number 1: expected a JSON object, got int"),
+    (None, [{"id": 1, "name": None}], "category 1: name must be a non-empty string or a class index, got None"),
+    (None, [{"id": 1, "name": " "}], "category 1: name must be a non-empty string or a class index, got ' '"),
+    (None, [{"id": 1, "name": True}], "category 1: name must be a non-empty string or a class index, got True"),
+    (None, [{"id": 1}], "category 1: field name is missing"),
+    (None, [{"id": None, "name": "espresso"}], "category number 1: id must be an integer, got None"),
+    (None, [{"id": 1, "name": "espresso"}, {"id": 2.0, "name": "tabby"}],
+     "category number 2: id must be an integer, got 2.0"),
+])
+def test_coco_bad_image_or_category_entry_is_one_line(images, tmp_path, images_table, categories_table, message):
+    # Checked when the tables are built: a null or numeric file_name used to reach ``root / relative``
+    # and a null name ``ClassNames.index`` as an unexpected TypeError/AttributeError.
+    document = {"images": images_table or [{"id": 7, "file_name": "b.png"}],
+                "categories": categories_table or [{"id": 1, "name": "espresso"}],
+                "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]}]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    with pytest.raises(SipgradError) as info:
+        load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+    assert str(info.value) == f"{tmp_path / 'coco.json'}: {message}"
+
+
+def test_coco_category_name_may_be_a_class_index(images, tmp_path):
+    # ClassNames.index takes an index as well as a name or wnid, as the other formats' labels do
+    document = {"images": [{"id": 7, "file_name": "b.png"}, {"id": 8, "file_name": "a.jpg"}],
+                "categories": [{"id": 1, "name": 285}, {"id": 2, "name": "espresso"}],
+                "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]},
+                                {"id": 6, "image_id": 8, "category_id": 2, "bbox": [1, 2, 3, 4]}]}
+    (tmp_path / "coco.json").write_text(json.dumps(document))
+    cases = load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+    assert [(c.case_id, c.boxes) for c in cases] == [("a.jpg#967", ((1, 2, 4, 6),)), ("b.png#285", ((10, 20, 40, 60),))]
+
+
+@pytest.mark.parametrize("kind", ["imagenet", "voc"])
+@pytest.mark.parametrize("second, message", [
+    ("<object><name>n02123045</name></object>", "object 2 (n02123045): bndbox is missing"),
+    ("<object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>",
+     "object 2: name is missing"),
+    ("<object><name> </name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>",
+     "object 2: name is missing"),
+])
+def test_xml_object_without_bndbox_or_name_is_refused(images, tmp_path, kind, second, message):
+    # Such objects used to be dropped without a word, so a file's boxes could silently go missing
+    good = "<object><name>n02124075</name><bndbox><xmin>5</xmin><ymin>3</ymin><xmax>50</xmax><ymax>60</ymax></bndbox>" \
+           "</object>"
+    (tmp_path / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{good}{second}</annotation>")
+    with pytest.raises(SipgradError) as info:
+        load_dataset(kind, images, tmp_path / "a.xml", CLASSES)
+    assert str(info.value) == f"{tmp_path / 'a.xml'}: {message}"
+    (tmp_path / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{good}</annotation>")
+    assert load_dataset(kind, images, tmp_path / "a.xml", CLASSES)[0].boxes == ((4.0, 2.0, 50.0, 60.0),)
