@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise SipgradError("no images found in " + ", ".join(args.paths))
     overrides = sip_overrides(args)
-    configs = [SIPConfig.parse(spec, **overrides) for spec in args.sip.split(",") if spec.strip()] or [None]
+    configs = [SIPConfig.parse(spec, **overrides) for spec in args.sip]
     classifier = load_classifier(args)
     try:
         layers = analysis_layers(classifier, args.layers or args.sip_layers, None if args.layers else args.layer_ratio)

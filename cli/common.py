@@ -18,6 +18,20 @@ from sipgrad.errors import SipgradError
 OUTPUT_IMAGE_SUFFIXES = (".overlay.png", ".figure.png", ".compare.png", ".components.png", "spectrum.png")
 
 
+def comma_items(text: str, example: str = "a,b") -> list[str]:
+    """The stripped items of a comma-separated option value.
+
+    An empty item (``a,,b``, a trailing comma) is an error rather than silently dropped: a
+    typo should not quietly shrink a sweep, and ``--sip none,,`` should not mean ``none``.
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give comma-separated values such as {example}")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item between commas")
+    return items
+
+
 def fail(message: str, code: int = 2) -> int:
     print(f"sipgrad: error: {message}", file=sys.stderr)
     return code
@@ -172,6 +186,8 @@ def output_folder(path: str, option: str = "--out") -> Path:
     """``path`` as an output folder, refused before any work when it cannot be one."""
     from sipgrad.errors import SipgradError
 
+    if not str(path).strip():  # Path("") is the current folder: an empty --out is a slip, not a request for "."
+        raise SipgradError(f"{option}: empty; name a folder, e.g. {option} out/ (or . for this one)")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise SipgradError(f"{option} {path}: is an existing file, not a folder; name a folder (it is created "
@@ -220,6 +236,8 @@ def output_file(path: str, option: str = "--out") -> Path:
     """``path`` as a file to write, refused before any work when it cannot be written."""
     from sipgrad.errors import SipgradError
 
+    if not str(path).strip():
+        raise SipgradError(f"{option}: empty; name the file to write")
     target = Path(path)
     if target.is_dir():
         raise SipgradError(f"{option} {path}: is a folder; name the file to write")
@@ -303,7 +321,8 @@ def check_sip_layers(args: argparse.Namespace, classifier) -> None:
 def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     group = parser.add_argument_group("SIP (gradient filtering)")
     if multiple:
-        group.add_argument("--sip", default="none", help="comma-separated SIP configs, e.g. none,topq:0.1,cls")
+        group.add_argument("--sip", default="none", type=lambda text: comma_items(text, "none,topq:0.1"),
+                           help="comma-separated SIP configs, e.g. none,topq:0.1,cls")
     else:
         group.add_argument("--sip", default="none", metavar="POLICY",
                            help="none, cls, ins (need --stats), or data-free topq:Q, absq:Q, act:Q (default: none)")

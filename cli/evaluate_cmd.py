@@ -12,6 +12,7 @@ from sipgrad_cli.common import (
     add_model_arguments,
     add_sip_arguments,
     check_sip_layers,
+    comma_items,
     guarded,
     load_classifier,
     nonnegative_float,
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--limit", type=positive_int, help="evaluate only the first N cases")
     add_model_arguments(parser)
     group = parser.add_argument_group("explanations")
-    group.add_argument("--method", default="grad", help="comma-separated methods (default: grad)")
+    group.add_argument("--method", default="grad", type=lambda text: comma_items(text, "grad,ig"),
+                       help="comma-separated methods (default: grad)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of whole images")
     group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps (default: 32)")
     group.add_argument("--smoothgrad-samples", type=positive_int, default=16, help="SmoothGrad samples (default: 16)")
@@ -95,12 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.builtin and (args.boxes or args.class_map):  # silently ignoring them would score the wrong boxes
         raise SipgradError(f"{'--boxes' if args.boxes else '--class-map'} goes with --images; --builtin "
                            f"{args.builtin} brings its own boxes")
-    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
-    sips = tuple(s.strip() for s in args.sip.split(",") if s.strip())
-    if not methods:  # `--method ,` would evaluate nothing and still exit 0
-        raise SipgradError(f"--method {args.method!r}: no method named, e.g. --method grad or grad,ig")
-    if not sips:
-        raise SipgradError(f"--sip {args.sip!r}: no SIP config named; use none for plain maps, e.g. none,topq:0.1")
+    methods, sips = tuple(args.method), tuple(args.sip)
     out = output_folder(args.out)
     args.device = process_device(args.device)  # under torchrun: one GPU per process
     classifier = load_classifier(args)

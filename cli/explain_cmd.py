@@ -88,60 +88,66 @@ def run(args: argparse.Namespace) -> int:
     stems = output_stems(paths)  # one per input, unique over the whole run (same names in other folders too)
     batches = (len(paths) + args.batch_size - 1) // args.batch_size
     results, errors = [], []
-    layer = None
+    layer, interrupted = None, False
     with progress_bar(len(paths), "explaining") as bar:
-        for number, start in enumerate(range(0, len(paths), args.batch_size), 1):
-            bar.set_postfix_str(f"batch {number}/{batches}: reading")
-            batch_paths, batch_stems, images = [], [], []
-            for path, stem in zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]):
+        try:  # Ctrl-C: report the images finished so far (their files are written), then exit 130
+            for number, start in enumerate(range(0, len(paths), args.batch_size), 1):
+                bar.set_postfix_str(f"batch {number}/{batches}: reading")
+                batch_paths, batch_stems, images = [], [], []
+                for path, stem in zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]):
+                    try:
+                        images.append(load_image_array(path))
+                        batch_paths.append(path)
+                        batch_stems.append(stem)
+                    except ImageLoadError as error:
+                        errors.append({"image": str(path), "error": str(error)})
+                        bar.write(f"sipgrad: error: {error}", file=sys.stderr)
+                        bar.update(1)
+                if not images:
+                    continue
+                bar.set_postfix_str(f"batch {number}/{batches}: explaining")
+                result = explain(classifier, images, sip=sip, **common)
+                result.names = [p.name for p in batch_paths]
+                plain = explain(classifier, images, **common) if args.compare else None
+                bar.set_postfix_str(f"batch {number}/{batches}: saving")
                 try:
-                    images.append(load_image_array(path))
-                    batch_paths.append(path)
-                    batch_stems.append(stem)
-                except ImageLoadError as error:
-                    errors.append({"image": str(path), "error": str(error)})
+                    if plain is not None:
+                        plain.names = result.names
+                        plain.save(out, figure=False, stems=batch_stems, saliency_dtype=args.saliency_dtype)
+                    written = result.save(out, stems=batch_stems, saliency_dtype=args.saliency_dtype)
+                except SipgradError as error:  # e.g. a folder where an output file goes: the other batches still run
+                    errors.extend({"image": str(path), "error": str(error)} for path in batch_paths)
                     bar.write(f"sipgrad: error: {error}", file=sys.stderr)
-                    bar.update(1)
-            if not images:
-                continue
-            bar.set_postfix_str(f"batch {number}/{batches}: explaining")
-            result = explain(classifier, images, sip=sip, **common)
-            result.names = [p.name for p in batch_paths]
-            plain = explain(classifier, images, **common) if args.compare else None
-            bar.set_postfix_str(f"batch {number}/{batches}: saving")
-            try:
-                if plain is not None:
-                    plain.names = result.names
-                    plain.save(out, figure=False, stems=batch_stems, saliency_dtype=args.saliency_dtype)
-                written = result.save(out, stems=batch_stems, saliency_dtype=args.saliency_dtype)
-            except SipgradError as error:  # e.g. a folder where an output file goes: the other batches still run
-                errors.extend({"image": str(path), "error": str(error)} for path in batch_paths)
-                bar.write(f"sipgrad: error: {error}", file=sys.stderr)
+                    bar.update(len(batch_paths))
+                    continue
+                layer = result.layer
+                for i, path in enumerate(batch_paths):
+                    record = {"image": str(path), "model": classifier.name, "method": args.method,
+                              "sip": result.sip, "layer": result.layer,
+                              "target": {k: v for k, v in result.target(i).items() if k != "prob"},
+                              "target_prob": result.target(i)["prob"], "top5": result.top(i),
+                              "saliency": written[i]["saliency"], "overlay": written[i]["overlay"],
+                              "figure": written[i]["figure"], "seconds": round(result.seconds[i], 4)}
+                    if plain is not None:
+                        compare = written[i]["figure"].replace(".figure.png", ".compare.png")
+                        save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
+                                    [plain.label, result.label], result.title(i, f"{plain.label} vs {result.label}"))
+                        record["compare"] = compare
+                    results.append(record)
+                del result, plain, images  # one batch of full-size images in memory at a time
                 bar.update(len(batch_paths))
-                continue
-            layer = result.layer
-            for i, path in enumerate(batch_paths):
-                record = {"image": str(path), "model": classifier.name, "method": args.method,
-                          "sip": result.sip, "layer": result.layer,
-                          "target": {k: v for k, v in result.target(i).items() if k != "prob"},
-                          "target_prob": result.target(i)["prob"], "top5": result.top(i),
-                          "saliency": written[i]["saliency"], "overlay": written[i]["overlay"],
-                          "figure": written[i]["figure"], "seconds": round(result.seconds[i], 4)}
-                if plain is not None:
-                    compare = written[i]["figure"].replace(".figure.png", ".compare.png")
-                    save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
-                                [plain.label, result.label], result.title(i, f"{plain.label} vs {result.label}"))
-                    record["compare"] = compare
-                results.append(record)
-            del result, plain, images  # one batch of full-size images in memory at a time
-            bar.update(len(batch_paths))
-        bar.set_postfix_str("done")
+        except KeyboardInterrupt:
+            interrupted = True
+        bar.set_postfix_str("interrupted" if interrupted else "done")
     if args.json:
         json.dump({"model": classifier.name, "method": args.method, "sip": sip.label if sip else None,
                    "results": results, "errors": errors}, sys.stdout, indent=2)
         print()
     else:
         _print_table(results, layer)
+    if interrupted:
+        print(f"sipgrad: interrupted; wrote the {len(results)} image(s) finished of {len(paths)}", file=sys.stderr)
+        return 130
     return 1 if errors else 0
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sipgrad_cli.common import (
+    comma_items,
     fail,
     guarded,
     one_line_errors,
@@ -25,7 +26,7 @@ TRAIN_DIRECTIONS = 32  # the forward-training runs of docs/forward.md
 
 
 def positive_int_list(text: str) -> list[int]:
-    return [positive_int(part) for part in text.split(",") if part.strip()] or [positive_int("")]
+    return [positive_int(part) for part in comma_items(text, "128,256")]
 
 
 def trial_count(text: str) -> int:
@@ -36,10 +37,7 @@ def trial_count(text: str) -> int:
 
 
 def name_list(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected at least one name")
-    return names
+    return comma_items(text, "gaussian,activity")
 
 
 def choice_list(allowed: tuple[str, ...]):

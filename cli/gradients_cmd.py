@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sipgrad_cli.common import (
     add_command,
+    comma_items,
     fail,
     guarded,
     nonnegative_int,
@@ -57,10 +58,7 @@ def _unit_interval(low_open: bool, high_open: bool):
 
 def _list_of(parse):
     def parse_list(text: str) -> list:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError("expected a comma-separated list")
-        return [parse(item) for item in items]
+        return [parse(item) for item in comma_items(text)]
     return parse_list
 
 

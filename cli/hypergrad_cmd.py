@@ -8,6 +8,7 @@ import sys
 
 from sipgrad_cli.common import (
     add_command,
+    comma_items,
     guarded,
     nonnegative_int,
     positive_float,
@@ -42,10 +43,7 @@ def _momentum(text: str) -> float:
 
 
 def _hidden(text: str) -> tuple[int, ...]:
-    widths = tuple(positive_int(item.strip()) for item in text.split(",") if item.strip())
-    if not widths:
-        raise argparse.ArgumentTypeError(f"{text!r} names no width; give comma-separated widths such as 300,300")
-    return widths
+    return tuple(positive_int(item) for item in comma_items(text, "300,300"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -112,7 +112,10 @@ class SIPConfig:
             return replace(spec, **overrides)
         if spec is None or str(spec).strip().lower() == "none":
             return None
-        name, _, argument = str(spec).strip().lower().partition(":")
+        name, colon, argument = str(spec).strip().lower().partition(":")
+        if colon and not argument.strip():  # `topq:` is a typo, not a request for the default fraction
+            raise SipgradError(f"SIP policy {spec!r}: nothing after ':'; give a value (e.g. topq:0.25, pca:8) or "
+                               f"the name alone for its default")
         if name not in POLICIES:
             raise SipgradError(f"unknown SIP policy {spec!r}; choose from {', '.join(POLICY_NAMES)} "
                                f"(data-free ones take a fraction, e.g. topq:0.25; pca takes a rank, e.g. pca:8)")

@@ -28,6 +28,40 @@ def one_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("args, message", [
+    (["analyze", "x.png", "--sip", "none,,topq:0.1"], "--sip: 'none,,topq:0.1' has an empty item between commas"),
+    (["evaluate", "--builtin", "photos", "--out", "o", "--method", "grad,"], "--method: 'grad,' has an empty item"),
+    (["evaluate", "--builtin", "photos", "--out", "o", "--sip", ","], "--sip: ',' names nothing"),
+    (["fwdgrad", "cosine", "--batch-sizes", "8,,16"], "--batch-sizes: '8,,16' has an empty item between commas"),
+    (["fwdgrad", "cosine", "--samplers", "gaussian,"], "--samplers: 'gaussian,' has an empty item between commas"),
+    (["gradients", "train", "--optimizer", "sgd,,momentum"], "--optimizer: 'sgd,,momentum' has an empty item"),
+])
+def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out == ""
+    assert message in one_line(err)
+
+
+@pytest.mark.parametrize("args", [["explain", "{image}"], ["analyze", "{image}"], ["calibrate", "--data", "{dir}"],
+                                  ["evaluate", "--builtin", "photos"]])
+def test_an_empty_out_is_refused_not_taken_as_this_folder(capsys, tmp_path, asset_dir, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    args = [a.replace("{image}", str(asset_dir / "chelsea.jpg")).replace("{dir}", str(asset_dir)) for a in args]
+    code, out, err = run_cli(capsys, *args, "--out", "")
+    assert code == 2 and out == ""
+    assert "--out: empty; name" in one_line(err)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [["explain", "x.png"], ["analyze", "x.png"]])
+def test_a_sip_spec_with_nothing_after_its_colon_is_refused(capsys, tmp_path, asset_dir, command):
+    image = asset_dir / "chelsea.jpg"
+    code, out, err = run_cli(capsys, command[0], image, "--sip", "topq:", "--out", tmp_path)
+    assert code == 2 and out == ""
+    assert "SIP policy 'topq:': nothing after ':'" in one_line(err)
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+@pytest.mark.parametrize("args, message", [
     (["calibrate", "--data", "d", "--out", "s.npz", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
     (["calibrate", "--data", "d", "--out", "s.npz", "--batch-size", "-1"], "--batch-size: must be at least 1, got -1"),
     (["calibrate", "--data", "d", "--out", "s.npz", "--layer-ratio", "1.5"], "--layer-ratio: must be in (0, 1]"),
@@ -408,7 +442,7 @@ def test_a_bad_device_names_the_flag(capsys, asset_dir, tmp_path, device):
 @pytest.mark.parametrize("option", ["--method", "--sip"])
 def test_evaluate_refuses_an_empty_list(capsys, tmp_path, option):
     code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", "--steps", "0", option, ",", "--out", tmp_path)
-    assert code == 2 and f"{option} ',': no" in one_line(err)
+    assert code == 2 and f"{option}: ',' names nothing" in one_line(err)
     assert not (tmp_path / "records.jsonl").exists()
 
 

@@ -131,6 +131,27 @@ def test_analyze_streams_batches_skips_bad_images_and_keeps_finished_work(capsys
     assert list(stored["names"]) == ["a.jpg"] and stored["none/_conv_head/singular_values"].shape[0] == 1
 
 
+def test_ctrl_c_during_explain_reports_the_images_it_finished(capsys, asset_dir, tmp_path, monkeypatch):
+    import sipgrad
+
+    real, calls = sipgrad.explain, []
+
+    def interrupted_on_the_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sipgrad, "explain", interrupted_on_the_second_batch)
+    code, out, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg",
+                             "--batch-size", "1", "--out", tmp_path, "--json")
+    assert code == 130
+    document = json.loads(out)  # a whole JSON document, with the finished image's record
+    assert [Path(r["image"]).name for r in document["results"]] == ["chelsea.jpg"]
+    assert Path(document["results"][0]["overlay"]).is_file()
+    assert err.strip().splitlines()[-1] == "sipgrad: interrupted; wrote the 1 image(s) finished of 2"
+
+
 @pytest.mark.parametrize("args, message", [
     (["explain", "missing.png"], "missing.png: no such file"),
     (["explain", "{assets}/chelsea.jpg", "--target", "catt"], "did you mean"),

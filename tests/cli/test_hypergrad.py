@@ -80,7 +80,8 @@ def test_mnist_folder_gives_the_seeds_784_300_300_10_network(tmp_path, capsys):
     (["--steps", "0"], "--steps: must be at least 1, got 0"),
     (["--mu", "1"], "--mu: '1' must be in [0, 1)"),
     (["--data", "mnist:/no/such/folder"], "/no/such/folder: no such folder"),
-    (["--hidden", ","], "--hidden: ',' names no width"),
+    (["--hidden", ","], "--hidden: ',' names nothing; give comma-separated values such as 300,300"),
+    (["--hidden", "300,,300"], "--hidden: '300,,300' has an empty item between commas"),
     (["--seed", "99999999999999999999999"], "--seed:"),
     (["--eta", "1e308"], "start eta=1e+308 is not a finite float32 number"),
 ])
