@@ -214,7 +214,10 @@ SAMPLERS: dict[str, Callable[[str | None], DirectionSampler]] = {
 
 def make_sampler(spec: str) -> DirectionSampler:
     """A sampler from its name; ``orthogonal:BASE`` applies the orthogonal trick to another sampler."""
-    name, _, argument = spec.strip().partition(":")
+    name, colon, argument = spec.strip().partition(":")
+    if colon and not argument.strip():  # `orthogonal:` is a typo, not a request for the default base
+        raise SipgradError(f"sampler {spec!r}: nothing after ':'; name the base (e.g. orthogonal:rademacher) "
+                           f"or give the name alone")
     if name not in SAMPLERS:
         raise SipgradError(f"unknown direction sampler {spec!r}; choose from {', '.join(SAMPLERS)} "
                            f"(or orthogonal:NAME)")

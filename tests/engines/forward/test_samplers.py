@@ -167,6 +167,9 @@ def test_registry_and_errors():
         make_sampler("gaussian:3")
     with pytest.raises(SipgradError, match="cannot wrap itself"):
         make_sampler("orthogonal:orthogonal")
+    for typo in ("orthogonal:", "gaussian: "):  # not the default base, not a silently odd label
+        with pytest.raises(SipgradError, match="nothing after ':'"):
+            make_sampler(typo)
     _, _, params, *_ = _problem()
     with pytest.raises(SipgradError, match="directions <= parameters"):
         make_sampler("orthonormal").sample(params, 10_000)
