@@ -12,6 +12,8 @@ from PIL import Image
 
 from sipgrad_cli.main import build_parser, main
 
+from tests.cli.interrupts import interrupted_on_call
+
 
 def run_cli(capsys, *args):
     code = main([str(a) for a in args])
@@ -116,15 +118,8 @@ def test_analyze_streams_batches_skips_bad_images_and_keeps_finished_work(capsys
     assert json.loads(stdout)["images"] == ["a.jpg", "c.jpg"]
     assert np.load(out / "gradients.npz")["none/_conv_head/effective_rank"].shape == (2,)
 
-    real, calls = sipgrad.analysis.analyze_gradients, []
-
-    def interrupted_on_the_second_batch(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(sipgrad.analysis, "analyze_gradients", interrupted_on_the_second_batch)
+    monkeypatch.setattr(sipgrad.analysis, "analyze_gradients",
+                        interrupted_on_call(sipgrad.analysis.analyze_gradients, 2))  # the second batch
     code, _, err = run_cli(capsys, *args[:-3], "--out", tmp_path / "cut")
     assert code == 130 and "wrote the 1 image(s) finished of 3" in err
     stored = np.load(tmp_path / "cut" / "gradients.npz")
@@ -134,15 +129,7 @@ def test_analyze_streams_batches_skips_bad_images_and_keeps_finished_work(capsys
 def test_ctrl_c_during_explain_reports_the_images_it_finished(capsys, asset_dir, tmp_path, monkeypatch):
     import sipgrad
 
-    real, calls = sipgrad.explain, []
-
-    def interrupted_on_the_second_batch(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(sipgrad, "explain", interrupted_on_the_second_batch)
+    monkeypatch.setattr(sipgrad, "explain", interrupted_on_call(sipgrad.explain, 2))  # the second batch
     code, out, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg",
                              "--batch-size", "1", "--out", tmp_path, "--json")
     assert code == 130

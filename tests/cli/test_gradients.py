@@ -8,6 +8,8 @@ import pytest
 
 from sipgrad_cli.main import main
 
+from tests.cli.interrupts import interrupted_on_call
+
 
 def test_spectrum_json_and_files(tmp_path, capsys):
     code = main(["gradients", "spectrum", "--batch-sizes", "8,24", "--k", "1,4,16", "--json", "--out", str(tmp_path)])
@@ -103,15 +105,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
 def test_ctrl_c_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
     import sipgrad.analysis.projected_training as training
 
-    real_train, calls = training.train, []
-
-    def interrupted_second_time(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train", interrupted_second_time)
+    monkeypatch.setattr(training, "train", interrupted_on_call(training.train, 2))
     code = main(["gradients", "train", "--optimizer", "sgd,pca-sgd", "--label-noise", "0", "--steps", "2",
                  "--batch-size", "8", "--out", str(tmp_path)])
     assert code == 130
