@@ -264,7 +264,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, refused globals
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        if isinstance(error, (KeyError, EOFError, pickle.UnpicklingError)) and "weights_only" not in str(error):
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if not (head == b"PK" or head[:1] == b"\x80"):  # neither torch.save's zip nor its legacy pickle (an image, text)
+            reason = "not a file written by torch.save, or a truncated one"
+        elif isinstance(error, (KeyError, EOFError, pickle.UnpicklingError)) and "weights_only" not in str(error):
             # torch's legacy reader meets text or a truncated file as a bare KeyError (a number) or EOFError
             reason = "not a file written by torch.save, or a truncated one"
         elif "PytorchStreamReader" in reason:  # a damaged zip checkpoint: keep the first sentence, not torch's essay

@@ -546,6 +546,7 @@ def test_analyze_a_figure_blocked_by_a_folder_keeps_the_numbers(capsys, asset_di
 @pytest.mark.parametrize("content, message", [
     (b"junk\n", "not a file written by torch.save, or a truncated one"),
     (b"", "not a file written by torch.save, or a truncated one"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "not a file written by torch.save, or a truncated one"),  # a JPEG
     (b"PK\x03\x04junk", "a damaged torch.save archive: not a ZIP archive"),
 ])
 def test_a_damaged_weights_file_says_so_in_words(capsys, asset_dir, tmp_path, content, message):
@@ -553,6 +554,17 @@ def test_a_damaged_weights_file_says_so_in_words(capsys, asset_dir, tmp_path, co
     code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--weights", tmp_path / "w.pt",
                            "--out", tmp_path / "out")
     assert code == 2 and f"w.pt: not a loadable state dict ({message})" in one_line(err)
+
+
+def test_weights_holding_python_objects_are_refused_not_run(capsys, asset_dir, tmp_path):
+    import argparse
+
+    import torch
+
+    torch.save({"weight": torch.zeros(2), "config": argparse.Namespace(lr=0.1)}, tmp_path / "w.pt")
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--weights", tmp_path / "w.pt",
+                           "--out", tmp_path / "out")
+    assert code == 2 and "w.pt: not a loadable state dict (it holds Python objects besides tensors" in one_line(err)
 
 
 def test_weights_naming_a_folder(capsys, asset_dir, tmp_path):
