@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             statistics = calibrate(classifier, items, args.out, layers=layers, batch_size=args.batch_size,
                                    crop=not args.no_crop, seed=args.seed, progress=bar.update,
                                    on_skip=lambda message: (skipped.append(message),
-                                                            print(f"sipgrad: warning: {message}", file=sys.stderr)))
+                                                            print(f"sipgrad: error: {message}", file=sys.stderr)))
         except KeyboardInterrupt:  # say whether anything was kept: no checkpoint exists before the first batch
             partial = checkpoint_path(args.out)
             if partial.is_file():

@@ -97,6 +97,8 @@ def test_calibrate_then_explain_with_cls_from_the_cli(tiny_dataset, tmp_path, as
     done = run("calibrate", "--data", str(tiny_dataset), "--out", str(stats_path), "--batch-size", "8")
     assert done.returncode == 1, done.stderr  # one unreadable image: reported and skipped, the rest written
     assert "12 images" in done.stdout and "1 unreadable skipped" in done.stdout
+    # an unreadable image is an error line, as in explain and analyze (the exit status says the same)
+    assert [line.split(": ")[1] for line in done.stderr.splitlines() if line.startswith("sipgrad: ")] == ["error"]
     with np.load(stats_path, allow_pickle=False) as data:
         assert str(data["model_name"]) == "efficientnet_lite0"
     explained = run("explain", str(asset_dir / "chelsea.jpg"), "--sip", "cls", "--stats", str(stats_path),
