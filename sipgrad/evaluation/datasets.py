@@ -199,6 +199,8 @@ def _coco_table(document: dict, key: str, entry: str, field: str, annotations: P
         if not isinstance(identifier, int) or isinstance(identifier, bool):
             raise SipgradError(f"{where}: id must be an integer, got {identifier!r}")
         where = f"{annotations}: {entry} {identifier}"
+        if identifier in table:  # the annotations could not tell the two apart: the last would silently win
+            raise SipgradError(f"{annotations}: {entry} number {number}: id {identifier} is used twice")
         if field not in item:
             raise SipgradError(f"{where}: field {field} is missing")
         value = item[field]

@@ -213,6 +213,8 @@ def test_one_pixel_boxes_in_coco_and_csv(images, tmp_path):
     (None, [{"id": None, "name": "espresso"}], "category number 1: id must be an integer, got None"),
     (None, [{"id": 1, "name": "espresso"}, {"id": 2.0, "name": "tabby"}],
      "category number 2: id must be an integer, got 2.0"),
+    ([{"id": 7, "file_name": "b.png"}, {"id": 7, "file_name": "a.jpg"}], None, "image number 2: id 7 is used twice"),
+    (None, [{"id": 1, "name": "espresso"}, {"id": 1, "name": "tabby"}], "category number 2: id 1 is used twice"),
 ])
 def test_coco_bad_image_or_category_entry_is_one_line(images, tmp_path, images_table, categories_table, message):
     # Checked when the tables are built: a null or numeric file_name used to reach ``root / relative``
