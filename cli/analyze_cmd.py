@@ -13,6 +13,7 @@ from sipgrad_cli.common import (
     add_sip_arguments,
     fail,
     guarded,
+    layer_names,
     load_classifier,
     output_folder,
     positive_int,
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_image_command(subparsers, "analyze", "SVD/PCA of internal gradients, plain vs SIP", DESCRIPTION)
     group = parser.add_argument_group("analysis")
     group.add_argument("--target", help="class index, name or wnid (default: each image's top-1)")
-    group.add_argument("--layers", metavar="NAMES",
+    group.add_argument("--layers", metavar="NAMES", type=layer_names,
                        help="comma-separated layers to analyse (default: the layers SIP filters)")
     group.add_argument("--components", type=positive_int, default=3, help="spatial components kept per image (default: 3)")
     group.add_argument("--no-centre", "--no-center", dest="no_centre", action="store_true",

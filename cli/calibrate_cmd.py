@@ -11,6 +11,7 @@ from sipgrad_cli.common import (
     fail,
     fraction,
     guarded,
+    layer_names,
     load_classifier,
     output_file,
     positive_int,
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, metavar="DIR|LIST", help="labelled images (see above)")
     parser.add_argument("--out", required=True, metavar="FILE", help="statistics file to write (.npz)")
-    parser.add_argument("--sip-layers", metavar="NAMES", help="comma-separated conv layers (default: per model)")
+    parser.add_argument("--sip-layers", metavar="NAMES", type=layer_names,
+                        help="comma-separated conv layers (default: per model)")
     parser.add_argument("--layer-ratio", type=fraction, metavar="R", help="the last int(R*N) of the N convs, R in (0, 1]")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--no-crop", action="store_true", help="whole images instead of resize + centre crop")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.out)  # refuse an unwritable --out now, not after the whole pass
     classifier = load_classifier(args)
     items = labelled_images(args.data, classifier.classes)
-    names = tuple(s.strip() for s in args.sip_layers.split(",")) if args.sip_layers else None
+    names = args.sip_layers
     try:
         layers = resolve_layers(classifier.module, classifier.sip_layers, names, args.layer_ratio)
     except SipgradError as error:  # an unknown layer name: say which option held it

@@ -32,6 +32,11 @@ def comma_items(text: str, example: str = "a,b") -> list[str]:
     return items
 
 
+def layer_names(text: str) -> tuple[str, ...]:
+    """Module names for --sip-layers / --layers: an empty value is refused, not read as "the default"."""
+    return tuple(comma_items(text, "layer3.1.conv2,layer4.0.conv1"))
+
+
 def fail(message: str, code: int = 2) -> int:
     print(f"sipgrad: error: {message}", file=sys.stderr)
     return code
@@ -311,9 +316,8 @@ def check_sip_layers(args: argparse.Namespace, classifier) -> None:
 
     if not getattr(args, "sip_layers", None):
         return
-    names = tuple(name.strip() for name in args.sip_layers.split(",") if name.strip())
     try:
-        resolve_layers(classifier.module, classifier.sip_layers, names, None)
+        resolve_layers(classifier.module, classifier.sip_layers, args.sip_layers, None)
     except SipgradError as error:
         raise SipgradError(f"--sip-layers: {error}") from None
 
@@ -336,7 +340,8 @@ def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -
     group.add_argument("--no-variance-conservation", action="store_true",
                        help="do not rescale the kept channels")
     layers = group.add_mutually_exclusive_group()
-    layers.add_argument("--sip-layers", metavar="NAMES", help="comma-separated conv module names to filter")
+    layers.add_argument("--sip-layers", metavar="NAMES", type=layer_names,
+                        help="comma-separated conv module names to filter")
     layers.add_argument("--layer-ratio", type=fraction, metavar="R",
                         help="filter the last int(R*N) of the N convs, R in (0, 1]")
 

@@ -34,6 +34,9 @@ def one_line(err: str) -> str:
     (["fwdgrad", "cosine", "--batch-sizes", "8,,16"], "--batch-sizes: '8,,16' has an empty item between commas"),
     (["fwdgrad", "cosine", "--samplers", "gaussian,"], "--samplers: 'gaussian,' has an empty item between commas"),
     (["gradients", "train", "--optimizer", "sgd,,momentum"], "--optimizer: 'sgd,,momentum' has an empty item"),
+    (["explain", "x.png", "--sip-layers", ""], "--sip-layers: '' names nothing"),
+    (["calibrate", "--data", "d", "--out", "s.npz", "--sip-layers", ""], "--sip-layers: '' names nothing"),
+    (["analyze", "x.png", "--layers", " "], "--layers: ' ' names nothing"),
 ])
 def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
