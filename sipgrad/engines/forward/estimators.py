@@ -167,6 +167,14 @@ _METADATA = frozenset({"dim", "size", "numel", "shape", "dtype", "device", "ndim
                        "element_size", "nelement", "__len__", "__format__", "__repr__"})
 
 
+def _operation_name(func) -> str | None:
+    """The name of what ``func`` does; a property read (``w.shape``) reaches a mode as its getter, named ``__get__``."""
+    name = getattr(func, "__name__", None)
+    if name == "__get__":
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    return name
+
+
 class _LayerInputRecorder(TorchFunctionMode):
     """Records the rows each parameter meets as a linear / conv2d weight; flags any other use of it."""
 
@@ -185,7 +193,7 @@ class _LayerInputRecorder(TorchFunctionMode):
                 rows = (_linear_rows(x) if func is F.linear
                         else _conv2d_rows(x, weight, *_conv2d_options(args, kwargs)))
                 self.rows.setdefault(weight_name, []).append(rows.detach())
-        if getattr(func, "__name__", None) not in _METADATA:
+        if _operation_name(func) not in _METADATA:
             tensors = list(_tensors_in((args, kwargs)))
             if weight_name is not None:  # its one use as this call's weight is accounted for; any other is not
                 tensors.pop(next(i for i, value in enumerate(tensors) if value is weight))
@@ -231,11 +239,11 @@ def _conv2d_rows(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilatio
             pads += [total // 2, total - total // 2]
         x = F.pad(x, pads)
         padding = 0
-    patches = []
-    for group in x.chunk(groups, dim=1):
-        unfolded = F.unfold(group, kernel, dilation, _pair(padding), _pair(stride))  # B x fan_in x L
-        patches.append(unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1]))
-    return torch.cat(patches)
+    # One unfold for every group: its rows are channel-major, so each group's (C / groups) k k block is contiguous.
+    unfolded = F.unfold(x, kernel, dilation, _pair(padding), _pair(stride))  # B x (C k k) x L
+    batch, _, positions = unfolded.shape
+    fan_in = unfolded.shape[1] // groups
+    return unfolded.view(batch, groups, fan_in, positions).permute(1, 0, 3, 2).reshape(-1, fan_in)
 
 
 @contextlib.contextmanager

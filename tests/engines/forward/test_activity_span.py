@@ -201,3 +201,33 @@ def test_dropout_capture_sees_the_estimates_mask():
     before = torch.get_rng_state()
     model_gradient_estimate(model, F.cross_entropy, inputs, labels, make_sampler("activity"), 3, fused=False)
     assert not torch.equal(torch.get_rng_state(), before)  # the global stream still moves on
+
+
+class _ReadsItsShape(nn.Linear):
+    """A Linear that reads its weight's shape, dtype and device in forward: metadata, not a use of the weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.weight.ndim == 2 and self.weight.shape[1] == x.shape[-1]
+        assert self.weight.dtype == x.dtype and self.weight.device == x.device
+        return F.linear(x, self.weight, self.bias)
+
+
+def test_reading_a_weights_shape_dtype_or_device_is_not_a_use():
+    model = nn.Sequential(_ReadsItsShape(4, 3))
+    inputs = torch.randn(5, 4)
+    captured = capture_layer_inputs(model, inputs)
+    assert list(captured) == ["0.weight"] and torch.equal(captured["0.weight"], inputs)
+    # a property that gives the weight's values (w.T) is a use: that weight is left out
+    transposed = nn.Linear(4, 3)
+    transposed.forward = lambda x: x @ transposed.weight.T + transposed.bias
+    assert capture_layer_inputs(nn.Sequential(transposed), inputs) == {}
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_grouped_conv_rows_are_each_groups_patches_in_group_order(groups):
+    conv = nn.Conv2d(6, 6, 3, padding=1, groups=groups)
+    inputs = torch.randn(2, 6, 5, 5)
+    rows = capture_layer_inputs(nn.Sequential(conv), inputs)["0.weight"]
+    expected = torch.cat([F.unfold(part, 3, padding=1).transpose(1, 2).reshape(-1, 9 * 6 // groups)
+                          for part in inputs.chunk(groups, dim=1)])
+    assert torch.equal(rows, expected)
