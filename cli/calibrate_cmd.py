@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @guarded
 def run(args: argparse.Namespace) -> int:
     from sipgrad.calibration import calibrate, labelled_images
-    from sipgrad.calibration.calibrate import checkpoint_path
+    from sipgrad.calibration.calibrate import CalibrationInterrupted
     from sipgrad.errors import SipgradError
     from sipgrad.hooks.sip import resolve_layers
 
@@ -66,11 +66,10 @@ def run(args: argparse.Namespace) -> int:
                                    crop=not args.no_crop, seed=args.seed, progress=bar.update,
                                    on_skip=lambda message: (skipped.append(message),
                                                             print(f"sipgrad: error: {message}", file=sys.stderr)))
-        except KeyboardInterrupt:  # say whether anything was kept: no checkpoint exists before the first batch
-            partial = checkpoint_path(args.out)
-            if partial.is_file():
-                return fail(f"interrupted; the finished batches are in {partial}: the same command resumes from it",
-                            130)
+        except CalibrationInterrupted as interrupt:  # say whether this run kept anything
+            if interrupt.checkpoint is not None:
+                return fail(f"interrupted; the finished batches are in {interrupt.checkpoint}: the same command "
+                            f"resumes from it", 130)
             return fail("interrupted before the first batch was finished; nothing was written", 130)
     counts = statistics.per_layer[layers[0]].count
     print(f"wrote {args.out}: {len(layers)} layers, {counts} images"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -143,6 +145,35 @@ def _load_checkpoint(path: Path, signature: str, layers: Sequence[str]):
         return None
 
 
+@contextlib.contextmanager
+def _interrupt_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise it: for updates that must not stop half-way.
+
+    Only the main thread receives signals, so elsewhere (and where a handler cannot be set) the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+class CalibrationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``calibrate``. ``checkpoint`` is the file this run left with the finished batches (the same
+    call resumes from it), or None when no batch had finished: a checkpoint of another run may exist there, but
+    this one would start over."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+
+
 def checkpoint_path(out: str | os.PathLike) -> Path:
     """Where ``calibrate`` keeps the progress of a run writing ``out``: ``<out>.partial.npz``."""
     out = Path(out)
@@ -181,25 +212,30 @@ def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: st
         with torch.inference_mode(), evaluation_mode(module), capture_gap(module, layers) as captured:
             while done < len(items):
                 chunk = items[done:done + batch_size]
-                tensors, labels, indices = [], [], []
+                tensors, labels, indices, unreadable = [], [], [], 0
                 for offset, (path, label) in enumerate(chunk):
                     try:
                         tensors.append(classifier.preprocessing.prepare(load_image(path), crop=crop)[0])
                         labels.append(label)
                         indices.append(done + offset)
                     except ImageLoadError as error:
-                        skipped += 1
+                        unreadable += 1
                         if on_skip:
                             on_skip(str(error))
                 if tensors:
                     module(torch.stack(tensors).to(classifier.device))
                     priorities = _priorities(np.asarray(indices), seed)
-                    for name in layers:
-                        values = captured[name].float().cpu().numpy()
-                        if name not in accumulators:
-                            accumulators[name] = ChannelAccumulator.empty(values.shape[1], num_classes)
-                        accumulators[name].update(values, np.asarray(labels), priorities, reservoir_size)
-                done += len(chunk)
+                # The accumulators, done and skipped change together, with Ctrl-C held: a checkpoint saved on
+                # interruption never holds part of a batch (a resumed run would count it twice).
+                with _interrupt_held():
+                    if tensors:
+                        for name in layers:
+                            values = captured[name].float().cpu().numpy()
+                            if name not in accumulators:
+                                accumulators[name] = ChannelAccumulator.empty(values.shape[1], num_classes)
+                            accumulators[name].update(values, np.asarray(labels), priorities, reservoir_size)
+                    done += len(chunk)
+                    skipped += unreadable
                 batches += 1
                 if progress:
                     progress(len(chunk))
@@ -211,7 +247,7 @@ def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: st
     except KeyboardInterrupt:
         if accumulators:
             _save_checkpoint(checkpoint, signature, done, skipped, accumulators, layers)
-        raise
+        raise CalibrationInterrupted(checkpoint if accumulators else None) from None
     if not accumulators:
         from sipgrad.errors import SipgradError
 

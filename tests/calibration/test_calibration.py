@@ -111,32 +111,51 @@ def test_calibrate_then_explain_with_cls_from_the_cli(tiny_dataset, tmp_path, as
     assert "statistics were computed for efficientnet_lite0" in refused.stderr
 
 
-def test_ctrl_c_says_whether_a_checkpoint_was_kept(tiny_dataset, tmp_path, monkeypatch, capsys):
-    import sipgrad.calibration
+def test_ctrl_c_keeps_whole_batches_only_and_says_whether_this_run_kept_a_checkpoint(tiny_dataset, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A real SIGINT that lands while a batch updates the accumulators is held until the batch is done, so
+    the checkpoint holds whole batches (a resumed run would count a half one twice). Ctrl-C before any batch
+    is done writes nothing, and a checkpoint another run left there is not claimed as this run's."""
+    import importlib
+    import os
+    import signal
+
     from sipgrad_cli.main import main
 
-    real = sipgrad.calibration.calibrate
-    out = tmp_path / "stats.npz"
-
-    def interrupted_after(batches):
-        def run(*args, **kwargs):
-            if batches:
-                real(*args, **kwargs, stop_after=batches)  # leaves the checkpoint of `batches` batches
-            raise KeyboardInterrupt
-        return run
-
+    calibrate_module = importlib.import_module("sipgrad.calibration.calibrate")  # the package exports the function
+    out, partial = tmp_path / "stats.npz", tmp_path / "stats.npz.partial.npz"
     argv = ["calibrate", "--data", str(tiny_dataset), "--out", str(out), "--batch-size", "4"]
-    monkeypatch.setattr(sipgrad.calibration, "calibrate", interrupted_after(0))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    partial.write_bytes(b"a checkpoint of some other run")  # not this run's: it would start over
+    monkeypatch.setattr(calibrate_module, "_priorities", interrupted)  # after the first pass, before any update
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "interrupted before the first batch was finished; nothing was written" in err
-    assert not (tmp_path / "stats.npz.partial.npz").exists() and not out.exists()
+    assert partial.read_bytes() == b"a checkpoint of some other run" and not out.exists()
+    monkeypatch.undo()
 
-    monkeypatch.setattr(sipgrad.calibration, "calibrate", interrupted_after(1))
+    partial.unlink()
+    real_update, calls = calibrate_module.ChannelAccumulator.update, []
+
+    def update_with_ctrl_c_in_the_first(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # lands in the middle of the first batch's layer updates
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(calibrate_module.ChannelAccumulator, "update", update_with_ctrl_c_in_the_first)
     assert main(argv) == 130
     err = capsys.readouterr().err
-    assert f"interrupted; the finished batches are in {tmp_path / 'stats.npz.partial.npz'}" in err
-    assert (tmp_path / "stats.npz.partial.npz").is_file() and not out.exists()
+    assert f"interrupted; the finished batches are in {partial}: the same command resumes from it" in err
+    with np.load(partial, allow_pickle=False) as saved:
+        layers = len([key for key in saved.files if key.endswith("/count")])
+        assert int(saved["done"]) == 4 and layers == 9 == len(calls)  # every layer of the one batch, and no more
+        readable = 4 - int(saved["skipped"])
+        assert all(int(saved[f"{i}/count"].sum()) == readable for i in range(layers))
+    assert not out.exists()
 
 
 def test_calibrating_never_changes_the_model(tmp_path):
