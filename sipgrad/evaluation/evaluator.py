@@ -76,9 +76,21 @@ class EvalSettings:
 
     def describe(self) -> dict[str, Any]:
         options = {k: str(v) for k, v in self.sip_options.items() if v is not None}
-        return {"configs": [c.key for c in self.configs()], "sip_options": options, "tolerance": self.tolerance,
-                "steps": self.steps, "crop": self.crop,
-                "method_options": {k: v for k, v in sorted(self.method_options.items()) if v is not None}}
+        described = {"configs": [c.key for c in self.configs()], "sip_options": options, "tolerance": self.tolerance,
+                     "steps": self.steps, "crop": self.crop,
+                     "method_options": {k: v for k, v in sorted(self.method_options.items()) if v is not None}}
+        if self.draws_noise:  # runs made before noise came from case ids lack the key: see runner.RUN_FILE_DEFAULTS
+            described["noise"] = NOISE_SEEDING
+        return described
+
+    @property
+    def draws_noise(self) -> bool:
+        """Whether a method draws random noise (SmoothGrad, IG with a noise baseline), so records depend on it."""
+        return "smoothgrad" in self.methods or ("ig" in self.methods and self.options.ig_baseline == "noise")
+
+
+# How random methods seed each case's noise (``Case.noise_index``); recorded in a run's identity.
+NOISE_SEEDING = "seed and case id"
 
 
 @dataclass

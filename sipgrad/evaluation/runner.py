@@ -74,6 +74,15 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+# What a run file written before a key existed meant by its absence. Other absent keys are taken as equal.
+RUN_FILE_DEFAULTS = {"noise": "row in batch"}  # noise drawn from each case's row in its batch, before 31e873c
+
+
+def _recorded(previous: dict[str, Any], key: str, now: Any) -> Any:
+    """``previous[key]``, or what its absence meant (``RUN_FILE_DEFAULTS``), or ``now`` when nothing is known."""
+    return previous[key] if key in previous else RUN_FILE_DEFAULTS.get(key, now)
+
+
 def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) -> None:
     """Refuse to mix records of different settings or models in one folder, naming what changed."""
     path = out / "run.json"
@@ -86,12 +95,12 @@ def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) 
             raise SipgradError(f"{path}: damaged, so the results in {out} cannot be matched to these settings "
                                f"({previous if isinstance(previous, str) else 'not a JSON object'}); "
                                f"use another output folder")
-        changed = [key for key in identity if key in previous and previous[key] != identity[key]]
+        changed = [key for key in identity if _recorded(previous, key, identity[key]) != identity[key]]
         if changed:
             key = changed[0]
             what = "the model weights" if key == "weights" else f"the {key!r} setting"
             raise SipgradError(f"{out} holds results made with other settings: {what} differs "
-                               f"({previous[key]!r} there, {identity[key]!r} now); use another output folder")
+                               f"({_recorded(previous, key, None)!r} there, {identity[key]!r} now); use another output folder")
     elif rank == 0:
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps(identity, indent=2))

@@ -120,3 +120,27 @@ def test_a_random_methods_record_does_not_depend_on_the_cases_row_in_its_batch(s
     twin = dataclasses.replace(cases[2], case_id="c2-twin")
     other = evaluator.evaluate([twin], keep_maps=True)[0]["_map"]
     assert np.abs(other - together[2]["_map"]).max() > 1e-3 * np.abs(together[2]["_map"]).max()
+
+
+def test_a_run_folder_from_before_case_id_noise_is_not_resumed_with_random_methods(small_classifier, tmp_path):
+    import json
+
+    from sipgrad.errors import SipgradError
+    from sipgrad.evaluation import evaluate
+
+    cases = _small_cases(tmp_path, 2)
+    for methods, options, refused in ((("smoothgrad",), {"smoothgrad_samples": 2}, True),
+                                      (("grad",), {}, False)):
+        out = tmp_path / methods[0]
+        settings = EvalSettings(methods=methods, steps=0, method_options=options)
+        evaluate(small_classifier, cases, settings, out, dataset="t")
+        run_file = out / "run.json"
+        identity = json.loads(run_file.read_text())
+        assert ("noise" in identity) == refused  # only runs whose records depend on noise record how it is drawn
+        identity.pop("noise", None)  # as a run written before noise came from case ids
+        run_file.write_text(json.dumps(identity))
+        if refused:
+            with pytest.raises(SipgradError, match="the 'noise' setting differs .'row in batch' there"):
+                evaluate(small_classifier, cases, settings, out, dataset="t")
+        else:
+            evaluate(small_classifier, cases, settings, out, dataset="t")  # grad: nothing random, resumes
