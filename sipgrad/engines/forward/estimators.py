@@ -106,12 +106,20 @@ def combine(derivatives: torch.Tensor, directions: Directions) -> Params:
 def estimate_gradient(loss_of: Callable[[Params], torch.Tensor], params: Params, sampler: DirectionSampler,
                       directions: int, generator: torch.Generator | None = None,
                       layer_inputs: Mapping[str, torch.Tensor] | None = None,
-                      chunk_size: int | None = None) -> GradientEstimate:
-    """Forward-gradient estimate of grad loss_of(params) from ``directions`` directions of ``sampler``."""
+                      chunk_size: int | None = None, *,
+                      around_derivatives: Callable[[], contextlib.AbstractContextManager] | None = None
+                      ) -> GradientEstimate:
+    """Forward-gradient estimate of grad loss_of(params) from ``directions`` directions of ``sampler``.
+
+    ``around_derivatives`` (a context-manager factory) wraps the derivative pass alone, after the
+    directions are drawn: ``model_gradient_estimate`` replays the random state of its layer-input
+    capture there, so that dropout draws the captured pass's mask.
+    """
     if directions < 1:
         raise SipgradError(f"a forward gradient needs at least one direction, got {directions}")
     tangents = sampler.sample(params, directions, generator, layer_inputs)
-    loss, derivatives = directional_derivatives(loss_of, params, tangents, chunk_size)
+    with around_derivatives() if around_derivatives is not None else contextlib.nullcontext():
+        loss, derivatives = directional_derivatives(loss_of, params, tangents, chunk_size)
     return GradientEstimate(loss.detach(), combine(derivatives, tangents), derivatives)
 
 
@@ -319,20 +327,12 @@ def model_gradient_estimate(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
         try:
             if not sampler.needs_layer_inputs:
                 return estimate_gradient(loss_of, params, sampler, directions, generator, None, chunk_size)
-            if directions < 1:
-                raise SipgradError(f"a forward gradient needs at least one direction, got {directions}")
             # The capture pass and the estimate's pass must draw the same random numbers (one dropout
             # mask), or the gradient leaves the captured span: replay the global generator's state.
             before = _rng_states(inputs.device)
             layer_inputs = capture_layer_inputs(model, inputs)
-            tangents = sampler.sample(params, directions, generator, layer_inputs)
-            after = _rng_states(inputs.device)  # past the capture's and the sampler's draws
-            _set_rng_states(before)
-            try:
-                loss, derivatives = directional_derivatives(loss_of, params, tangents, chunk_size)
-            finally:
-                _set_rng_states(after)
-            return GradientEstimate(loss.detach(), combine(derivatives, tangents), derivatives)
+            return estimate_gradient(loss_of, params, sampler, directions, generator, layer_inputs, chunk_size,
+                                     around_derivatives=lambda: _replaying(before, inputs.device))
         except RuntimeError as error:
             def retry():
                 return directional_derivatives(loss_of, params, GaussianSampler().sample(params, 2, generator))
@@ -357,6 +357,17 @@ def _rng_states(device: torch.device) -> list[tuple[Callable[[torch.Tensor], Non
 def _set_rng_states(states: list[tuple[Callable[[torch.Tensor], None], torch.Tensor]]) -> None:
     for setter, state in states:
         setter(state)
+
+
+@contextlib.contextmanager
+def _replaying(before: list, device: torch.device) -> Iterator[None]:
+    """Run the block from the random state ``before``; afterwards go on from where the draws had got to."""
+    after = _rng_states(device)  # past the capture's and the sampler's draws
+    _set_rng_states(before)
+    try:
+        yield
+    finally:
+        _set_rng_states(after)
 
 
 def _fused_estimate(plan: FusedPlan, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
