@@ -107,3 +107,17 @@ def test_channel_pca_and_npz(tmp_path, small_batch):
 def test_unknown_layer_is_a_clear_error(small_batch):
     with pytest.raises(SipgradError, match="no layer named"):
         record_gradients(make_small_cnn(), small_batch, layers=("conv9",))
+
+
+def test_channel_vectors_are_position_means_and_centre_reaches_the_spectrum(small_batch):
+    from sipgrad.analysis.spectrum import gradient_spectrum
+
+    model = make_small_cnn()
+    recorded = record_gradients(model, small_batch, layers=LAYERS)
+    for centre in (True, False):
+        analysis = analyze_gradients(model, small_batch, layers=LAYERS, centre=centre, batch_size=3)
+        for layer in LAYERS:
+            grad = recorded.gradients[layer]
+            torch.testing.assert_close(analysis.channel_vectors[layer], grad.mean(dim=(2, 3)))
+            expected = gradient_spectrum(grad, centre=centre).singular_values
+            torch.testing.assert_close(analysis.spectra[layer].singular_values, expected, atol=1e-5, rtol=1e-4)

@@ -20,7 +20,7 @@ def loop_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor)
     for x, y in zip(inputs, labels):
         model.zero_grad()
         F.cross_entropy(model(x[None]), y[None]).backward()
-        rows.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        rows.append({name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad})
     return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
 
@@ -124,3 +124,32 @@ def test_bad_inputs_are_one_line_errors():
         per_example_gradients(model, inputs, labels, chunk_size=0)
     with pytest.raises(SipgradError, match="unknown model"):
         small_model("resnet", (1, 8, 8))
+
+
+def test_a_layer_is_the_module_that_owns_the_parameter_also_when_nested():
+    # "blocks.0.conv.weight" belongs to layer "blocks.0.conv": cutting at the first dot would pool whole blocks.
+    params = {"blocks.0.conv.weight": torch.zeros(2, 3), "blocks.0.conv.bias": torch.zeros(2),
+              "blocks.1.conv.weight": torch.zeros(4, 2), "head.weight": torch.zeros(1, 4), "scale": torch.zeros(())}
+    layout = LayerLayout.of(params)
+    assert layout.layers == {"blocks.0.conv": ("blocks.0.conv.weight", "blocks.0.conv.bias"),
+                             "blocks.1.conv": ("blocks.1.conv.weight",), "head": ("head.weight",), "scale": ("scale",)}
+    assert layout.size("blocks.0.conv") == 8 and layout.size("scale") == 1
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3)), nn.Linear(3, 2))
+    inputs, labels = torch.randn(5, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 0, 1])
+    rows = layer_gradients(model, inputs, labels)
+    assert list(rows) == ["0.0", "0.2", "1"]
+    expected = loop_gradients(model, inputs, labels)
+    torch.testing.assert_close(rows["0.2"], torch.cat([expected["0.2.weight"].reshape(5, -1), expected["0.2.bias"]], 1))
+
+
+def test_frozen_parameters_are_left_out():
+    # A parameter with requires_grad=False is not part of the training state: no gradient, never stepped.
+    model = small_model("mlp", (1, 8, 8), seed=0)
+    model[1].weight.requires_grad_(False)
+    params = model_parameters(model)
+    assert "1.weight" not in params and set(params) == {"1.bias", "3.weight", "3.bias"}
+    inputs, labels = batch_of((1, 8, 8), 3, seed=0)
+    gradients, _ = per_example_gradients(model, inputs, labels)
+    assert set(gradients) == {"1.bias", "3.weight", "3.bias"}
+    expected = loop_gradients(model, inputs, labels)
+    torch.testing.assert_close(gradients["1.bias"], expected["1.bias"], rtol=1e-5, atol=1e-6)

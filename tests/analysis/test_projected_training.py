@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipgrad.analysis.models import small_model
-from sipgrad.analysis.projected_training import (TrainConfig, _batches, randomize_labels, summarize_runs, train)
+from sipgrad.analysis.projected_training import (
+    BatchSubspace,
+    TrainConfig,
+    _batches,
+    randomize_labels,
+    summarize_runs,
+    train,
+)
 from sipgrad.datasets import load_digits
 from sipgrad.errors import SipgradError
 
@@ -121,3 +129,52 @@ def test_config_is_validated(options, message):
 def test_batch_larger_than_the_data_is_refused(digits):
     with pytest.raises(SipgradError, match="exceeds the"):
         train(small_model("mlp", digits.image_shape), digits, TrainConfig(batch_size=5000, steps=1))
+
+
+def test_batch_subspace_keeps_the_top_k_right_singular_vectors_of_its_rank():
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.linspace(3.0, 0.1, 30, dtype=torch.float64)  # distinct strengths: a well-defined top 3
+    rows = torch.randn(12, 30, generator=generator, dtype=torch.float64) * scales
+    small = torch.randn(2, dtype=torch.float64)
+    subspace = BatchSubspace({"a": 30, "small": 2}, TrainConfig(k=3, subspace="batch"))
+    subspace.update({"a": rows, "small": torch.randn(12, 2, generator=generator, dtype=torch.float64)})
+    vector = torch.randn(30, generator=generator, dtype=torch.float64)
+    top = np.linalg.svd(rows.numpy(), full_matrices=False)[2][:3]
+    projected = subspace.project({"a": vector, "small": small})
+    np.testing.assert_allclose(projected["a"].numpy(), top.T @ (top @ vector.numpy()), atol=1e-10)
+    assert projected["small"] is small
+    # Rank 2 < k: only the two directions the rows span, never an arbitrary null-space vector.
+    rank_two = torch.randn(12, 2, generator=generator, dtype=torch.float64) @ torch.randn(2, 30, generator=generator,
+                                                                                          dtype=torch.float64)
+    subspace.update({"a": rank_two, "small": torch.randn(12, 2, dtype=torch.float64)})
+    span = np.linalg.svd(rank_two.numpy(), full_matrices=False)[2][:2]
+    np.testing.assert_allclose(subspace.project({"a": vector})["a"].numpy(), span.T @ (span @ vector.numpy()),
+                               atol=1e-10)
+
+
+def test_probe_ratios_are_those_of_an_orthogonal_projection(digits):
+    # For an orthogonal projection P, cos(g, Pg) = |Pg| / |g| <= 1; with k at least every layer size P = I.
+    low = run(digits, optimizer="momentum", k=4, steps=6)
+    assert low.probe["|Pg|/|g|"] == pytest.approx(low.probe["cos(g, Pg)"], rel=1e-4)
+    assert all(0 < v <= 1 + 1e-6 for v in low.probe["|Pg|/|g|"] + low.probe["|Pv|/|v|"])
+    full = run(digits, optimizer="momentum", k=64 * 64 + 64, steps=6)
+    assert full.probe["|Pg|/|g|"] == pytest.approx([1.0], rel=1e-6)
+    assert full.probe["|Pv|/|v|"] == pytest.approx([1.0], rel=1e-6)
+    assert full.probe["cos(v, Pg)"] == pytest.approx(full.probe["cos(v, g)"], rel=1e-6)
+
+
+def test_batches_are_full_and_never_span_two_epochs():
+    batches = _batches(10, 4, torch.Generator().manual_seed(0))
+    drawn = [next(batches) for _ in range(4)]  # two per epoch of 10: the last 2 examples of each are left out
+    assert [len(b) for b in drawn] == [4, 4, 4, 4]
+    assert len(set(torch.cat(drawn[:2]).tolist())) == 8 and len(set(torch.cat(drawn[2:]).tolist())) == 8
+
+
+def test_an_sgd_step_is_the_mean_gradient_for_any_batch_size(digits):
+    model = small_model("mlp", digits.image_shape, seed=0)
+    ours = train(model, digits, TrainConfig(optimizer="sgd", lr=0.5, steps=1, batch_size=16, eval_every=1))
+    index = next(_batches(len(digits.train), 16, torch.Generator().manual_seed(0)))
+    reference = copy.deepcopy(model)
+    F.cross_entropy(reference(digits.train.inputs[index]), digits.train.labels[index]).backward()
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(ours.params[name], p.detach() - 0.5 * p.grad, rtol=1e-4, atol=1e-6)

@@ -73,3 +73,33 @@ def test_the_old_center_spelling_still_works_with_a_warning():
     with pytest.warns(DeprecationWarning, match="centre"):
         old = gradient_spectrum(grad, center=False)
     assert torch.equal(old.singular_values, gradient_spectrum(grad, centre=False).singular_values)
+
+
+def test_effective_rank_normalises_the_singular_values_not_their_squares():
+    # Roy & Vetterli: p_i = s_i / sum(s). s = (3, 1): p = (3/4, 1/4), exp(H) = 1.7548; energies would give 1.3841.
+    expected = float(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))
+    assert effective_rank(torch.tensor([[3.0, 1.0]], dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
+    grad = torch.zeros(1, 2, 2, 2)
+    grad[0, 0, 0, 0], grad[0, 1, 0, 1] = 3.0, -1.0  # a 2 x 4 matrix with singular values 3 and 1
+    spectrum = gradient_spectrum(grad, centre=False)
+    torch.testing.assert_close(spectrum.singular_values[0], torch.tensor([3.0, 1.0]))
+    assert spectrum.effective_rank[0].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_signed_components_and_loadings_rebuild_the_gradient():
+    # SVD signs are arbitrary; flipping a map must flip its loading too, so that G = sum_k s_k u_k v_k^T still holds.
+    grad = torch.randn(6, 3, 2, 3, generator=torch.Generator().manual_seed(4))  # C = 3 <= HW = 6: all components
+    spectrum = gradient_spectrum(grad, components=3, centre=True)
+    centred = grad - grad.mean(dim=(2, 3), keepdim=True)
+    rebuilt = torch.einsum("bk,bkc,bkhw->bchw", spectrum.singular_values, spectrum.loadings, spectrum.components)
+    torch.testing.assert_close(rebuilt, centred, atol=1e-5, rtol=1e-5)
+    maps = spectrum.components.flatten(2)
+    assert (maps.gather(2, maps.abs().argmax(dim=2, keepdim=True)) > 0).all()
+
+
+def test_energy_in_more_components_than_exist_is_all_of_it():
+    # A 1 x 2 map has at most 2 components: the "top-3 energy" is all the energy, not more.
+    grad = torch.randn(3, 4, 1, 2, generator=torch.Generator().manual_seed(0))
+    spectrum = gradient_spectrum(grad, centre=False)
+    torch.testing.assert_close(spectrum.energy_in_top(3), torch.ones(3))
+    torch.testing.assert_close(spectrum.energy_in_top(1), spectrum.explained[:, 0])

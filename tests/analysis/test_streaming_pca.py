@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -133,3 +135,43 @@ def test_bad_arguments():
         FrequentDirections(5, 2).update(torch.zeros(3, 4))
     with pytest.raises(SipgradError, match="at least k"):
         LayerwiseSketch({"a": 10}, k=4, sketch_size=2)
+
+
+def test_default_sketch_size_is_2k_and_every_layer_wider_than_k_is_sketched():
+    sketch = LayerwiseSketch({"wide": 50, "just_over": 5, "equal": 4, "narrow": 3}, k=4)
+    assert set(sketch.sketches) == {"wide", "just_over"}
+    assert [s.sketch_size for s in sketch.sketches.values()] == [8, 8]
+    # P = k + 1: a real projection. Rows without a fifth coordinate leave e5 outside the top-4 subspace.
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(20, 5, generator=generator, dtype=torch.float64) * torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0],
+                                                                                       dtype=torch.float64)
+    sketch.update({"wide": torch.randn(20, 50, generator=generator), "just_over": rows})
+    e5 = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    assert sketch.project({"just_over": e5})["just_over"].abs().max() < 1e-12
+    e1 = torch.eye(5, dtype=torch.float64)[0]
+    torch.testing.assert_close(sketch.project({"just_over": e1})["just_over"], e1)
+
+
+def test_forgetting_also_forgets_the_shrinkage():
+    # 40 batches of pure noise with decay 0.5: Delta must obey the bound of the *weighted* stream
+    # (k = 0: Delta <= ||A_w||_F^2 / (l + 1)); shrinkage that is never decayed grows with every batch instead.
+    decay, size, dim = 0.5, 4, 10
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(10, dim, generator=generator, dtype=torch.float64) for _ in range(40)]
+    sketch = FrequentDirections(dim, size, decay=decay)
+    for rows in batches:
+        sketch.update(rows)
+    weighted = torch.cat([decay ** ((len(batches) - 1 - t) / 2) * rows for t, rows in enumerate(batches)])
+    assert sketch.covariance_error_bound() <= float(weighted.square().sum()) / (size + 1) + 1e-9
+    error = weighted.T @ weighted - sketch.sketch.T @ sketch.sketch
+    assert torch.linalg.eigvalsh(error).abs().max() <= sketch.covariance_error_bound() + 1e-9
+
+
+def test_principal_angles_of_one_small_and_one_large_angle():
+    # Planes with angles 0.1 and 1.2 rad: each angle must come from its own cosine/sine pair.
+    eye = torch.eye(6, dtype=torch.float64)
+    first = eye[:2]
+    second = torch.stack([math.cos(0.1) * eye[0] + math.sin(0.1) * eye[2],
+                          math.cos(1.2) * eye[1] + math.sin(1.2) * eye[3]])
+    torch.testing.assert_close(principal_angles(first, second), torch.tensor([0.1, 1.2], dtype=torch.float64))
+    torch.testing.assert_close(principal_angles(second, first), torch.tensor([0.1, 1.2], dtype=torch.float64))

@@ -257,3 +257,21 @@ def test_xml_object_without_bndbox_or_name_is_refused(images, tmp_path, kind, se
     assert str(info.value) == f"{tmp_path / 'a.xml'}: {message}"
     (tmp_path / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{good}</annotation>")
     assert load_dataset(kind, images, tmp_path / "a.xml", CLASSES)[0].boxes == ((4.0, 2.0, 50.0, 60.0),)
+
+
+def test_a_box_clipped_to_nothing_at_the_image_edge_is_dropped():
+    from sipgrad.evaluation.cases import BoxWarning, fit_boxes
+
+    # On a 200 x 100 image, a box starting at x = 200 (or y = 100) keeps no area after clipping.
+    with pytest.warns(BoxWarning, match="2 box\\(es\\) lie wholly outside"):
+        kept = fit_boxes("x#1", [(200.0, 10.0, 260.0, 50.0), (10.0, 100.0, 20.0, 130.0), (5.0, 5.0, 6.0, 6.0)],
+                         (200, 100))
+    assert kept == ((5.0, 5.0, 6.0, 6.0),)
+
+
+def test_boxes_follow_a_non_square_input():
+    from sipgrad.models.preprocessing import Geometry
+
+    # a 400 x 100 (w x h) original onto a 100 x 50 input: x scale 1/4, y scale 1/2
+    geometry = Geometry((100, 400), (0.0, 0.0, 400.0, 100.0), (50, 100))
+    assert geometry.box_to_input((40, 20, 80, 60)) == (10.0, 10.0, 20.0, 30.0)

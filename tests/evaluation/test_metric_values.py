@@ -76,3 +76,41 @@ def test_insertion_blur_is_the_normalised_separable_gaussian():
     assert math.isclose(blurred.sum().item(), 1.0, rel_tol=1e-12)
     constant = torch.full((1, 3, 20, 30), 0.7, dtype=torch.float64)  # replicate padding: stays constant
     assert torch.allclose(metrics._blur(constant), constant, atol=1e-12)
+
+
+def test_mu_in_w_on_a_wide_image_divides_by_the_whole_area():
+    # H = 10, W = 30 (300 pixels), a 5 x 5 box: a uniform map scores mu_in = 25 / 300 and mu_in_w = 1;
+    # a map wholly inside the box scores 1 and 300 / 25 = 12.
+    boxes, valid = pad_boxes([[(2.0, 3.0, 7.0, 8.0)]])
+    mask = metrics.box_mask(boxes, valid, 10, 30)
+    share, weighted = metrics.mu_in(torch.ones(1, 10, 30), mask)
+    assert math.isclose(share.item(), 25 / 300, rel_tol=1e-6) and math.isclose(weighted.item(), 1.0, rel_tol=1e-6)
+    share, weighted = metrics.mu_in(mask.float(), mask)
+    assert share.item() == 1.0 and math.isclose(weighted.item(), 12.0, rel_tol=1e-6)
+
+
+def test_a_box_that_covers_no_pixel_centre_is_never_hit():
+    # (5.1, 5.1, 5.4, 5.4) holds no pixel centre (the nearest is 5.5): its mask is empty, and the pointing
+    # game and the centre baseline agree with the mask rather than score a hit beside it.
+    boxes, valid = pad_boxes([[(5.1, 5.1, 5.4, 5.4)]])
+    assert not metrics.box_mask(boxes, valid, 20, 20).any()
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 5, 5] = 1.0
+    assert not metrics.pointing_game(maps, boxes, valid, tolerance=15.0)[0]
+    assert not metrics.centre_baseline(boxes, valid, 20, 20, tolerance=15.0)[0]
+
+
+def test_each_step_changes_the_nearest_whole_number_of_pixels():
+    # 7 pixels in 3 steps: 2.33 and 4.67 pixels are 2 and 5 (rounded), not 2 and 4 (truncated).
+    inputs = torch.zeros(1, 3, 1, 7)
+    inputs[0, 0] = 1.0
+    maps = torch.arange(7.0, 0.0, -1.0).view(1, 1, 7)
+
+    def model(x):  # class-0 logit: how many pixels are left
+        return torch.stack((x[:, 0].sum(dim=(1, 2)), torch.zeros(x.shape[0])), dim=1)
+
+    expected = torch.sigmoid(torch.tensor([7.0, 5.0, 2.0, 0.0]))
+    curve = metrics.perturbation_curves(model, inputs, maps, torch.tensor([0]), steps=3, mode="deletion")
+    assert torch.allclose(curve[0], expected)
+    curve_set = metrics.perturbation_curve_set(model, inputs, maps, torch.tensor([0]), steps=3)
+    assert torch.allclose(curve_set["deletion"][0], expected)
