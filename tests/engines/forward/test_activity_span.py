@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sipgrad.engines.forward.binary import BinaryLinear
-from sipgrad.engines.forward.estimators import capture_layer_inputs, model_gradient_estimate
+from sipgrad.engines.forward.estimators import (
+    capture_layer_inputs,
+    model_gradient_estimate,
+)
 from sipgrad.engines.forward.samplers import make_sampler, span_basis
 from sipgrad.models.efficientnet_lite import Conv2dSame
 
@@ -231,3 +234,26 @@ def test_grouped_conv_rows_are_each_groups_patches_in_group_order(groups):
     expected = torch.cat([F.unfold(part, 3, padding=1).transpose(1, 2).reshape(-1, 9 * 6 // groups)
                           for part in inputs.chunk(groups, dim=1)])
     assert torch.equal(rows, expected)
+
+
+def test_the_fused_path_gives_the_activity_sampler_its_layer_inputs():
+    """The MLP takes the fused path; its activity directions must still lie in the batch's input span,
+    and equal the general path's (same generator)."""
+    from sipgrad.engines.forward.fused import plan_for
+    from sipgrad.engines.forward.models import build_model
+
+    model = build_model("mlp", (1, 8, 8), 10, seed=0).double()
+    inputs = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 3, 5, 9])
+    assert plan_for(model, F.cross_entropy, inputs, labels) is not None
+    sampler = _Recording()
+    fused = model_gradient_estimate(model, F.cross_entropy, inputs, labels, sampler, 3,
+                                    generator=torch.Generator().manual_seed(1))
+    assert set(sampler.layer_inputs) == {"1.weight", "3.weight"}
+    first = sampler.directions["1.weight"]  # 3 x 128 x 64, rows combinations of the 4 flattened images
+    flat = inputs.flatten(1)
+    torch.testing.assert_close(first @ (flat.T @ torch.linalg.pinv(flat.T)), first, atol=1e-10, rtol=0)
+    general = model_gradient_estimate(model, F.cross_entropy, inputs, labels, make_sampler("activity"), 3,
+                                      generator=torch.Generator().manual_seed(1), fused=False)
+    for name, g in general.gradient.items():
+        torch.testing.assert_close(fused.gradient[name], g, atol=1e-12, rtol=1e-10)

@@ -110,3 +110,15 @@ def test_latents_are_clipped_or_stored_at_b_bits():
     torch.testing.assert_close(position, position.round(), atol=1e-5, rtol=0)
     with pytest.raises(SipgradError, match="latent bits"):
         stochastic_round(model[0].weight, 0)
+
+
+def test_forward_mode_ste_passes_at_the_clip_boundary_like_backward():
+    """|w| = 1 is where clipped latents sit after every step: forward mode passes the tangent there (1 where
+    |w| <= 1), exactly as the backward STE does."""
+    latent = torch.tensor([-1.0, 1.0, -1.0 - 1e-12, 1.0 + 1e-12, 0.5], dtype=torch.float64)
+    tangent = torch.tensor([2.0, -3.0, 5.0, 7.0, 11.0], dtype=torch.float64)
+    derivative = torch.func.jvp(SignSTE.apply, (latent,), (tangent,))[1]
+    torch.testing.assert_close(derivative, torch.tensor([2.0, -3.0, 0.0, 0.0, 11.0], dtype=torch.float64))
+    upstream = latent.clone().requires_grad_(True)
+    SignSTE.apply(upstream).backward(tangent)
+    torch.testing.assert_close(derivative, upstream.grad)

@@ -75,3 +75,17 @@ def test_row_correlations_are_correlation_matrices(digits_mlp):
     gradient = torch.func.grad(lambda p: torch.nn.functional.cross_entropy(
         torch.func.functional_call(model, p, (batch.inputs,)), batch.labels))(dict(model.named_parameters()))
     torch.testing.assert_close(last, torch.corrcoef(gradient["3.weight"].double()))
+
+
+def test_table_rows_are_mean_and_standard_error_of_trials_that_share_the_seed(digits_mlp):
+    """Each row: the mean of R cosines and their standard error std / sqrt(R) (std with Bessel's correction),
+    every sampler's trials starting from the same seed."""
+    model, data = digits_mlp
+    table = cosine_table(model, data.train, [16], ["gaussian", "rademacher"], directions=2, trials=5, seed=3)
+    assert [row.sampler for row in table.rows] == ["gaussian", "rademacher"]
+    for row in table.rows:
+        values = estimate_cosines(model, data.train, 16, row.sampler, 2, 5, torch.Generator().manual_seed(3))
+        mean = sum(values) / 5
+        assert row.cosine == pytest.approx(mean, rel=1e-12)
+        assert row.stderr == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in values) / 4) / math.sqrt(5),
+                                           rel=1e-9)

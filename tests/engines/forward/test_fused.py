@@ -27,7 +27,7 @@ from sipgrad.engines.forward.fused import (
     fused_chunk_size,
     plan_for,
 )
-from sipgrad.engines.forward.models import build_model
+from sipgrad.engines.forward.models import GlobalAveragePool, build_model
 from sipgrad.engines.forward.samplers import (
     DirectionSampler,
     flatten_directions,
@@ -224,3 +224,42 @@ def test_compiled_fused_step_equals_the_eager_one():
         torch.testing.assert_close(compiled.derivatives, eager.derivatives, atol=1e-6, rtol=1e-5)
         for name, g in eager.gradient.items():
             torch.testing.assert_close(compiled.gradient[name], g, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("conv", [
+    lambda: nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect"),  # not the fused path's zero padding
+    lambda: nn.Conv2d(2, 4, 3, padding=2, dilation=2),
+    lambda: nn.Conv2d(2, 4, 3, padding=1, stride=2),
+], ids=["reflect", "dilated", "strided"])
+def test_conv_geometry_and_padding_give_torchs_derivatives(conv):
+    """Global average pooling hides a wrong output size, so a conv run with the wrong geometry or padding
+    would still give numbers: they must be the derivatives of the model as torch runs it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(conv(), nn.ReLU(), GlobalAveragePool(), nn.Linear(4, 3)).double()
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 2, 6, 6, generator=generator, dtype=torch.float64), torch.tensor([0, 2, 1])
+    params = trainable_parameters(model)
+    directions = make_sampler("gaussian").sample(params, 2, generator)
+    estimate = model_gradient_estimate(model, F.cross_entropy, x, y, Fixed(directions), 2)
+    loss_of = loss_function(model, F.cross_entropy, x, y)
+    gradient = torch.func.grad(loss_of)(params)
+    expected = torch.stack([sum((gradient[k] * directions[k][i]).sum() for k in params) for i in range(2)])
+    torch.testing.assert_close(estimate.derivatives, expected, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(estimate.loss, loss_of(params), atol=1e-14, rtol=1e-12)
+
+
+def test_relu_at_exactly_zero_passes_no_tangent_as_in_torch():
+    """Zero inputs and a zero bias put pre-activations at exactly 0, where the bias tangent arrives."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    with torch.no_grad():
+        mlp[0].bias.zero_()
+    x = torch.cat([torch.zeros(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)])
+    y = torch.tensor([0, 1, 2, 0, 1])
+    params = trainable_parameters(mlp)
+    directions = make_sampler("gaussian").sample(params, 3, torch.Generator().manual_seed(0))
+    plan = plan_for(mlp, F.cross_entropy, x, y)
+    assert plan is not None
+    _, fused = plan.derivatives(x, y, directions)
+    _, reference = directional_derivatives(loss_function(mlp, F.cross_entropy, x, y), params, directions)
+    torch.testing.assert_close(fused, reference, atol=1e-12, rtol=1e-10)

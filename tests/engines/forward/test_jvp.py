@@ -111,3 +111,36 @@ def test_sip_does_not_touch_forward_mode(small_batch):
     with SIP(model, "topq:0.25"):
         inside = model_jvp(model, small_batch, tangents)[1]
     assert torch.equal(plain, inside)
+
+
+def test_forward_gradient_is_the_mean_of_derivative_times_direction_over_standard_gaussian_draws():
+    """Hand-computed: K = 3 draws of N(0, I) from the generator, (g . v_k) v_k averaged (not summed, not rescaled)."""
+    weights = torch.linspace(-1.0, 2.0, 12, dtype=torch.float64).reshape(1, 3, 2, 2)
+    fn = lambda x: (x * weights).sum(dim=(1, 2, 3)) + (x ** 2).sum(dim=(1, 2, 3))  # gradient: weights + 2 x
+    inputs = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    estimate = forward_gradient(fn, inputs, directions=3, generator=torch.Generator().manual_seed(11))
+    tangents = torch.randn((3, *inputs.shape), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    gradient = weights + 2 * inputs
+    derivatives = (tangents * gradient).sum(dim=(2, 3, 4))  # K x B
+    torch.testing.assert_close(estimate, (derivatives[..., None, None, None] * tangents).mean(dim=0))
+    torch.testing.assert_close(forward_gradient(fn, inputs, tangents=tangents), estimate)
+
+
+def test_forward_gradient_step_moves_the_parameters_by_minus_lr_times_the_estimate():
+    from sipgrad.engines.forward import model_gradient_estimate
+
+    loss_fn = torch.nn.functional.cross_entropy
+    inputs = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(0)
+    for model in (torch.nn.Linear(5, 3).double(),  # the fused path
+                  torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()):
+        for directions in (1, 3):
+            expected = model_gradient_estimate(model, loss_fn, inputs, labels, directions=directions,
+                                               generator=torch.Generator().manual_seed(4))
+            gradient = {k: v.clone() for k, v in expected.gradient.items()}
+            before = {k: p.detach().clone() for k, p in model.named_parameters()}
+            forward_gradient_step(model, loss_fn, inputs, labels, lr=0.3, directions=directions,
+                                  generator=torch.Generator().manual_seed(4))
+            for name, p in model.named_parameters():
+                torch.testing.assert_close(p.detach(), before[name] - 0.3 * gradient[name], atol=1e-12, rtol=1e-10)

@@ -173,3 +173,59 @@ def test_registry_and_errors():
     _, _, params, *_ = _problem()
     with pytest.raises(SipgradError, match="directions <= parameters"):
         make_sampler("orthonormal").sample(params, 10_000)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_sampler_is_reproducible_from_its_generator_alone(name):
+    """Same seed -> same directions (two successive steps, so the orthogonal state counts), whatever the global
+    stream; another seed -> other directions."""
+    model, inputs, params, *_ = _problem()
+    layer_inputs = capture_layer_inputs(model, inputs) if make_sampler(name).needs_layer_inputs else None
+
+    def draws(seed, global_seed):
+        sampler, generator = make_sampler(name), torch.Generator().manual_seed(seed)
+        torch.manual_seed(global_seed)
+        return [flatten_directions(sampler.sample(params, 3, generator, layer_inputs)) for _ in range(2)]
+
+    first, again, other = draws(5, 0), draws(5, 1), draws(6, 0)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(not torch.allclose(a, b) for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_k_directions_of_one_draw_are_distinct_draws(name):
+    """K directions are K draws, not one draw repeated: rank K and no two (anti)parallel."""
+    model, inputs, params, *_ = _problem()
+    sampler = make_sampler(name)
+    layer_inputs = capture_layer_inputs(model, inputs) if sampler.needs_layer_inputs else None
+    rows = flatten_directions(sampler.sample(params, 6, torch.Generator().manual_seed(0), layer_inputs)).double()
+    assert torch.linalg.matrix_rank(rows) == 6
+    unit = rows / rows.norm(dim=1, keepdim=True)
+    assert (unit @ unit.T - torch.eye(6, dtype=unit.dtype)).abs().max() < 0.9
+
+
+@pytest.mark.parametrize("rows", [4, 12])  # fewer rows than columns (Gram of the rows) and more
+def test_span_basis_keeps_weak_directions_and_drops_those_below_the_tolerance(rows):
+    """Singular values 1, 1e-3, 1e-4 are directions a gradient can lie in (kept, or the activity estimate is
+    biased); 1e-8 is below the documented relative tolerance 1e-5 (dropped)."""
+    generator = torch.Generator().manual_seed(0)
+    left = torch.linalg.qr(torch.randn(rows, 4, generator=generator, dtype=torch.float64))[0]
+    right = torch.linalg.qr(torch.randn(6, 4, generator=generator, dtype=torch.float64))[0]
+    x = left @ torch.diag(torch.tensor([1.0, 1e-3, 1e-4, 1e-8], dtype=torch.float64)) @ right.T
+    basis = span_basis(x)
+    assert basis.shape == (6, 3)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    kept = right[:, :3]
+    torch.testing.assert_close(basis @ (basis.T @ kept), kept, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_one_direction_estimate_is_the_signed_derivative_times_the_direction(seed):
+    """K = 1 (the general path's own branch): g = (grad . v) v, with the derivative's sign."""
+    _, _, params, loss_of, true = _problem()
+    estimate = estimate_gradient(loss_of, params, make_sampler("gaussian"), 1, torch.Generator().manual_seed(seed))
+    v = make_sampler("gaussian").sample(params, 1, torch.Generator().manual_seed(seed))
+    d = sum((true[k] * v[k][0]).sum() for k in params)
+    torch.testing.assert_close(estimate.derivatives, d.reshape(1))
+    for name in params:
+        torch.testing.assert_close(estimate.gradient[name], d * v[name][0])

@@ -86,3 +86,92 @@ def test_forward_training_keeps_batchnorm_running_statistics_current(digits, mon
     train(TrainConfig(model="cnn-bn", directions=2, steps=3, eval_every=3), digits)
     norm = next(m for m in built[0].modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert int(norm.num_batches_tracked) == 3 and norm.running_mean.abs().sum() > 0
+
+
+def _captured_model(monkeypatch):
+    """Patch ``training.build_model`` to hand back the model ``train`` builds (the last one built)."""
+    from sipgrad.engines.forward import training
+
+    built = []
+    original = training.build_model
+    monkeypatch.setattr(training, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    return built
+
+
+def _reference_run(config, data, lr):
+    """``train``'s documented loop written out: the model and one generator from ``config.seed`` (batch rows,
+    directions, latent rounding), the estimate handed to torch's optimizer as ``.grad``, soft-weight beta
+    annealed geometrically from beta_start (step 1) to beta_end (the last step)."""
+    from sipgrad.engines.forward import model_gradient_estimate
+    from sipgrad.engines.forward.binary import clip_and_store_latents, set_beta
+    from sipgrad.engines.forward.samplers import make_sampler
+
+    model = build_model(config.model, data.image_shape, data.classes, seed=config.seed).train()
+    params = list(model.parameters())
+    optimizer = (torch.optim.Adam(params, lr=lr) if config.optimizer == "adam"
+                 else torch.optim.SGD(params, lr=lr, momentum=config.momentum))
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = make_sampler(config.sampler)
+    binary = bool(binary_layers(model))
+    if config.latent_bits:
+        clip_and_store_latents(model, config.latent_bits, generator)
+    for step in range(config.steps):
+        if config.soft_weights:
+            set_beta(model, config.beta_start * (config.beta_end / config.beta_start) ** (step / (config.steps - 1)))
+        rows = torch.randint(0, len(data.train), (config.batch_size,), generator=generator)
+        inputs, labels = data.train.inputs[rows], data.train.labels[rows]
+        optimizer.zero_grad()
+        if config.gradient == "backprop":
+            torch.nn.functional.cross_entropy(model(inputs), labels).backward()
+        else:
+            estimate = model_gradient_estimate(model, torch.nn.functional.cross_entropy, inputs, labels, sampler,
+                                               config.directions, generator=generator)
+            for name, p in model.named_parameters():
+                p.grad = estimate.gradient[name].clone()
+        optimizer.step()
+        if binary:
+            clip_and_store_latents(model, config.latent_bits, generator)
+    return model
+
+
+@pytest.mark.parametrize("settings,lr", [
+    ({"optimizer": "adam", "sampler": "orthogonal"}, 1e-3),  # the documented default learning rates
+    ({"optimizer": "sgd"}, 5e-3),
+    ({"optimizer": "sgd", "gradient": "backprop"}, 5e-2),
+    ({"optimizer": "sgd", "momentum": 0.5, "lr": 0.02}, 0.02),
+    ({"model": "binary-mlp", "soft_weights": True, "latent_bits": 5}, 1e-2),
+])
+def test_train_is_the_documented_optimizer_loop(digits, monkeypatch, settings, lr):
+    """Seed, step sign, learning rate, momentum, the beta schedule and latent rounding against a loop written out."""
+    config = TrainConfig(**{"directions": 3, "steps": 4, "eval_every": 2, "batch_size": 16, "seed": 7, **settings})
+    built = _captured_model(monkeypatch)
+    result = train(config, digits)
+    assert result.completed_steps == 4 and config.learning_rate == lr
+    reference = _reference_run(config, digits, lr)
+    for (name, p), q in zip(built[-1].named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6, msg=name)
+
+
+def test_different_seeds_train_differently(digits):
+    runs = [train(TrainConfig(directions=2, steps=5, eval_every=5, seed=seed), digits) for seed in (0, 0, 1)]
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].train_loss != runs[2].train_loss
+
+
+def test_default_learning_rates_are_the_documented_ones():
+    for (gradient, optimizer), lr in {("forward", "adam"): 1e-3, ("backprop", "adam"): 1e-3,
+                                      ("forward", "sgd"): 5e-3, ("backprop", "sgd"): 5e-2}.items():
+        assert TrainConfig(gradient=gradient, optimizer=optimizer).learning_rate == pytest.approx(lr)
+        assert TrainConfig(model="binary-cnn", gradient=gradient, optimizer=optimizer).learning_rate == \
+            pytest.approx(10 * lr)
+
+
+def test_accuracy_evaluates_with_sign_weights_and_restores_the_soft_ones(digits):
+    from sipgrad.engines.forward.binary import set_beta
+    from sipgrad.engines.forward.training import accuracy
+
+    model = build_model("binary-mlp", digits.image_shape, digits.classes, seed=0).train()
+    subset = digits.test.subset(slice(0, 50))
+    hard = accuracy(model, subset)
+    set_beta(model, 2.0)
+    assert accuracy(model, subset) == hard  # evaluated with sign weights, not tanh(2 w)
+    assert [layer.beta for layer in binary_layers(model)] == [2.0, 2.0] and model.training
