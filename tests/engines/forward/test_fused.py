@@ -33,6 +33,7 @@ from sipgrad.engines.forward.samplers import (
     flatten_directions,
     make_sampler,
 )
+from sipgrad.errors import SipgradError
 
 
 def _problem(model_name="cnn", dtype=torch.float64, batch=6, seed=0):
@@ -263,3 +264,11 @@ def test_relu_at_exactly_zero_passes_no_tangent_as_in_torch():
     _, fused = plan.derivatives(x, y, directions)
     _, reference = directional_derivatives(loss_function(mlp, F.cross_entropy, x, y), params, directions)
     torch.testing.assert_close(fused, reference, atol=1e-12, rtol=1e-10)
+
+
+def test_a_dtype_mismatch_leaves_the_fused_path_and_names_the_layer():
+    model = nn.Sequential(nn.Linear(4, 3))  # float32 parameters, float64 inputs
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    assert plan_for(model, F.cross_entropy, x, y) is None
+    with pytest.raises(SipgradError, match=r"cannot run through layer '0' \(Linear\)"):
+        model_gradient_estimate(model, F.cross_entropy, x, y, directions=2)
