@@ -3,16 +3,10 @@
     python benchmarks/saliency_mutations.py            # every mutation
     python benchmarks/saliency_mutations.py pointing   # only those whose title contains "pointing"
 
-Mutates a *copy*, never the live tree: a detached git worktree of HEAD in a temporary
-folder, over which the working tree's current sipgrad/{hooks,attribution,evaluation,render}
-and tests/{hooks,attribution,evaluation,render} (and tests/conftest.py) are copied, so
-uncommitted edits to those are what gets checked. Tests run there with PYTHONPATH pointing
-at the copy (checked: ``sipgrad.__file__`` must lie inside it). First the guarding tests run
-on the unmutated copy (they must pass, or every mutation would look killed); then one
-mutation at a time is applied, its guarding tests run (pytest -x, OMP_NUM_THREADS=1), the
-file is restored, and KILLED (with the first failing test) or SURVIVED is printed. The
-worktree is removed at the end, also on Ctrl-C. Exit status 1 if any mutation survived or
-no longer matches the code.
+Mutates a worktree copy of HEAD (``_mutations.run_mutations``), over which the working
+tree's current sipgrad/{hooks,attribution,evaluation,render} and
+tests/{hooks,attribution,evaluation,render} (and tests/conftest.py) are laid. Exit status 1
+if any mutation survived or no longer matches the code.
 
 Result (2026-11-30, CPU, the command above): 56 mutations, 56 killed. The first audit ran
 the first 52 against the tests of the time: 39 killed, 13 survived (absq's |.|, IG's noise
@@ -25,13 +19,11 @@ thread-count mutations were added with those files' thread-count tests.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _mutations import run_mutations  # noqa: E402
 
 H, A, E, R = "sipgrad/hooks/", "sipgrad/attribution/", "sipgrad/evaluation/metrics.py", "sipgrad/render/overlay.py"
 T_HOOKS = "tests/hooks tests/attribution"
@@ -181,66 +173,5 @@ MUTATIONS = [
 ]
 
 
-def _pytest(tree: pathlib.Path, tests: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
-                          cwd=tree, check=False, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"})
-
-
-def _first_failure(done: subprocess.CompletedProcess) -> str:
-    found = re.search(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.MULTILINE)
-    if found:
-        return found.group(1)
-    lines = done.stdout.strip().splitlines()
-    return lines[-1] if lines else done.stderr[-200:]
-
-
-def main(selection: list[str]) -> int:
-    live = pathlib.Path(__file__).resolve().parents[1]
-    chosen = [m for m in MUTATIONS if not selection or any(s.lower() in m[0].lower() for s in selection)]
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="saliency-mutations-"))
-    tree = scratch / "tree"
-    subprocess.run(["git", "-C", str(live), "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], check=True)
-    results = []
-    try:
-        for part in COPIED:  # the working tree's versions, uncommitted edits included
-            source, target = live / part, tree / part
-            if source.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(source, target)
-        where = subprocess.run([sys.executable, "-c", "import sipgrad; print(sipgrad.__file__)"], cwd=tree,
-                               capture_output=True, text=True, check=True,
-                               env={**os.environ, "PYTHONPATH": str(tree)}).stdout.strip()
-        if not pathlib.Path(where).resolve().is_relative_to(tree.resolve()):
-            raise SystemExit(f"the copy imports sipgrad from {where}, not from {tree}")
-        guards = sorted({m[4] for m in chosen})
-        for tests in guards:
-            done = _pytest(tree, tests)
-            if done.returncode != 0:
-                raise SystemExit(f"unmutated copy fails {tests}: {_first_failure(done)}")
-        for title, path, old, new, tests in chosen:
-            p = tree / path
-            original = p.read_text()
-            if original.count(old) != 1:
-                results.append((title, "PATTERN NOT FOUND", ""))
-                print(results[-1], flush=True)
-                continue
-            try:
-                p.write_text(original.replace(old, new))
-                done = _pytest(tree, tests)
-                results.append((title, "KILLED" if done.returncode != 0 else "SURVIVED", _first_failure(done)))
-            finally:
-                p.write_text(original)
-            print(results[-1], flush=True)
-    finally:
-        subprocess.run(["git", "-C", str(live), "worktree", "remove", "--force", str(tree)], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
-    killed = sum(r[1] == "KILLED" for r in results)
-    print(f"{len(results)} mutations, {killed} killed")
-    return 0 if killed == len(results) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_mutations(MUTATIONS, COPIED, sys.argv[1:]))
