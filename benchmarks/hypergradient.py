@@ -321,9 +321,10 @@ def paired_block(rounds: int) -> list[dict]:
     inner, hyper, wrt, problem = setup(load_digits(), 100, 8)
     results: dict[str, dict] = {}
 
-    def ours(name, fn):
+    def ours(name, fn):  # fn returns a HypergradientResult, or (a peer) the hypergradient itself
         def run():
-            results[name] = fn().hypergradient
+            result = fn()
+            results[name] = result if isinstance(result, dict) else result.hypergradient
         return run
 
     forward = ours("forward (fused)", lambda: forward_hypergradient(inner, hyper, wrt))
@@ -332,7 +333,7 @@ def paired_block(rounds: int) -> list[dict]:
         "reverse (trajectory + activations)": ours(
             "reverse (trajectory + activations)",
             lambda: reverse_hypergradient(inner, hyper, wrt, store_activations=True)),
-        "higher": lambda: results.__setitem__("higher", peer("higher", problem, inner, hyper, 100)),
+        "higher": ours("higher", lambda: peer("higher", problem, inner, hyper, 100)),
     }
     rows = []
     for name, base in bases.items():
