@@ -117,3 +117,19 @@ def test_a_folder_given_as_an_image_is_named_as_one(tmp_path):
         load_image(tmp_path)
     with pytest.raises(ImageLoadError, match="missing.png: no such file"):
         load_image(tmp_path / "missing.png")
+
+
+def test_32_bit_images_in_the_8_bit_range_are_not_rescaled_as_16_bit():
+    """Mode "I" with values up to 255 is 8-bit data (kept); above 255 it is taken as 16-bit (scaled down)."""
+    from sipgrad.io.images import to_rgb
+
+    eight = Image.fromarray(np.array([[0, 128, 255]], dtype=np.int32), mode="I")
+    assert [to_rgb(eight).getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
+    sixteen = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.int32), mode="I")
+    assert [to_rgb(sixteen).getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_find_images_takes_upper_case_extensions_in_folders(tmp_path):
+    for name in ("B.JPG", "a.Png", "c.TIFF", "notes.TXT"):
+        (tmp_path / name).write_bytes(b"x")
+    assert find_images([tmp_path]) == [tmp_path / "B.JPG", tmp_path / "a.Png", tmp_path / "c.TIFF"]
