@@ -83,3 +83,28 @@ def test_folding_is_exact_for_any_conv_and_batchnorm(groups, bias, affine, kerne
     assert isinstance(folded[1], nn.Identity)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_a_large_eps_is_folded_in_and_the_copy_is_still_folded():
+    """eps comparable to the running variance: scale = gamma / sqrt(var + eps) must include it (else the folded copy
+    disagrees and the unfolded one is used, or worse)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, eps=0.05), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_var.uniform_(0.01, 0.05)
+        model[1].running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 8, 8)
+    folded = fold_batchnorm(model, x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_evaluation_mode_restores_each_submodules_own_flag():
+    from sipgrad.models.inference import evaluation_mode
+
+    model = make_small_cnn().train()
+    model.bn.eval()  # a frozen BatchNorm in a model being trained
+    with evaluation_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and model.conv1.training and not model.bn.training
