@@ -40,15 +40,6 @@ def _small_cases(tmp_path, count=4):
     return cases
 
 
-@pytest.fixture
-def small_classifier(small_cnn):
-    from sipgrad import Classifier, Preprocessing
-    from sipgrad.models import ClassNames
-
-    return Classifier.wrap(small_cnn, Preprocessing(input_size=32), ClassNames.generic(10), name="small",
-                           sip_layers=("conv2", "conv3"))
-
-
 def test_each_image_is_loaded_once_per_run_for_every_config(small_classifier, tmp_path, monkeypatch):
     from sipgrad.evaluation import EvalSettings, evaluate
     from sipgrad.evaluation import cases as cases_module

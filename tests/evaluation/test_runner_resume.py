@@ -34,15 +34,6 @@ def _cases(tmp_path, count=4):
     return cases
 
 
-@pytest.fixture
-def small_classifier(small_cnn):
-    from sipgrad import Classifier, Preprocessing
-    from sipgrad.models import ClassNames
-
-    return Classifier.wrap(small_cnn, Preprocessing(input_size=32), ClassNames.generic(10), name="small",
-                           sip_layers=("conv2", "conv3"))
-
-
 def test_resume_after_one_config_of_a_batch_gives_the_uninterrupted_records(small_classifier, tmp_path):
     """Interrupted after the first config of the first batch: those cases still miss the second config."""
     cases = _cases(tmp_path)
