@@ -6,6 +6,7 @@ import torch
 
 from sipgrad.evaluation import EvalSettings, Evaluator, builtin_cases
 from sipgrad.evaluation import metrics
+from tests.evaluation.png_cases import random_png_cases
 
 
 def test_perturbation_scores_equal_separate_curves_on_the_plain_model(lite0):
@@ -27,17 +28,7 @@ def test_perturbation_scores_equal_separate_curves_on_the_plain_model(lite0):
 
 
 def _small_cases(tmp_path, count=4):
-    from PIL import Image
-
-    from sipgrad.evaluation.cases import Case
-
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(count):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
-        cases.append(Case(f"c{i}", path, i % 10, ((4.0, 4.0, 30.0, 30.0),)))
-    return cases
+    return random_png_cases(tmp_path, count, lambda i: i % 10, lambda i: ((4.0, 4.0, 30.0, 30.0),))
 
 
 def test_each_image_is_loaded_once_per_run_for_every_config(small_classifier, tmp_path, monkeypatch):

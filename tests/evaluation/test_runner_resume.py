@@ -2,15 +2,13 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation import EvalSettings, Evaluator, evaluate
-from sipgrad.evaluation.cases import Case
 from sipgrad.evaluation.catalog import metric
+from tests.evaluation.png_cases import random_png_cases
 
 SETTINGS = EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=0)
 
@@ -24,14 +22,7 @@ BOXES = ((10.0, 8.0, 40.0, 32.0), (0.0, 0.0, 10.0, 9.0), (20.0, 15.0, 30.0, 26.0
 
 
 def _cases(tmp_path, count=4):
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(count):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
-        boxes = (BOXES[i % 4],)
-        cases.append(Case(f"c{i}", path, (3 * i) % 10, boxes))
-    return cases
+    return random_png_cases(tmp_path, count, lambda i: (3 * i) % 10, lambda i: (BOXES[i % 4],))
 
 
 def test_resume_after_one_config_of_a_batch_gives_the_uninterrupted_records(small_classifier, tmp_path):
