@@ -1,18 +1,24 @@
 """Mutation check of the hypergradient engine: each deliberate bug must make a test fail.
 
-    python benchmarks/hypergradient_mutations.py
+    python benchmarks/hypergradient_mutations.py          # every mutation
+    python benchmarks/hypergradient_mutations.py fused    # only those whose title contains "fused"
 
-Applies one mutation at a time to a file of sipgrad/engines/hypergrad/, runs the tests
-that guard it (pytest -x), restores the file (also on Ctrl-C), and prints KILLED (a test
-failed, as it should) or SURVIVED for each. Exit status 1 if any mutation survived or no
-longer matches the code. Do not run it while editing those files.
+Mutates a worktree copy of HEAD (``_mutations.run_mutations``), over which the working
+tree's current sipgrad/engines/hypergrad and tests/engines/hypergrad (and
+tests/conftest.py) are laid, so the live tree is never touched and the check may run
+while those files are being edited. Exit status 1 if any mutation survived or no longer
+matches the code.
 """
 
-import os
+from __future__ import annotations
+
 import pathlib
-import subprocess
 import sys
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _mutations import run_mutations  # noqa: E402
+
+COPIED = ("sipgrad/engines/hypergrad", "tests/engines/hypergrad", "tests/conftest.py")
 H = "sipgrad/engines/hypergrad/"
 T = "tests/engines/hypergrad/"
 MUTATIONS = [
@@ -341,26 +347,7 @@ MUTATIONS = [
         T + "test_fused.py",
     ),
 ]
-results = []
-os.chdir(pathlib.Path(__file__).resolve().parents[1])
-for title, path, old, new, tests in MUTATIONS:
-    p = pathlib.Path(path)
-    original = p.read_text()
-    if original.count(old) != 1:
-        results.append((title, "PATTERN NOT FOUND"))
-        continue
-    try:
-        p.write_text(original.replace(old, new))
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
-            check=False,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
-        results.append((title, "KILLED" if done.returncode != 0 else "SURVIVED", last))
-    finally:
-        p.write_text(original)
-    print(results[-1], flush=True)
-sys.exit(0 if all(r[1] == "KILLED" for r in results) else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(run_mutations(MUTATIONS, COPIED, sys.argv[1:]))
