@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with _open_maybe_gzip(path) as handle:
             data = handle.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # zlib.error: a damaged deflate body inside a .gz
         raise SipgradError(f"{path}: cannot read IDX file ({error})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES or data[3] < 1:
         raise SipgradError(f"{path}: not an IDX file (bad magic number)")

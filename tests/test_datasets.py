@@ -49,12 +49,41 @@ def test_mnist_idx_files_are_read_gzipped_or_not(tmp_path, compress):
     data = load_mnist(tmp_path, validation=10)
     assert data.image_shape == (1, 28, 28) and data.features == 784
     assert len(data.train) == 20 and len(data.validation) == 10 and len(data.test) == 7
-    assert torch.allclose(data.test.inputs[3, 0], torch.from_numpy(test[3] / 255.0).float())
+    for index in range(7):  # every test image in its place (index 3 is the middle: check them all)
+        assert torch.allclose(data.test.inputs[index, 0], torch.from_numpy(test[index] / 255.0).float())
     assert data.test.labels.tolist() == [0, 1, 2, 3, 4, 5, 6]
     # the train/validation split is a permutation of the training images
     pairs = sorted(data.train.labels.tolist() + data.validation.labels.tolist())
     assert pairs == sorted(train_labels.tolist())
     assert len(load_dataset(f"mnist:{tmp_path}", validation=5).validation) == 5
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_keeps_each_image_with_its_own_label_in_every_split(tmp_path, compress):
+    """Each image carries its label in its first pixel, so any reordering of images against labels shows."""
+    rng = np.random.default_rng(1)
+    suffix = ".gz" if compress else ""
+    for stem, count in (("train", 40), ("t10k", 9)):
+        labels = rng.integers(0, 10, size=count)
+        images = rng.integers(0, 256, size=(count, 28, 28))
+        images[:, 0, 0] = labels * 20
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte{suffix}", images, compress)
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte{suffix}", labels, compress)
+    data = load_mnist(tmp_path, validation=15, seed=2)
+    for split in (data.train, data.validation, data.test):
+        encoded = torch.round(split.inputs[:, 0, 0, 0] * 255 / 20).long()
+        assert torch.equal(encoded, split.labels)
+    assert (len(data.train), len(data.validation), len(data.test)) == (25, 15, 9)
+
+
+def test_a_corrupted_gzip_idx_file_is_a_clear_error_naming_it(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    _write_idx(path, np.random.default_rng(0).integers(0, 256, size=(50, 28, 28)), compress=True)
+    payload = bytearray(path.read_bytes())
+    payload[30:200] = bytes(170)  # a damaged deflate body: zlib.error, not an OSError
+    path.write_bytes(bytes(payload))
+    with pytest.raises(SipgradError, match=r"train-images-idx3-ubyte\.gz: cannot read IDX file"):
+        read_idx(path)
 
 
 def test_idx_header_that_disagrees_with_the_size_is_refused(tmp_path):
