@@ -374,10 +374,14 @@ def _step_vjp(step_fn: Callable, step: int, weights: Params, velocity: Params, d
         v = {name: t.detach().requires_grad_() for name, t in velocity.items()}
         h = {name: t.detach().requires_grad_() for name, t in diff.items()}
         new_w, new_v = step_fn(step, w, v, h)
-        outputs = [*new_w.values(), *new_v.values()]
-        cotangents = [*(adjoint_w[name] for name in new_w), *(adjoint_v[name] for name in new_v)]
+        pairs = [(out, adjoint_w[name]) for name, out in new_w.items()]
+        pairs += [(out, adjoint_v[name]) for name, out in new_v.items()]
+        # An output that depends on nothing differentiated (a velocity the update resets to zeros, a frozen
+        # part of the state) passes no cotangent back; autograd.grad refuses such outputs outright.
+        pairs = [(out, cotangent) for out, cotangent in pairs if out.requires_grad]
         inputs = [*w.values(), *v.values(), *h.values()]
-        grads = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
+        grads = (torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs], allow_unused=True)
+                 if pairs else [None] * len(inputs))
     grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
     n = len(w)
     return dict(zip(w, grads[:n])), dict(zip(v, grads[n:2 * n])), grads[2 * n:]

@@ -216,6 +216,12 @@ def test_l1_kink_sign_of_zero_is_zero_and_has_no_derivative():
     fused = forward_hypergradient(inner, hyper)
     one_step = ("mu",)  # v_0 = 0: after one step the momentum has had nothing to act on
     _close(fused.hypergradient, forward_hypergradient(general(inner), hyper).hypergradient, 1e-10, one_step)
+    # The update through jvp (``_apply``, autograd's sign) is the reference for the in-place state step
+    # (``_apply_fused``) that both modes share: a sign(0) of +1 there would move the zero entries.
+    through_jvp = forward_hypergradient(inner, hyper, fused=False)
+    for name, w in through_jvp.weights.items():
+        torch.testing.assert_close(fused.weights[name], w, rtol=1e-13, atol=1e-15)
+    _close(fused.hypergradient, through_jvp.hypergradient, 1e-10, one_step)
     _close(fused.hypergradient, reverse_hypergradient(inner, hyper).hypergradient, 1e-10, one_step)
     with torch.enable_grad():
         leaves = {n: w.detach().requires_grad_() for n, w in fused.weights.items()}

@@ -84,6 +84,17 @@ def test_forward_and_reverse_agree_to_1e_4_in_float32_at_t_100():
     assert float(forward.hypergradient["eta"]) < 0  # a small learning rate: raising it helps
 
 
+def test_epoch_schedule_visits_each_example_once_an_epoch_and_reshuffles_between_epochs():
+    schedule = epoch_schedule(23, 5, 10, seed=4)  # 4 whole batches an epoch (3 examples left out each time)
+    assert schedule.shape == (10, 5)
+    epochs = [schedule[0:4].reshape(-1), schedule[4:8].reshape(-1), schedule[8:10].reshape(-1)]
+    for epoch in epochs:
+        assert len(set(epoch.tolist())) == len(epoch) and int(epoch.min()) >= 0 and int(epoch.max()) < 23
+    assert not torch.equal(epochs[0], epochs[1])  # a fresh permutation every epoch, not one order repeated
+    assert torch.equal(epoch_schedule(23, 5, 10, seed=4), schedule)
+    assert not torch.equal(epoch_schedule(23, 5, 10, seed=5), schedule)
+
+
 def test_trained_weights_are_sgd_on_the_scheduled_mini_batches_in_order():
     problem = smooth_problem(steps=7, update="torch", batch_size=15, seed=2)
     hyper = {name: torch.zeros((), dtype=F64) for name in problem.inner.update.hyperparameters}
@@ -236,6 +247,56 @@ def test_divergence_is_an_error_naming_the_step_never_a_clipped_number(mode):
         hypergradient(problem.inner, hyper, mode)
     with pytest.raises(NonFiniteError, match="hyperparameter eta is not finite"):
         hypergradient(problem.inner, {**hyper, "eta": torch.tensor(float("nan"))}, mode)
+
+
+def _tagged_sgd_problem(steps: int, poison) -> InnerProblem:
+    """Plain SGD on a tanh net whose batches carry their step t, so ``poison(t, w)`` can break exactly one step."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=generator, dtype=F64), torch.randint(0, 3, (40,), generator=generator)
+    weights = {"a": 0.3 * torch.randn(5, 4, generator=generator, dtype=F64),
+               "b": 0.3 * torch.randn(3, 5, generator=generator, dtype=F64)}
+
+    def loss(w, batch):
+        return F.cross_entropy(torch.tanh(batch[0] @ w["a"].T) @ w["b"].T, batch[1])
+
+    def update(w, v, batch, hyper):
+        g = torch.func.grad(loss)(w, batch)
+        new = {name: poison(batch[2], w[name] - hyper["lr"] * g[name]) for name in w}
+        return new, {name: torch.zeros_like(t) for name, t in v.items()}
+
+    return InnerProblem(weights, update, lambda t: (x[t % 4 * 10:][:10], y[t % 4 * 10:][:10], t),
+                        lambda w: loss(w, (x, y, -1)), steps)
+
+
+def test_an_update_whose_velocity_depends_on_nothing_works_in_every_mode():
+    """Plain SGD returns fresh zeros as its velocity: no output of reverse mode's vjp may be required to have a graph."""
+    problem = _tagged_sgd_problem(6, lambda t, w: w)
+    hyper = {"lr": torch.tensor(0.1, dtype=F64)}
+    want = float(forward_hypergradient(problem, hyper).hypergradient["lr"])
+    assert abs(want) > 1e-3
+    for options in ({}, {"checkpoint_every": 4}, {"checkpoint_every": None}):
+        got = float(reverse_hypergradient(problem, hyper, **options).hypergradient["lr"])
+        assert got == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("mode, options", [("forward", {}), ("reverse", {}), ("reverse", {"checkpoint_every": 7}),
+                                           ("reverse", {"checkpoint_every": None})])
+def test_the_error_names_the_exact_step_that_went_non_finite(mode, options):
+    """Step 12 of 20 overflows (inside the second batch of ten finiteness flags, not at its edge)."""
+    problem = _tagged_sgd_problem(20, lambda t, w: w * float("inf") if t == 12 else w)
+    run = forward_hypergradient if mode == "forward" else reverse_hypergradient
+    with pytest.raises(NonFiniteError, match=r"at inner step 12;"):
+        run(problem, {"lr": torch.tensor(0.1, dtype=F64)}, **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"checkpoint_every": 7}])
+def test_a_non_finite_adjoint_names_its_step_in_the_reverse_sweep(options):
+    """Step 3's values are finite (0 * sqrt(0)) but its derivative is not: only the sweep back sees it, in its
+    last 7 steps (17 = 10 + 7: the sweep's final, partial batch of finiteness flags)."""
+    problem = _tagged_sgd_problem(17, lambda t, w: w + 0.0 * torch.sqrt(w - w) if t == 3 else w)
+    assert np.isfinite(problem.validation_loss(problem.weights).item())
+    with pytest.raises(NonFiniteError, match=r"non-finite adjoint \(reverse sweep\) at inner step 3;"):
+        reverse_hypergradient(problem, {"lr": torch.tensor(0.1, dtype=F64)}, **options)
 
 
 def test_an_outer_jvp_through_the_hypergradient_is_an_error_not_a_silent_zero(smooth):
