@@ -11,7 +11,8 @@ from sipgrad_cli.main import main
 
 SMALL = ["hypergrad", "--steps", "4", "--hyper-steps", "2", "--batch-size", "50", "--hidden", "8,8"]
 KEYS = {"step", "mode", "test_accuracy", "validation_accuracy", "training_accuracy", "validation_error", "state_mib",
-        "weights", "iterations", "seconds", "hyperparameters"}
+        "weights", "iterations", "seconds", "hyperparameters",
+        "peak_process_mib"}  # the keys, plus the peak process memory that the text report prints too
 NAMES = [f"rho_l1_{k}" for k in range(3)] + [f"rho_l2_{k}" for k in range(3)] + ["eta", "mu"]
 
 
@@ -20,7 +21,7 @@ def test_json_lists_both_modes_per_outer_step_with_the_seeds_fields(capsys):
     records = json.loads(capsys.readouterr().out)
     assert [(r["step"], r["mode"]) for r in records] == [(0, "forward"), (0, "reverse"), (1, "forward"), (1, "reverse")]
     for record in records:
-        assert KEYS <= set(record)
+        assert set(record) == KEYS
         assert list(record["hyperparameters"]) == NAMES
         assert record["weights"] == 64 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10 and record["iterations"] == 4
     forward, reverse = records[0], records[1]

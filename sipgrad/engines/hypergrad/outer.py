@@ -103,16 +103,24 @@ def optimize_hyperparameters(problem: InnerProblem, hyper: Mapping[str, torch.Te
     """Yield ``outer_steps`` steps of projected Adam on the hypergradient (lazily: stop any time).
 
     Every outer step retrains from the same start weights on the same mini-batches, so the
-    objective is one deterministic function of the hyperparameters.
+    objective is one deterministic function of the hyperparameters. The arguments are checked
+    here, at the call, not at the first step: a start outside its range is an error (the
+    projection would move it without a word).
     """
     if isinstance(outer_steps, bool) or not isinstance(outer_steps, int) or outer_steps < 1:
         raise SipgradError(f"outer_steps must be a positive integer, got {outer_steps!r}")
-    optimizer = ProjectedAdam(adam, bounds)
-    current = optimizer.project({name: torch.as_tensor(v, dtype=problem.dtype, device=problem.device)
-                                 for name, v in hyper.items()})
+    start = {name: torch.as_tensor(v, dtype=problem.dtype, device=problem.device) for name, v in hyper.items()}
+    for name, value in start.items():
+        low, high = bounds_for(name, bounds)
+        if bool(((value < low) | (value > high)).any()):
+            raise SipgradError(f"start {name}={value.tolist()} is outside its range [{low:g}, {high:g}]")
+    return _outer_steps(problem, start, outer_steps, mode, wrt, ProjectedAdam(adam, bounds), mode_options)
+
+
+def _outer_steps(problem: InnerProblem, current: dict[str, torch.Tensor], outer_steps: int, mode: str,
+                 wrt: Sequence[str] | None, optimizer: ProjectedAdam, mode_options: dict) -> Iterator[OuterStep]:
     for step in range(outer_steps):
         result = hypergradient(problem, current, mode, wrt, **mode_options)
         updated = optimizer.step(current, result.hypergradient)
         yield OuterStep(step, result, current, updated)
         current = updated
-

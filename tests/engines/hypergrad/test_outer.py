@@ -56,6 +56,17 @@ def test_projection_keeps_ranges_and_a_coefficient_at_zero_can_leave_it():
     assert bounds_for("something") == (-math.inf, math.inf)
 
 
+@pytest.mark.parametrize("name, value", [("mu", 1.5), ("mu", -0.1), ("rho_l2_0", -0.2), ("eta", 0.0)])
+def test_a_start_outside_its_range_is_refused_at_the_call_not_projected(name, value):
+    problem = smooth_problem(steps=2)
+    hyper = nonzero_hyper(problem)
+    with pytest.raises(SipgradError, match=rf"start {name}=.* is outside its range"):
+        optimize_hyperparameters(problem.inner, {**hyper, name: torch.tensor(value, dtype=F64)}, 1)
+    edge = {**hyper, "mu": torch.tensor(0.0, dtype=F64), "rho_l1_0": torch.tensor(0.0, dtype=F64)}
+    first = next(optimize_hyperparameters(problem.inner, edge, 1))
+    assert float(first.used["mu"]) == 0.0 and float(first.used["rho_l1_0"]) == 0.0  # the edges are inside
+
+
 def test_outer_loop_lowers_the_validation_error_and_reports_the_values_it_used():
     problem = smooth_problem(steps=10)
     hyper = nonzero_hyper(problem, eta=0.05, mu=0.3)

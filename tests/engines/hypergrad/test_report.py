@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sipgrad.engines.hypergrad import AdamConfig, run_experiment, seed_hyperparameters
+from sipgrad.engines.hypergrad import AdamConfig, reverse_hypergradient, run_experiment, seed_hyperparameters
 from tests.engines.hypergrad.conftest import smooth_problem
 
 SEED_LINES = ("step:", "mode:", "test accuracy:", "validation accuracy:", "training accuracy:", "validation error:",
@@ -27,9 +27,15 @@ def test_both_modes_interleave_and_report_the_seeds_fields():
     # As in the seed, the value is the one after this step's Adam update: eta 0.1 -> 0.1 + 0.01 (it helps).
     assert forward.hyperparameters["eta"][0] == pytest.approx(0.11, rel=1e-6)
     assert forward.hyperparameters["rho_l1_0"][0] == 0.0  # a penalty that hurts stays at 0
-    # accuracy on the splits, from the trained weights
-    trained = reports[0]
-    assert 0 <= trained.test_accuracy <= 1 and trained.training_accuracy * len(problem.data.train) % 1 == pytest.approx(0)
+    # each accuracy on its own split, from the trained weights, counted here by hand
+    trained = reverse_hypergradient(problem.inner, hyper).weights
+    for split, got in ((problem.data.train, reports[1].training_accuracy),
+                       (problem.data.validation, reports[1].validation_accuracy),
+                       (problem.data.test, reports[1].test_accuracy)):
+        logits = torch.func.functional_call(problem.model, trained, (split.flat().double(),))
+        assert got == (logits.argmax(1) == split.labels).sum().item() / len(split)
+    accuracies = {reports[1].training_accuracy, reports[1].validation_accuracy, reports[1].test_accuracy}
+    assert len(accuracies) == 3  # distinct, so a split swapped for another shows
     text = forward.format()
     for line in SEED_LINES:
         assert any(row.startswith(line) for row in text.splitlines()), line
