@@ -346,6 +346,55 @@ MUTATIONS = [
         "        extremes = [torch.aminmax(t.detach())[1] for t in tensors if t.numel()]",
         T + "test_fused.py",
     ),
+    (
+        "finiteness watch: names the last failing step of its batch",
+        H + "modes.py",
+        "            first = self.steps[int((~ok).nonzero()[0, 0])]",
+        "            first = self.steps[int((~ok).nonzero()[-1, 0])]",
+        T + "test_modes.py",
+    ),
+    (
+        "reverse sweep: the final finiteness check dropped",
+        H + "modes.py",
+        "            watch.add(step, _values(adjoint_w, adjoint_v))\n    watch.check()\n",
+        "            watch.add(step, _values(adjoint_w, adjoint_v))\n",
+        T + "test_modes.py",
+    ),
+    (
+        "vjp of the update: outputs without a graph handed to autograd",
+        H + "modes.py",
+        "        pairs = [(out, cotangent) for out, cotangent in pairs if out.requires_grad]",
+        "        pass",
+        T + "test_modes.py",
+    ),
+    (
+        "fused state step: sign(0) = +1 in the L1 term",
+        H + "updates.py",
+        "                    v.addcmul_(torch.sign(w), rho)",
+        "                    v.addcmul_(torch.where(w >= 0, 1.0, -1.0).to(w.dtype), rho)",
+        T + "test_fused.py",
+    ),
+    (
+        "outer loop: an out-of-range start projected silently",
+        H + "outer.py",
+        "            raise SipgradError(f\"start {name}={value.tolist()} is outside its range [{low:g}, {high:g}]\")",
+        "            start[name] = value.clamp(low, high)",
+        T + "test_outer.py",
+    ),
+    (
+        "schedule: one permutation repeated every epoch",
+        H + "problem.py",
+        "    rows = [torch.randperm(examples, generator=generator)[:per_epoch * batch_size].view(per_epoch, batch_size)\n            for _ in range(epochs)]",
+        "    order = torch.randperm(examples, generator=generator)\n    rows = [order[:per_epoch * batch_size].view(per_epoch, batch_size) for _ in range(epochs)]",
+        T + "test_modes.py",
+    ),
+    (
+        "report: training accuracy measured on the validation split",
+        H + "report.py",
+        "        training_accuracy=problem.accuracy(weights, data.train),",
+        "        training_accuracy=problem.accuracy(weights, data.validation),",
+        T + "test_report.py",
+    ),
 ]
 
 
