@@ -32,9 +32,28 @@ def comma_items(text: str, example: str = "a,b") -> list[str]:
     return items
 
 
+def distinct(values: list, text: str) -> list:
+    """``values`` (parsed from the option value ``text``) when no value repeats: a sweep lists each setting once.
+
+    A repeat is refused, not dropped: ``--optimizer sgd,momentum,sgd`` would otherwise run sgd twice and
+    count the copy as another seed.
+    """
+    seen: list = []
+    for value in values:
+        if value in seen:
+            raise argparse.ArgumentTypeError(f"{text!r} names {value!r} twice")
+        seen.append(value)
+    return values
+
+
+def sweep_items(text: str, example: str = "a,b") -> list[str]:
+    """``comma_items`` for a sweep: each item at most once."""
+    return distinct(comma_items(text, example), text)
+
+
 def layer_names(text: str) -> tuple[str, ...]:
     """Module names for --sip-layers / --layers: an empty value is refused, not read as "the default"."""
-    return tuple(comma_items(text, "layer3.1.conv2,layer4.0.conv1"))
+    return tuple(sweep_items(text, "layer3.1.conv2,layer4.0.conv1"))
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -325,11 +344,11 @@ def check_sip_layers(args: argparse.Namespace, classifier) -> None:
 def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     group = parser.add_argument_group("SIP (gradient filtering)")
     if multiple:
-        group.add_argument("--sip", default="none", type=lambda text: comma_items(text, "none,topq:0.1"),
+        group.add_argument("--sip", default="none", type=lambda text: sweep_items(text, "none,topq:0.1"),
                            help="comma-separated SIP configs, e.g. none,topq:0.1,cls")
     else:
         group.add_argument("--sip", default="none", metavar="POLICY",
-                           help="none, cls, ins (need --stats), or data-free topq:Q, absq:Q, act:Q (default: none)")
+                           help="none, cls, ins (need --stats), data-free topq:Q, absq:Q, act:Q, or pca:K (default: none)")
     group.add_argument("--stats", metavar="FILE", help="calibration statistics from `sipgrad calibrate`")
     group.add_argument("--alpha", type=fraction, help="p-value threshold for cls/ins, in (0, 1] (default 0.05)")
     group.add_argument("--quantile", type=fraction,

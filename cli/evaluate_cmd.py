@@ -12,7 +12,6 @@ from sipgrad_cli.common import (
     add_model_arguments,
     add_sip_arguments,
     check_sip_layers,
-    comma_items,
     guarded,
     load_classifier,
     nonnegative_float,
@@ -23,6 +22,7 @@ from sipgrad_cli.common import (
     seed_value,
     sip_overrides,
     stage,
+    sweep_items,
 )
 
 DESCRIPTION = """Score explanations against bounding boxes, for every method x SIP config.
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--limit", type=positive_int, help="evaluate only the first N cases")
     add_model_arguments(parser)
     group = parser.add_argument_group("explanations")
-    group.add_argument("--method", default="grad", type=lambda text: comma_items(text, "grad,ig"),
+    group.add_argument("--method", default="grad", type=lambda text: sweep_items(text, "grad,ig"),
                        help="comma-separated methods (default: grad)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of whole images")
     group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps (default: 32)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sipgrad_cli.common import (
     comma_items,
+    distinct,
     fail,
     guarded,
     one_line_errors,
@@ -18,6 +19,7 @@ from sipgrad_cli.common import (
     positive_int,
     progress_bar,
     seed_value,
+    sweep_items,
 )
 
 SAMPLER_HELP = "gaussian, rademacher, layerwise, orthonormal, activity, orthogonal, orthogonal:NAME"
@@ -26,7 +28,7 @@ TRAIN_DIRECTIONS = 32  # the forward-training runs of docs/forward.md
 
 
 def positive_int_list(text: str) -> list[int]:
-    return [positive_int(part) for part in comma_items(text, "128,256")]
+    return distinct([positive_int(part) for part in comma_items(text, "128,256")], text)
 
 
 def trial_count(text: str) -> int:
@@ -37,7 +39,7 @@ def trial_count(text: str) -> int:
 
 
 def name_list(text: str) -> list[str]:
-    return comma_items(text, "gaussian,activity")
+    return sweep_items(text, "gaussian,activity")
 
 
 def choice_list(allowed: tuple[str, ...]):

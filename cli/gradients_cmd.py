@@ -10,6 +10,7 @@ from pathlib import Path
 from sipgrad_cli.common import (
     add_command,
     comma_items,
+    distinct,
     fail,
     guarded,
     nonnegative_int,
@@ -58,7 +59,7 @@ def _unit_interval(low_open: bool, high_open: bool):
 
 def _list_of(parse):
     def parse_list(text: str) -> list:
-        return [parse(item) for item in comma_items(text)]
+        return distinct([parse(item) for item in comma_items(text)], text)
     return parse_list
 
 

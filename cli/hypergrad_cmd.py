@@ -17,13 +17,14 @@ from sipgrad_cli.common import (
     seed_value,
 )
 
-DESCRIPTION = """Optimise 8 hyperparameters of an MLP by their hypergradient, as Franceschi et al.
+DESCRIPTION = """Optimise the hyperparameters of an MLP by their hypergradient, as Franceschi et al.
 (2017) did in RFHO's all_methods_on_mnist.py: per-layer L1 and L2 coefficients
-(rho_l1_0..2, rho_l2_0..2), the learning rate eta and the momentum mu of T steps of
-heavy-ball SGD; projected Adam on the hyperparameters.
+(rho_l1_0..2, rho_l2_0..2 for the default three weight matrices), the learning rate eta and
+the momentum mu of T steps of heavy-ball SGD: 8 with the default two hidden layers, 2 more
+per extra layer; projected Adam on the hyperparameters.
 
 Each outer step trains T steps from the same start, computes the hypergradient of the
-validation error in forward mode (tangents for all 8 at once) and/or reverse mode (stored
+validation error in forward mode (tangents for all of them at once) and/or reverse mode (stored
 trajectory), and prints RFHO's report: accuracies, validation error, the method's state
 memory (MiB), counts, each hyperparameter as name: [value after the Adam step,
 hypergradient], elapsed seconds, and peak process memory.
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          DESCRIPTION)
     parser.add_argument("--data", default="digits", help="digits (default, offline) or mnist:DIR")
     parser.add_argument("--mode", choices=["forward", "reverse", "both"], default="both",
-                        help="which hypergradient to compute (default: both, side by side)")
+                        help="which hypergradient to compute (default: both, one after the other at each outer step)")
     parser.add_argument("--steps", type=positive_int, default=100, metavar="T",
                         help="inner SGD steps per outer step (default 100)")
     parser.add_argument("--hyper-steps", type=positive_int, default=3, metavar="N",
@@ -65,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mu", type=_momentum, default=0.5, help="start momentum (default 0.5)")
     parser.add_argument("--outer-lr", type=positive_float, default=1e-3,
                         help="Adam's step on the hyperparameters (default 1e-3, RFHO's)")
-    parser.add_argument("--hidden", type=_hidden, default=(300, 300), metavar="H1,H2",
-                        help="hidden layer widths (default 300,300)")
+    parser.add_argument("--hidden", type=_hidden, default=(300, 300), metavar="H1,H2,...",
+                        help="hidden layer widths, one per layer (default 300,300, the seed's)")
     parser.add_argument("--update", choices=["rfho", "torch"], default="rfho",
                         help="L2 convention: rfho rho*||W||^2 in the loss, torch weight decay (default rfho)")
     parser.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="K",

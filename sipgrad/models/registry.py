@@ -321,7 +321,8 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
     if weights is not None:
         state = load_state_dict_file(weights)
     elif pretrained and spec.trained_by is not None:
-        raise SipgradError(f"{name} has no published weights: train it with {spec.trained_by} and pass "
+        raise SipgradError(f"{name} has no published weights: train it with {spec.trained_by} (in the source "
+                           f"repository, not in the installed package) and pass "
                            f"weights=FILE, or use pretrained=False for random weights")
     elif pretrained:
         path = cached_weights_path(spec)

@@ -669,3 +669,23 @@ def test_an_interrupt_does_not_claim_results_were_kept_when_none_were(capsys, mo
     code, _, err = run_cli(capsys, *args, "--out", tmp_path / "out")
     assert code == 130 and one_line(err) == f"sipgrad: error: {message}"
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "--builtin", "photos", "--method", "grad,ig,grad"], "argument --method: 'grad,ig,grad' names 'grad' twice"),
+    (["evaluate", "--builtin", "photos", "--sip", "none,topq:0.1,none"], "argument --sip: 'none,topq:0.1,none' names 'none' twice"),
+    (["gradients", "train", "--optimizer", "sgd,momentum,sgd"], "'sgd,momentum,sgd' names 'sgd' twice"),
+    (["gradients", "train", "--label-noise", "0,0.2,0.0"], "'0,0.2,0.0' names 0.0 twice"),
+    (["fwdgrad", "cosine", "--batch-sizes", "8,8"], "'8,8' names 8 twice"),
+    (["fwdgrad", "cosine", "--samplers", "gaussian,activity,gaussian"], "names 'gaussian' twice"),
+])
+def test_a_sweep_that_repeats_a_value_is_refused(capsys, args, message):
+    """A repeated value would run one setting twice (and count the copy as another seed)."""
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and message in one_line(err)
+
+
+def test_widths_may_repeat_where_the_list_is_not_a_sweep(capsys):
+    code, _, err = run_cli(capsys, "hypergrad", "--hidden", "4,4", "--steps", "1", "--hyper-steps", "1",
+                           "--batch-size", "10", "--mode", "forward")
+    assert code == 0, err
