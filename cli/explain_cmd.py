@@ -25,9 +25,12 @@ DESCRIPTION = """Explain a classifier's predictions on images.
 
 For each image: the top-5 classes, a saliency map (.npy, float32 or --saliency-dtype float16,
 original image size), an overlay (.png, original size) and a figure (image | heatmap |
-overlay). Output names come from the image names; the same name in two folders gets
-NAME-2, NAME-3... so nothing is overwritten, and files under --out are never taken as
-inputs. Bad images are reported one line each and skipped; the exit status is then 1."""
+overlay). Output names are NAME.METHOD[.sip-POLICY][.class-INDEX] (the class only when it
+is not the top-1); the same image name in two folders gets NAME-2, NAME-3... Other settings
+(crop, gamma, layers, method options) do not change the names: give each its own --out.
+Files under --out, and files named like this tool's outputs (*.overlay.png, *.figure.png,
+...) in any folder searched, are not taken as inputs. Bad images are reported one line each
+and skipped; the exit status is then 1."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

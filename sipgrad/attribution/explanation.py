@@ -85,6 +85,9 @@ class Explanation:
              saliency_dtype: str = "float32") -> list[dict[str, str]]:
         """Write per image ``<stem>.<method>.saliency.npy``, ``.overlay.png`` (and ``.figure.png``); return the paths.
 
+        With SIP the method is followed by ``.sip-<policy>``; a map of another class than the
+        image's top-1 prediction adds ``.class-<index>`` (e.g. ``chelsea.grad.class-967``).
+
         Args:
             directory: output folder (created if missing).
             figure: also write the image | heatmap | overlay figure.
@@ -101,8 +104,13 @@ class Explanation:
         directory = Path(directory)
         written = []
         suffix = self.method + (f".sip-{slug(self.sip)}" if self.sip else "")
+        top1 = self.probabilities.topk(1, dim=1).indices[:, 0]  # as ``top`` ranks them (ties alike)
         for i, stem_name in enumerate(stems):
-            stem = directory / f"{stem_name}.{suffix}"
+            # A map of another class than the top-1 names its class: explaining one image for two classes
+            # must not leave only the second map under the same name.
+            explained = int(self.targets[i])
+            stem = directory / (f"{stem_name}.{suffix}" if explained == int(top1[i])
+                                else f"{stem_name}.{suffix}.class-{explained}")
             paths = {"saliency": str(stem) + ".saliency.npy", "overlay": str(stem) + ".overlay.png"}
             save_npy(paths["saliency"], self.saliency[i], dtype=saliency_dtype)
             save_overlay_png(paths["overlay"], self.images[i], self.saliency[i])  # streamed: no full-size copy

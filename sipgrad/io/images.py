@@ -86,23 +86,31 @@ def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | Non
                 outputs: tuple[str, ...] = ()) -> list[Path]:
     """Expand files and folders (recursively, sorted) into a list of image paths.
 
-    Files named explicitly are kept whatever their extension (so a bad file gets a
-    clear error later); inside folders only known image extensions are taken.
+    Files named explicitly are kept whatever their extension or name (so a bad file gets
+    a clear error later); inside folders only known image extensions are taken.
 
-    ``exclude`` is an output folder, so a second run does not explain the first run's
-    overlays. Where it lies inside a searched folder, nothing under it is taken. Where
-    the searched folder is the output folder itself or lies inside it (``--out .``),
-    skipping everything would find no images at all; there only files whose names end
-    with one of ``outputs`` (the suffixes of the files a run writes) are skipped.
+    A run must not explain what an earlier run wrote. Inside folders, files whose names end
+    with one of ``outputs`` (the suffixes of the files a run writes, e.g. ``.overlay.png``)
+    are skipped wherever they lie, with one warning saying how many: the earlier run may
+    have written to another output folder than this one. ``exclude`` is this run's output
+    folder: where it lies inside a searched folder, nothing under it is taken. Where the
+    searched folder is the output folder itself or lies inside it (``--out .``), skipping
+    everything would find no images at all; there the name rule alone applies.
     """
     skip = Path(exclude).resolve() if exclude is not None else None
+    outputs = tuple(outputs)
+    skipped_outputs = 0
 
     def wanted(path: Path, inside_output: bool) -> bool:
+        nonlocal skipped_outputs
         if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             return False
-        if skip is None or not path.resolve().is_relative_to(skip):
-            return True
-        return inside_output and not path.name.endswith(outputs)
+        if skip is not None and not inside_output and path.resolve().is_relative_to(skip):
+            return False
+        if outputs and path.name.endswith(outputs):
+            skipped_outputs += 1
+            return False
+        return True
 
     found: list[Path] = []
     for entry in map(Path, paths):
@@ -111,4 +119,8 @@ def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | Non
             found.extend(sorted(p for p in entry.rglob("*") if wanted(p, inside_output)))
         else:
             found.append(entry)
+    if skipped_outputs:
+        warnings.warn(f"skipped {skipped_outputs} file(s) named like the images this tool writes "
+                      f"({', '.join('*' + s for s in outputs)}); name such a file itself to take it as an input",
+                      stacklevel=2)
     return found

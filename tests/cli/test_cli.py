@@ -62,9 +62,19 @@ def test_explain_table_gradcam_reports_its_layer(capsys, asset_dir, tmp_path):
     assert code == 0
     assert "Grad-CAM layer: _head_act" in out and "target: cup (968)" in out
     listed = out.split("files:")[1].split("\n")[0].strip().split(", ")
-    assert [name.rsplit("/", 1)[-1] for name in listed] == [
-        "coffee.gradcam.overlay.png", "coffee.gradcam.saliency.npy", "coffee.gradcam.figure.png"]
+    assert [name.rsplit("/", 1)[-1] for name in listed] == [  # cup is not the top-1 (espresso): named by class
+        "coffee.gradcam.class-968.overlay.png", "coffee.gradcam.class-968.saliency.npy",
+        "coffee.gradcam.class-968.figure.png"]
     assert all(Path(name).is_file() for name in listed)
+
+
+def test_explaining_one_image_for_two_classes_keeps_both_maps(capsys, asset_dir, tmp_path):
+    for target in ("espresso", "cup", "967"):  # top-1, another class, the top-1 again by index
+        assert run_cli(capsys, "explain", asset_dir / "coffee.jpg", "--target", target, "--out", tmp_path)[0] == 0
+    maps = sorted(p.name for p in tmp_path.glob("*.saliency.npy"))
+    assert maps == ["coffee.grad.class-968.saliency.npy", "coffee.grad.saliency.npy"]
+    top1, cup = (np.load(tmp_path / name) for name in maps[::-1])
+    assert not np.allclose(top1, cup)
 
 
 def test_a_bad_image_in_a_batch_does_not_stop_the_others(capsys, asset_dir, tmp_path):

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -79,16 +80,27 @@ def test_find_images_skips_an_output_folder_inside_the_input_but_not_the_input_i
     for name in ("a.jpg", "a.grad.overlay.png", "out/old.png", "out/b.grad.overlay.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "c.grad.overlay.png").write_bytes(b"x")
     suffixes = (".overlay.png",)
-    # --out is a subfolder of the input: nothing under it is an input.
-    inside = find_images([tmp_path], exclude=tmp_path / "out", outputs=suffixes)
-    assert [p.name for p in inside] == ["a.grad.overlay.png", "a.jpg"]
+    # --out is a subfolder of the input: nothing under it is an input; outputs of an earlier run to another
+    # folder are skipped too, with one warning counting them.
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\) named like the images this tool writes \(\*\.overlay"):
+        inside = find_images([tmp_path], exclude=tmp_path / "out", outputs=suffixes)
+    assert [p.name for p in inside] == ["a.jpg"]
     # --out is the input folder (``--out .``): only files named like outputs are skipped, not every image.
-    same = find_images([tmp_path], exclude=tmp_path, outputs=suffixes)
+    with pytest.warns(UserWarning, match="skipped 3 file"):
+        same = find_images([tmp_path], exclude=tmp_path, outputs=suffixes)
     assert [p.name for p in same] == ["a.jpg", "old.png"]
     # the input lies inside --out: the same rule.
-    below = find_images([tmp_path / "out"], exclude=tmp_path, outputs=suffixes)
+    with pytest.warns(UserWarning, match="skipped 1 file"):
+        below = find_images([tmp_path / "out"], exclude=tmp_path, outputs=suffixes)
     assert [p.name for p in below] == ["old.png"]
+    # a file named like an output but given by name is taken, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = find_images([tmp_path / "a.grad.overlay.png", tmp_path / "out"], exclude=tmp_path / "elsewhere")
+    assert [p.name for p in named] == ["a.grad.overlay.png", "b.grad.overlay.png", "old.png"]
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
