@@ -22,7 +22,9 @@ from sipgrad_cli.common import (
 DESCRIPTION = """Compute SIP calibration statistics (forward passes only).
 
 --data is an ImageFolder-style folder (one sub-folder per class, named by ImageNet wnid,
-class index or class name) or a text file of 'PATH LABEL' lines. The result is an .npz
+class index or class name) or a text file of 'PATH LABEL' lines (LABEL: wnid, index or
+class name, which may hold spaces, e.g. 'a.jpg Egyptian cat'; or PATH, a tab, LABEL;
+relative paths are read from the list file's folder). The result is an .npz
 (no pickle) with per-channel GAP mean/std, Shapiro-Wilk p-values and one-sided Welch
 class-vs-rest p-values, tied to the model by a fingerprint of the hooked layers.
 Interrupted runs resume from OUT.partial.npz when started again with the same arguments.

@@ -36,16 +36,43 @@ def labelled_images(source: str | os.PathLike, classes: ClassNames) -> list[tupl
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise SipgradError(f"{source}:{number}: expected 'PATH LABEL'")
-            path = Path(parts[0])
-            label = _label(classes, parts[1], f"{source}:{number}: label")
-            pairs.append((path if path.is_absolute() else source.parent / path, label))
+            path, label = _path_and_label(line, classes, source, f"{source}:{number}")
+            pairs.append((path, label))
         if not pairs:
             raise SipgradError(f"{source}: the file list is empty")
         return pairs
     raise SipgradError(f"{source}: no such folder or file list")
+
+
+def _path_and_label(line: str, classes: ClassNames, source: Path, where: str) -> tuple[Path, int]:
+    """One list line's (path, class index): ``PATH<TAB>LABEL``, or ``PATH LABEL`` where LABEL may hold spaces.
+
+    Class names such as ``Egyptian cat`` contain spaces, so without a tab the split is not
+    simply at the last space: the shortest trailing run of words that names a class and
+    leaves a path that exists wins (then the shortest that names a class). Relative paths
+    are read from the list file's folder.
+    """
+    def resolved(text: str) -> Path:
+        path = Path(text.strip())
+        return path if path.is_absolute() else source.parent / path
+
+    if "\t" in line:
+        text, label = line.rsplit("\t", 1)
+        return resolved(text), _label(classes, label.strip(), f"{where}: label")
+    words = len(line.split())
+    if words < 2:
+        raise SipgradError(f"{where}: expected 'PATH LABEL' (or PATH, a tab, LABEL)")
+    candidates, last_word_error = [], None
+    for count in range(1, words):
+        text, *label_words = line.rsplit(maxsplit=count)
+        try:
+            candidates.append((resolved(text), classes.index(" ".join(label_words))))
+        except SipgradError as error:
+            last_word_error = last_word_error or error
+    existing = [c for c in candidates if c[0].is_file()]
+    if not candidates:
+        raise SipgradError(f"{where}: label: {last_word_error} (a class name with spaces: put a tab before it)")
+    return (existing or candidates)[0]
 
 
 def _label(classes: ClassNames, label: str, where: str) -> int:

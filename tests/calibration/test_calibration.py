@@ -71,6 +71,31 @@ def test_folder_labels_and_file_lists(tiny_dataset, tmp_path):
     assert labelled_images(listing, imagenet_classes()) == items[:3]
 
 
+def test_file_list_labels_may_be_class_names_with_spaces(tmp_path):
+    from sipgrad.errors import SipgradError
+    from sipgrad.models import imagenet_classes
+
+    classes = imagenet_classes()
+    (tmp_path / "my photos").mkdir()
+    for name in ("a.jpg", "b c.jpg"):
+        (tmp_path / "my photos" / name).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("my photos/a.jpg Egyptian cat\n"      # a class name of two words, no tab
+                       "my photos/b c.jpg\ttiger cat\n"      # a tab: the label is all after it
+                       "my photos/a.jpg 285\n"
+                       "my photos/b c.jpg cat\n")             # 'cat' alone names no class; 'c.jpg cat' neither
+    with pytest.raises(SipgradError, match=r"list\.txt:4: label: .*'cat'.*put a tab before it"):
+        labelled_images(listing, classes)
+    listing.write_text("my photos/a.jpg Egyptian cat\n"
+                       "my photos/b c.jpg\ttiger cat\n"
+                       "my photos/a.jpg 285\n"
+                       "my photos/b c.jpg Egyptian cat\n")   # spaces in the path and in the name, no tab
+    items = labelled_images(listing, classes)
+    folder = tmp_path / "my photos"
+    assert items == [(folder / "a.jpg", 285), (folder / "b c.jpg", 282), (folder / "a.jpg", 285),
+                     (folder / "b c.jpg", 285)]
+
+
 def test_resumed_run_equals_uninterrupted_run(lite0, tiny_dataset, tmp_path):
     from sipgrad.models import imagenet_classes
 
