@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sipgrad_cli.common import (
     add_command,
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from sipgrad.hooks.sip import resolve_layers
 
     output_file(args.out)  # refuse an unwritable --out now, not after the whole pass
+    if Path(args.out).suffix.lower() != ".npz":  # explain/evaluate --stats read it back as an .npz archive
+        return fail(f"--out {args.out}: the statistics are an .npz archive; end the name with .npz")
     classifier = load_classifier(args)
     items = labelled_images(args.data, classifier.classes)
     names = args.sip_layers

@@ -264,6 +264,8 @@ def run_plot(args: argparse.Namespace) -> int:
     from sipgrad.errors import SipgradError
 
     output_file(args.out)
+    if not Path(args.runs).is_file():
+        raise SipgradError(f"{args.runs}: no such file (give the forward_train.json that fwdgrad train wrote)")
     try:
         document = json.loads(Path(args.runs).read_text())
         curves = [(run["label"], run["steps"], run["test_accuracy"]) for run in document["runs"]]

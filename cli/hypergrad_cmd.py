@@ -9,6 +9,7 @@ import sys
 from sipgrad_cli.common import (
     add_command,
     comma_items,
+    fail,
     guarded,
     nonnegative_int,
     positive_float,
@@ -115,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 bar.clear()
                 print(report.format() + "\n", flush=True)
+    except KeyboardInterrupt:
+        total = args.hyper_steps * len(modes)
+        return fail(f"interrupted; {len(records)} of the {total} runs (outer steps x modes) had finished"
+                    + (" and were printed" if records else ", so there is nothing to keep"), 130)
     finally:
         bar.close()
         if args.json:

@@ -202,6 +202,7 @@ def calibrate(classifier: Classifier, items: Sequence[tuple[Path, int]], out: st
     num_classes = len(classifier.classes)
     if resumed:
         done, skipped, accumulators = resumed
+        warnings.warn(f"resuming from {checkpoint}: {done} of {len(items)} images were already done", stacklevel=2)
         if progress:
             progress(done)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,6 +133,9 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
     target = out / ("records.jsonl" if world == 1 else f"records.rank{rank}.jsonl")
     keys = [c.key for c in evaluator.configs]
     pending = [case for case in mine if any((case.case_id, key) not in done for key in keys)]
+    if len(pending) < len(mine) and rank == 0:  # say so: a resumed run otherwise looks like a fresh one
+        warnings.warn(f"resuming in {out}: {len(mine) - len(pending)} of {len(mine)} cases were already done "
+                      f"with these settings", stacklevel=2)
     if progress:
         progress(len(mine) - len(pending))
     for start in range(0, len(pending), batch_size):

@@ -105,7 +105,8 @@ def test_resumed_run_equals_uninterrupted_run(lite0, tiny_dataset, tmp_path):
     partial = tmp_path / "part.npz"
     assert calibrate(lite0, items, partial, layers=layers, batch_size=4, reservoir_size=5, stop_after=2) is None
     assert (tmp_path / "part.npz.partial.npz").is_file() and not partial.exists()
-    resumed = calibrate(lite0, items, partial, layers=layers, batch_size=4, reservoir_size=5)
+    with pytest.warns(UserWarning, match=r"resuming from .*part\.npz\.partial\.npz: 8 of 13 images were already done"):
+        resumed = calibrate(lite0, items, partial, layers=layers, batch_size=4, reservoir_size=5)
     assert not (tmp_path / "part.npz.partial.npz").exists()
     for name in layers:
         a, b = whole.per_layer[name], SIPStatistics.load(partial).per_layer[name]

@@ -385,6 +385,11 @@ def test_fwdgrad_plot_names_the_bad_run(capsys, tmp_path, runs, message):
     assert not (tmp_path / "p.png").exists()
 
 
+def test_fwdgrad_plot_of_a_missing_file_says_so(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "nofile.json", "--out", tmp_path / "p.png")
+    assert code == 2 and "nofile.json: no such file" in one_line(err) and "Errno" not in err
+
+
 def test_fwdgrad_plot_refuses_a_folder_as_out(capsys, tmp_path):
     (tmp_path / "runs.json").write_text(json.dumps({"model": "m", "data": "d", "runs": []}))
     code, _, err = run_cli(capsys, "fwdgrad", "plot", tmp_path / "runs.json", "--out", tmp_path)
@@ -689,3 +694,9 @@ def test_widths_may_repeat_where_the_list_is_not_a_sweep(capsys):
     code, _, err = run_cli(capsys, "hypergrad", "--hidden", "4,4", "--steps", "1", "--hyper-steps", "1",
                            "--batch-size", "10", "--mode", "forward")
     assert code == 0, err
+
+
+def test_calibrate_refuses_an_out_file_that_is_not_npz(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "calibrate", "--data", tmp_path, "--out", tmp_path / "stats.txt")
+    assert code == 2 and "stats.txt: the statistics are an .npz archive; end the name with .npz" in one_line(err)
+    assert not (tmp_path / "stats.txt").exists()

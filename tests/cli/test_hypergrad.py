@@ -112,4 +112,18 @@ def test_ctrl_c_keeps_the_finished_records(monkeypatch, capsys):
     captured = capsys.readouterr()
     records = json.loads(captured.out)
     assert [(r["step"], r["mode"]) for r in records] == [(0, "forward")]
-    assert "interrupted; finished results were kept" in captured.err
+    assert "interrupted; 1 of the 4 runs (outer steps x modes) had finished and were printed" in captured.err
+
+
+def test_ctrl_c_before_any_run_finished_says_nothing_was_kept(monkeypatch, capsys):
+    from sipgrad.engines import hypergrad
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(hypergrad, "run_experiment", interrupted)
+    assert main([*SMALL, "--json"]) == 130
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert captured.err.strip().endswith("0 of the 4 runs (outer steps x modes) had finished, so there is nothing to keep")

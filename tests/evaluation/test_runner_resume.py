@@ -54,7 +54,8 @@ def test_records_are_ordered_by_case_then_config(small_classifier, tmp_path):
 def test_a_run_with_fewer_cases_returns_only_its_cases(small_classifier, tmp_path):
     cases = _cases(tmp_path, 3)
     evaluate(small_classifier, cases, SETTINGS, tmp_path / "out", dataset="t", limit=3)
-    fewer = evaluate(small_classifier, cases, SETTINGS, tmp_path / "out", dataset="t", limit=2)
+    with pytest.warns(UserWarning, match=r"resuming in .*out: 2 of 2 cases were already done"):  # said, not silent
+        fewer = evaluate(small_classifier, cases, SETTINGS, tmp_path / "out", dataset="t", limit=2)
     assert sorted({r["case"] for r in fewer}) == ["c0", "c1"] and len(fewer) == 4
 
 
