@@ -47,7 +47,13 @@ def run_mutations(mutations: Sequence[Mutation], copied: Sequence[str], selectio
     ``selection``: substrings of titles (case-insensitive); empty selects every mutation.
     """
     live = pathlib.Path(__file__).resolve().parents[1]
+    if any(s in ("-h", "--help") for s in selection):
+        print(sys.modules["__main__"].__doc__ or __doc__)
+        return 0
     chosen = [m for m in mutations if not selection or any(s.lower() in m[0].lower() for s in selection)]
+    if not chosen:  # a typo in a filter must not pass as "0 mutations, 0 killed"
+        print(f"no mutation title contains any of {list(selection)}", file=sys.stderr)
+        return 2
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="sipgrad-mutations-"))
     tree = scratch / "tree"
     subprocess.run(["git", "-C", str(live), "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], check=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import platform
 import random
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -78,8 +80,14 @@ def _fmt(value) -> str:
 
 
 def write_json(path: str | Path, rows: list[dict], **meta) -> None:
+    """Write ``rows`` with the machine, ``meta`` and the command line that made them (unless ``meta`` names one).
+
+    Docs quote a committed JSON with the command that produced it; recording the command here
+    means a doc's command can always be checked against the file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta.setdefault("command", "python " + " ".join(shlex.quote(a) for a in sys.argv))
     document = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                             "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
                 **meta, "rows": rows}
