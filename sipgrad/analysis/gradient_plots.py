@@ -51,6 +51,12 @@ def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
                        label=f"layer {layer}" if layer != "all" else "whole model")
     energy_ax.set(xscale="log", xlabel="number of directions", ylabel="share of gradient energy", ylim=(0, 1.02),
                   title=f"cumulative energy, B = {largest}")
+    # Log axes label only powers of ten by default: with B = 32, 64 or k = 1, 4 nothing measured would be
+    # labelled. Tick exactly the measured batch sizes and k, written plainly.
+    ks = sorted({int(k) for r in rows if r["layer"] == "all" for k in r["cosine"]})
+    for ax, ticks in ((rank_ax, sizes), (cos_ax, ks)):
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(pyplot().NullLocator())
     for ax in (rank_ax, cos_ax, energy_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=_FONT - 1)
