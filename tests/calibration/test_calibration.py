@@ -89,11 +89,13 @@ def test_file_list_labels_may_be_class_names_with_spaces(tmp_path):
     listing.write_text("my photos/a.jpg Egyptian cat\n"
                        "my photos/b c.jpg\ttiger cat\n"
                        "my photos/a.jpg 285\n"
-                       "my photos/b c.jpg Egyptian cat\n")   # spaces in the path and in the name, no tab
+                       "my photos/b c.jpg Egyptian cat\n"    # spaces in the path and in the name, no tab
+                       "my photos/a.jpg waffle iron\n"       # 'iron' is a class too: the existing path decides
+                       "gone/a.jpg\twaffle iron\n")          # no such file: the tab decides
     items = labelled_images(listing, classes)
     folder = tmp_path / "my photos"
     assert items == [(folder / "a.jpg", 285), (folder / "b c.jpg", 282), (folder / "a.jpg", 285),
-                     (folder / "b c.jpg", 285)]
+                     (folder / "b c.jpg", 285), (folder / "a.jpg", 891), (tmp_path / "gone" / "a.jpg", 891)]
 
 
 def test_resumed_run_equals_uninterrupted_run(lite0, tiny_dataset, tmp_path):
