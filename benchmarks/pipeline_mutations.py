@@ -15,7 +15,8 @@ row; run.json settings left out; atomic writes with the wrong mode; EXIF, alpha 
 16-bit images; ImageNet constants in the wrong order or interpolation; BatchNorm folding.
 They were written in a mutation audit (2026-11-30): of these 77, 37 survived the tests of
 the time and got the tests that now kill them; 4 equivalent mutations from that audit
-are left out.
+are left out. Four more (file-list labels with spaces or after a tab, outputs of an
+earlier run taken as inputs, a silent resume) came with the fixes they guard.
 """
 
 from __future__ import annotations
@@ -338,6 +339,22 @@ MUTATIONS = [
      'bn.running_var.add(bn.eps).rsqrt()',
      'bn.running_var.rsqrt()',
      'tests/io tests/models'),
+    ('calibrate: file-list label always the last word', 'sipgrad/calibration/dataset.py',
+     '    existing = [c for c in candidates if c[0].is_file()]',
+     '    existing = []',
+     'tests/calibration/test_calibration.py'),
+    ('calibrate: a tab in a file-list line ignored', 'sipgrad/calibration/dataset.py',
+     '    if "\\t" in line:',
+     '    if False:',
+     'tests/calibration/test_calibration.py'),
+    ('io: earlier outputs taken as inputs outside this run\'s output folder', 'sipgrad/io/images.py',
+     '        if outputs and path.name.endswith(outputs):',
+     '        if inside_output and outputs and path.name.endswith(outputs):',
+     'tests/io'),
+    ('evaluate: a resumed run says nothing', 'sipgrad/evaluation/runner.py',
+     '    if len(pending) < len(mine) and rank == 0:',
+     '    if False:',
+     'tests/evaluation/test_runner_resume.py'),
 ]
 
 

@@ -170,6 +170,13 @@ MUTATIONS = [
     ("render: each row block gets its own colour scale", R,
      "heatmap(saliency[rows], colormap, clip_percentile, scale=scale)",
      "heatmap(saliency[rows], colormap, clip_percentile, scale=None)", T_RENDER),
+    ("explanation: a map of another class saved under the top-1 map's name", "sipgrad/attribution/explanation.py",
+     '            stem = directory / (f"{stem_name}.{suffix}" if explained == int(top1[i])',
+     '            stem = directory / (f"{stem_name}.{suffix}" if True',
+     "tests/cli/test_cli.py::test_explaining_one_image_for_two_classes_keeps_both_maps"),
+    ("SIP: a bad policy value's error without the spec it came from", "sipgrad/hooks/sip.py",
+     "                if field_name in str(error):", "                if False:",
+     "tests/cli/test_cli.py::test_bad_input_gets_one_line_and_nonzero_exit"),
 ]
 
 
