@@ -8,7 +8,8 @@ tree's current sipgrad/{hooks,attribution,evaluation,render} and
 tests/{hooks,attribution,evaluation,render} (and tests/conftest.py) are laid. Exit status 1
 if any mutation survived or no longer matches the code.
 
-Result (2026-11-30, CPU, the command above): 56 mutations, 56 killed. The first audit ran
+Result (2026-11-30, CPU, the command above): 56 mutations, 56 killed; the 2 added later (a map of
+another class named like the top-1's, a SIP value error without its spec) are killed too. The first audit ran
 the first 52 against the tests of the time: 39 killed, 13 survived (absq's |.|, IG's noise
 baseline scale, the clean prediction under the noisy methods, pointing game row/column and
 height/width, centre baseline, boxes marked invalid (pointing and mask), mu_in's |.|, the
