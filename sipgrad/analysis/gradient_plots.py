@@ -56,7 +56,7 @@ def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     ks = sorted({int(k) for r in rows if r["layer"] == "all" for k in r["cosine"]})
     for ax, ticks in ((rank_ax, sizes), (cos_ax, ks)):
         ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.xaxis.set_minor_locator(pyplot().NullLocator())
+        ax.xaxis.set_minor_locator(plt.NullLocator())
     for ax in (rank_ax, cos_ax, energy_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=_FONT - 1)

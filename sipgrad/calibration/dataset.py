@@ -69,9 +69,9 @@ def _path_and_label(line: str, classes: ClassNames, source: Path, where: str) ->
             candidates.append((resolved(text), classes.index(" ".join(label_words))))
         except SipgradError as error:
             last_word_error = last_word_error or error
-    existing = [c for c in candidates if c[0].is_file()]
     if not candidates:
         raise SipgradError(f"{where}: label: {last_word_error} (a class name with spaces: put a tab before it)")
+    existing = [c for c in candidates if c[0].is_file()]
     return (existing or candidates)[0]
 
 

@@ -129,13 +129,12 @@ class SIPConfig:
                     raise SipgradError(f"SIP policy {spec!r}: the rank must be a whole number")
                 value = int(value)
             overrides[field_name] = value
-            try:
-                return cls(policy=name, **overrides)
-            except SipgradError as error:  # name the spec the value came from: "SIP policy 'topq:2': fraction ..."
-                if field_name in str(error):
-                    raise SipgradError(f"SIP policy {spec!r}: {str(error).removeprefix('SIP ')}") from None
-                raise
-        return cls(policy=name, **overrides)
+        try:
+            return cls(policy=name, **overrides)
+        except SipgradError as error:  # name the spec the value came from: "SIP policy 'topq:2': fraction ..."
+            if argument and field_name in str(error):
+                raise SipgradError(f"SIP policy {spec!r}: {str(error).removeprefix('SIP ')}") from None
+            raise
 
     def validate(self) -> None:
         """Kept for compatibility: a constructed config is always valid."""
