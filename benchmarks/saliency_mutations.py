@@ -176,7 +176,7 @@ MUTATIONS = [
      '            stem = directory / (f"{stem_name}.{suffix}" if True',
      "tests/cli/test_cli.py::test_explaining_one_image_for_two_classes_keeps_both_maps"),
     ("SIP: a bad policy value's error without the spec it came from", "sipgrad/hooks/sip.py",
-     "                if field_name in str(error):", "                if False:",
+     "            if argument and field_name in str(error):", "            if False:",
      "tests/cli/test_cli.py::test_bad_input_gets_one_line_and_nonzero_exit"),
 ]
 
