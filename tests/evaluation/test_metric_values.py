@@ -7,6 +7,8 @@ Each test here was checked to fail on a mutant that the older tests let through
 import math
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipgrad.evaluation import metrics
 from sipgrad.evaluation.cases import pad_boxes
@@ -114,3 +116,45 @@ def test_each_step_changes_the_nearest_whole_number_of_pixels():
     assert torch.allclose(curve[0], expected)
     curve_set = metrics.perturbation_curve_set(model, inputs, maps, torch.tensor([0]), steps=3)
     assert torch.allclose(curve_set["deletion"][0], expected)
+
+
+def _torchray_pointing(mask: torch.Tensor, row: int, col: int, tolerance: float, closed: bool) -> bool:
+    """TorchRay's ``PointingGame.evaluate`` written out: a hit when the disc around the point meets the mask.
+
+    TorchRay's acceptance region is open (squared distance < tolerance^2); ``closed`` uses <= instead.
+    """
+    rows, cols = torch.meshgrid(torch.arange(mask.shape[0]), torch.arange(mask.shape[1]), indexing="ij")
+    squared = ((rows - row) ** 2 + (cols - col) ** 2).float()
+    accept = squared <= tolerance ** 2 if closed else squared < tolerance ** 2
+    return bool((mask & accept).any())
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(4, 40), width=st.integers(4, 40), data=st.data())
+def test_pointing_game_is_torchrays_brute_force_with_a_closed_disc(height, width, data):
+    # The pointing game measures box-to-point distances in closed form; TorchRay tests every mask pixel.
+    # They agree on every point when TorchRay's disc is closed; with its own open disc they differ only
+    # for a maximum exactly `tolerance` px from the nearest box pixel (docs/evaluation.md, Metrics).
+    x0, x1 = sorted(data.draw(st.lists(st.floats(0, width), min_size=2, max_size=2)))
+    y0, y1 = sorted(data.draw(st.lists(st.floats(0, height), min_size=2, max_size=2)))
+    row, col = data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))
+    tolerance = data.draw(st.sampled_from([0.0, 1.0, 2.5, 5.0, 15.0]))
+    boxes, valid = pad_boxes([[(x0, y0, x1, y1)]])
+    mask = metrics.box_mask(boxes, valid, height, width)[0]
+    maps = torch.zeros(1, height, width)
+    maps[0, row, col] = 1.0
+    ours = bool(metrics.pointing_game(maps, boxes, valid, tolerance)[0])
+    assert ours == _torchray_pointing(mask, row, col, tolerance, closed=True)
+    if ours != _torchray_pointing(mask, row, col, tolerance, closed=False):
+        nearest = min(((r - row) ** 2 + (c - col) ** 2) for r, c in mask.nonzero().tolist())
+        assert nearest == tolerance ** 2
+
+
+def test_a_maximum_exactly_at_the_tolerance_is_a_hit():
+    # 15 px straight right of a one-pixel box, and (9, 12) away: on the circle, so a hit (TorchRay: a miss).
+    boxes, valid = pad_boxes([[(20.0, 20.0, 21.0, 21.0)], [(20.0, 20.0, 21.0, 21.0)]])
+    maps = torch.zeros(2, 48, 48)
+    maps[0, 20, 35] = 1.0
+    maps[1, 29, 32] = 1.0
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=15.0).tolist() == [True, True]
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=14.99).tolist() == [False, False]
