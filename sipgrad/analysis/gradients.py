@@ -217,7 +217,9 @@ def channel_pca(vectors: torch.Tensor | np.ndarray, components: int = 10) -> dic
     count = min(components, *data.shape)
     if not np.any(data.var(axis=0) > 0):  # identical vectors: no direction explains anything
         return {"explained_variance_ratio": np.zeros(count), "components": np.zeros((count, data.shape[1]))}
-    pca = PCA(n_components=count).fit(data)
+    # The full SVD, not scikit-learn's default randomized solver for larger inputs, which draws from numpy's global
+    # generator: the same vectors give the same components whatever the caller's random state.
+    pca = PCA(n_components=count, svd_solver="full").fit(data)
     return {"explained_variance_ratio": pca.explained_variance_ratio_, "components": pca.components_}
 
 

@@ -121,3 +121,16 @@ def test_channel_vectors_are_position_means_and_centre_reaches_the_spectrum(smal
             torch.testing.assert_close(analysis.channel_vectors[layer], grad.mean(dim=(2, 3)))
             expected = gradient_spectrum(grad, centre=centre).singular_values
             torch.testing.assert_close(analysis.spectra[layer].singular_values, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_channel_pca_does_not_depend_on_numpys_global_generator():
+    # 40 x 1280 is where scikit-learn's default would pick its randomized solver (seeded from numpy's global
+    # generator): the components must come out the same whatever that generator's state.
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 8)) @ rng.standard_normal((8, 1280)) + 0.3 * rng.standard_normal((40, 1280))
+    results = []
+    for state in (0, 1):
+        np.random.seed(state)
+        results.append(channel_pca(vectors, components=10))
+    assert np.array_equal(results[0]["explained_variance_ratio"], results[1]["explained_variance_ratio"])
+    assert np.array_equal(results[0]["components"], results[1]["components"])

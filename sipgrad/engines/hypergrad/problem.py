@@ -136,8 +136,9 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
     """
     _check_labels(data)
     if model is None:
-        torch.manual_seed(seed)
-        model = mlp(data.features, hidden, data.classes)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, and the caller's generator left as it was
+            torch.manual_seed(seed)
+            model = mlp(data.features, hidden, data.classes)
     model = model.to(dtype)
     weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}

@@ -375,3 +375,15 @@ def test_starting_hyperparameters_outside_the_projections_range_are_refused(star
 def test_a_start_that_fits_float64_but_not_float32_is_kept_in_float64():
     problem = classification_problem(synthetic_data(), steps=2, batch_size=8, hidden=(4,), dtype=torch.float64)
     assert float(seed_hyperparameters(problem.inner, eta=1e39)["eta"]) == 1e39
+
+
+def test_classification_problem_leaves_the_callers_generator_alone():
+    # Its initial weights come from its own seed; the global generator's state is the caller's business.
+    data = load_digits()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = classification_problem(data, steps=2, batch_size=20, seed=5, hidden=(8,))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)
+    again = classification_problem(data, steps=2, batch_size=20, seed=5, hidden=(8,))
+    assert all(torch.equal(first.inner.weights[name], w) for name, w in again.inner.weights.items())
