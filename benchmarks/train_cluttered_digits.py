@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -72,8 +73,15 @@ def main() -> None:
     test_x, test_y = to_tensors(make_samples("test", 297, args.seed), preprocessing)
     report_path = out / "training.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    # Training is bit-for-bit reproducible only with the same thread count and torch build (oneDNN's BatchNorm
+    # and convolutions round differently with other thread counts, and the runs part at the first step):
+    # each model's entry records what made it, so two folders can be told apart.
+    made_with = {"arguments": {"train_count": args.train_count, "epochs": args.epochs, "seed": args.seed},
+                 "threads": torch.get_num_threads(), "torch": torch.__version__,
+                 "processor": platform.processor() or platform.machine()}
     for name in args.models.split(","):
         model, report[name] = train(name, train_x, train_y, test_x, test_y, args.epochs, args.seed)
+        report[name].update(made_with)
         torch.save(model.state_dict(), out / f"{name}.pt")
     calibration = make_samples("train", args.calibration_count, args.seed + 1)
     for i, sample in enumerate(calibration):

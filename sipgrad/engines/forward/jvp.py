@@ -60,7 +60,10 @@ def forward_gradient(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.T
     Gaussian direction per row; the estimate is their average of (grad . v) v. All directions
     go through one vmapped JVP (``chunk_size`` directions at a time bounds the memory).
     ``tangents`` (K x B x ...) replaces the random directions, e.g. an orthonormal basis,
-    which makes the result exact. Reproducible with ``generator``.
+    which makes the result exact. Reproducible with ``generator``: the same generator state and
+    batch give the same estimate. The directions are drawn for the whole batch at once, so a
+    row's estimate also depends on the rows drawn before it (its batch and position); for an
+    estimate of each row that is the same in any batch, pass ``tangents`` drawn per row.
     """
     if tangents is None:
         if directions < 1:
