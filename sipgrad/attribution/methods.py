@@ -159,7 +159,8 @@ class Method:
         captum: the captum class that computes its gradients.
         run: ``run(forward, inputs, targets, context) -> attribution``.
         single_pass: one forward pass on the clean input, which also gives the predictions.
-        random: draws noise (reproducible from ``MethodOptions.seed``).
+        draws_noise: ``draws_noise(options)``: whether the method draws random noise under these options
+            (reproducible from ``MethodOptions.seed``), so that a record of its maps depends on the seeding.
         sip_scope: where SIP acts under this method.
         channels: 3 for input-space attributions, 1 for class activation maps.
     """
@@ -169,7 +170,7 @@ class Method:
     captum: type
     run: Callable[[ForwardFn, torch.Tensor, torch.Tensor, AttributionContext], torch.Tensor]
     single_pass: bool
-    random: bool = False
+    draws_noise: Callable[[MethodOptions], bool] = lambda options: False
     sip_scope: str = "every hooked layer"
     channels: int = 3
 
@@ -189,8 +190,10 @@ class MethodRegistry(dict):
 METHODS: MethodRegistry = MethodRegistry({m.name: m for m in (
     Method("grad", "Gradient", Saliency, _grad, single_pass=True),
     Method("inputgrad", "Input x Gradient", InputXGradient, _inputgrad, single_pass=True),
-    Method("smoothgrad", "SmoothGrad", Saliency, _smoothgrad, single_pass=False, random=True),
-    Method("ig", "Integrated Gradients", IntegratedGradients, _ig, single_pass=False, random=True),
+    Method("smoothgrad", "SmoothGrad", Saliency, _smoothgrad, single_pass=False,
+           draws_noise=lambda options: True),
+    Method("ig", "Integrated Gradients", IntegratedGradients, _ig, single_pass=False,
+           draws_noise=lambda options: options.ig_baseline == "noise"),
     Method("gradcam", "Grad-CAM", LayerGradCam, _gradcam, single_pass=True,
            sip_scope="the Grad-CAM layer and hooked layers after it", channels=1),
 )})

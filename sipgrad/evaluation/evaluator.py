@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -14,13 +15,12 @@ from sipgrad.attribution.engine import AttributionEngine
 from sipgrad.attribution.methods import MethodOptions, get_method
 from sipgrad.errors import SipgradError
 from sipgrad.evaluation import metrics
-from sipgrad.evaluation.catalog import BOX_METRICS, PERTURBATION_METRICS  # noqa: F401  (re-exported)
 from sipgrad.evaluation.cases import Case, boxes_to_input, pad_boxes
+from sipgrad.evaluation.catalog import BOX_METRICS, METRICS, PERTURBATION_METRICS, ScoringInputs  # noqa: F401
 from sipgrad.evaluation.predictor import PerturbationPredictor
 from sipgrad.hooks.sip import SIPConfig
 from sipgrad.models.inference import evaluation_mode
 from sipgrad.models.registry import Classifier
-
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,20 @@ class EvalSettings:
 
     methods: tuple[str, ...] = ("grad",)
     sips: tuple[str, ...] = ("none",)
-    sip_options: dict = field(default_factory=dict)
+    sip_options: Mapping[str, Any] = field(default_factory=dict)
     tolerance: float | None = None  # pointing-game radius in px; None: 15 px at a 224-px input, scaled
     steps: int = 10  # deletion/insertion steps; 0 switches them off
     crop: bool = False
-    method_options: dict = field(default_factory=dict)
+    method_options: Mapping[str, Any] = field(default_factory=dict)
     compile: bool = False  # torch.compile the perturbation passes; changes speed only, so not in describe()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "sips", tuple(self.sips))
+        # Read-only copies: describe() (a run's identity on disk) must keep matching what the engines were built
+        # with, so neither the caller's dicts nor these can change the settings after construction.
+        object.__setattr__(self, "sip_options", MappingProxyType(dict(self.sip_options)))
+        object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
         for method in self.methods:
             get_method(method)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -86,7 +90,7 @@ class EvalSettings:
     @property
     def draws_noise(self) -> bool:
         """Whether a method draws random noise (SmoothGrad, IG with a noise baseline), so records depend on it."""
-        return "smoothgrad" in self.methods or ("ig" in self.methods and self.options.ig_baseline == "noise")
+        return any(get_method(method).draws_noise(self.options) for method in self.methods)
 
 
 # How random methods seed each case's noise (``Case.noise_index``); recorded in a run's identity.
@@ -171,7 +175,7 @@ class Evaluator:
         height, width = inputs.shape[-2:]
         mask = metrics.box_mask(boxes, valid, height, width)
         box_fraction = mask.float().mean(dim=(1, 2))
-        centre = metrics.centre_baseline(boxes, valid, height, width, self.settings.tolerance)
+        families = ("box", "perturbation") if self.settings.steps > 0 else ("box",)
         for config in configs:
             rows = [i for i, case in enumerate(prepared.cases) if (case.case_id, config.key) not in skip]
             if not rows:
@@ -181,12 +185,11 @@ class Evaluator:
             result = self.engines[config.key](inputs[index], targets[index],
                                               indices=_noise_indices([prepared.cases[i] for i in rows]))
             maps = result.maps().to(device)
-            sub_boxes, sub_valid, sub_mask = boxes[index], valid[index], mask[index]
-            scores = {"pointing": metrics.pointing_game(maps, sub_boxes, sub_valid, self.settings.tolerance).float(),
-                      "centre": centre[index].float(), "energy": metrics.energy_pointing_game(maps, sub_mask)}
-            scores["mu_in"], scores["mu_in_w"] = metrics.mu_in(maps, sub_mask)
-            if self.settings.steps > 0:
-                scores.update(self._perturbation_scores(inputs[index], maps, targets[index]))
+            curves = self._perturbation_curves(inputs[index], maps, targets[index]) if self.settings.steps > 0 \
+                else None
+            scoring = ScoringInputs(maps, boxes[index], valid[index], mask[index], self.settings.tolerance, curves)
+            # Every catalog entry of the families this run computes, in catalog order: adding a metric is one entry.
+            scores = {name: entry.compute(scoring) for name, entry in METRICS.items() if entry.family in families}
             seconds = (time.perf_counter() - began) / len(rows)
             columns = {name: value.detach().cpu().tolist() for name, value in scores.items()}
             probabilities = result.logits.float().softmax(dim=1).cpu()
@@ -204,22 +207,20 @@ class Evaluator:
                     record["_map"] = maps[j].cpu().numpy().astype(np.float32)
                 records.append(record)
         return records
+
     def _predictor(self, example: torch.Tensor) -> PerturbationPredictor:
         """The forward-only model of the perturbation passes (BatchNorm folded, chunked), made once."""
         if self._predictor_cache is None:
             self._predictor_cache = PerturbationPredictor(self.classifier.module, example, self.settings.compile)
         return self._predictor_cache
 
-    def _perturbation_scores(self, inputs: torch.Tensor, maps: torch.Tensor,
+    def _perturbation_curves(self, inputs: torch.Tensor, maps: torch.Tensor,
                              targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The deletion/insertion probability curves (name -> B x (steps + 1)) that perturbation metrics read."""
         predict = self._predictor(inputs)
         steps, chunk, module = self.settings.steps, predict.chunk, predict.module
         with torch.inference_mode(), evaluation_mode(module):
-            curves = metrics.perturbation_curve_set(predict, inputs, maps, targets, steps=steps, chunk=chunk)
-        return {"deletion_auc": metrics.curve_auc(curves["deletion"]), "deletion_aopc": metrics.aopc(curves["deletion"]),
-                "deletion_lerf_auc": metrics.curve_auc(curves["deletion_lerf"]),
-                "insertion_auc": metrics.curve_auc(curves["insertion"]),
-                "insertion_lerf_auc": metrics.curve_auc(curves["insertion_lerf"])}
+            return metrics.perturbation_curve_set(predict, inputs, maps, targets, steps=steps, chunk=chunk)
 
 
 def _noise_indices(cases: list[Case]) -> torch.Tensor:

@@ -8,12 +8,35 @@ import pytest
 
 from sipgrad.evaluation import evaluator
 from sipgrad.evaluation.catalog import BOX_METRICS, METRICS, PERTURBATION_METRICS, Metric, metric
+from tests.evaluation.png_cases import random_png_cases
 
 
-def test_every_recorded_metric_has_an_entry_in_the_same_order():
+def _small_cases(tmp_path, count):
+    return random_png_cases(tmp_path, count, lambda i: i % 10, lambda i: ((4.0, 4.0, 30.0, 30.0),))
+
+
+def _score_columns(record: dict) -> tuple[str, ...]:
+    return tuple(key for key in record if key in METRICS or key == "peak")
+
+
+def test_the_evaluator_records_every_entry_in_catalog_order(small_classifier, tmp_path):
     assert (*BOX_METRICS, *PERTURBATION_METRICS) == tuple(METRICS)
-    assert tuple(evaluator.BOX_METRICS) == BOX_METRICS
-    assert tuple(evaluator.PERTURBATION_METRICS) == PERTURBATION_METRICS
+    cases = _small_cases(tmp_path, count=2)
+    with_curves = evaluator.Evaluator(small_classifier, evaluator.EvalSettings(steps=2)).evaluate(cases)
+    assert [_score_columns(r) for r in with_curves] == [tuple(METRICS)] * 2
+    box_only = evaluator.Evaluator(small_classifier, evaluator.EvalSettings(steps=0)).evaluate(cases)
+    assert [_score_columns(r) for r in box_only] == [BOX_METRICS] * 2
+
+
+def test_adding_a_metric_is_one_entry(small_classifier, tmp_path, monkeypatch):
+    # One entry in the catalog, and the evaluator computes it: here the map's peak value.
+    peak = Metric("peak", "peak", "higher", (0.0, math.inf), "box", "the map's largest value",
+                  compute=lambda s: s.maps.flatten(1).amax(1))
+    monkeypatch.setitem(METRICS, "peak", peak)
+    cases = _small_cases(tmp_path, count=2)
+    records = evaluator.Evaluator(small_classifier, evaluator.EvalSettings(steps=0)).evaluate(cases, keep_maps=True)
+    assert [_score_columns(r) for r in records] == [(*BOX_METRICS, "peak")] * 2
+    assert [r["peak"] for r in records] == pytest.approx([float(r["_map"].max()) for r in records], rel=1e-6)
 
 
 def test_directions_and_ranges_are_the_documented_ones():
@@ -29,9 +52,14 @@ def test_directions_and_ranges_are_the_documented_ones():
 
 
 def test_a_bad_entry_is_refused():
+    def compute(inputs):
+        return inputs.maps.sum()
+
     with pytest.raises(ValueError, match="better"):
-        Metric("x", "x", "up", (0.0, 1.0), "box", "x")
+        Metric("x", "x", "up", (0.0, 1.0), "box", "x", compute=compute)
     with pytest.raises(ValueError, match="empty"):
-        Metric("x", "x", "higher", (1.0, 1.0), "box", "x")
+        Metric("x", "x", "higher", (1.0, 1.0), "box", "x", compute=compute)
+    with pytest.raises(ValueError, match="compute"):
+        Metric("x", "x", "higher", (0.0, 1.0), "box", "x")
     with pytest.raises(KeyError, match="known"):
         metric("nope")

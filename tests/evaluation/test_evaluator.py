@@ -126,3 +126,22 @@ def test_a_run_folder_from_before_case_id_noise_is_not_resumed_with_random_metho
                 evaluate(small_classifier, cases, settings, out, dataset="t")
         else:
             evaluate(small_classifier, cases, settings, out, dataset="t")  # grad: nothing random, resumes
+
+
+def test_settings_cannot_change_after_construction():
+    # describe() is the run's identity on disk: it must keep matching what the engines were built with.
+    method_options, sip_options = {"ig_steps": 4}, {"gamma": 2.0}
+    settings = EvalSettings(methods=("ig",), method_options=method_options, sip_options=sip_options)
+    method_options["ig_steps"], sip_options["gamma"] = 8, 3.0
+    assert settings.describe()["method_options"] == {"ig_steps": 4} and settings.options.ig_steps == 4
+    assert settings.describe()["sip_options"] == {"gamma": "2.0"}
+    with pytest.raises(TypeError):
+        settings.method_options["ig_steps"] = 8
+
+
+@pytest.mark.parametrize(("methods", "options", "noise"), [
+    (("grad", "gradcam"), {}, False), (("ig",), {}, False), (("ig",), {"ig_baseline": "noise"}, True),
+    (("grad", "smoothgrad"), {}, True)])
+def test_a_run_records_its_noise_seeding_exactly_when_a_method_draws_noise(methods, options, noise):
+    settings = EvalSettings(methods=methods, method_options=options)
+    assert settings.draws_noise is noise and ("noise" in settings.describe()) is noise
