@@ -6,6 +6,7 @@ import argparse
 import functools
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -84,11 +85,17 @@ PARAMETER_FLAGS = {
 }
 
 
+# One pass over the message, longest names first and whole words only: `internal_batch_size` must not be read
+# as `internal_` + `batch_size`, and a flag written in must not be rewritten again by a later entry.
+_PARAMETER_PATTERN = re.compile("|".join(
+    (r"(?<![\w-])" if parameter[0].isalnum() or parameter[0] == "_" else "") + re.escape(parameter)
+    + (r"(?![\w])" if parameter[-1].isalnum() or parameter[-1] == "_" else "")
+    for parameter in sorted(PARAMETER_FLAGS, key=len, reverse=True)))
+
+
 def as_flags(message: str) -> str:
     """A library error message with its parameter names replaced by the CLI's flags."""
-    for parameter, flag in PARAMETER_FLAGS.items():
-        message = message.replace(parameter, flag)
-    return message
+    return _PARAMETER_PATTERN.sub(lambda match: PARAMETER_FLAGS[match.group(0)], message)
 
 
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -341,14 +348,28 @@ def check_sip_layers(args: argparse.Namespace, classifier) -> None:
         raise SipgradError(f"--sip-layers: {error}") from None
 
 
+ARGUMENT_PLACEHOLDERS = {"fraction": "Q", "quantile": "Q", "rank": "K"}
+
+
+def sip_synopsis() -> str:
+    """The SIP specs, read from the policy registry: ``none, cls, ins (need --stats), topq:Q, ..., or pca:K``."""
+    from sipgrad.hooks.policies import POLICIES
+
+    statistical = [name for name, policy in POLICIES.items() if policy.needs_statistics]
+    data_free = [f"{name}:{ARGUMENT_PLACEHOLDERS.get(policy.argument, 'X')}" if policy.argument else name
+                 for name, policy in POLICIES.items() if not policy.needs_statistics]
+    specs = ["none", *statistical[:-1], f"{statistical[-1]} (need --stats)" if statistical else None, *data_free]
+    specs = [spec for spec in specs if spec]
+    return ", ".join(specs[:-1]) + f", or {specs[-1]}"
+
+
 def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     group = parser.add_argument_group("SIP (gradient filtering)")
     if multiple:
         group.add_argument("--sip", default="none", type=lambda text: sweep_items(text, "none,topq:0.1"),
-                           help="comma-separated SIP configs, e.g. none,topq:0.1,cls")
+                           help=f"comma-separated SIP configs, each {sip_synopsis()}; e.g. none,topq:0.1,cls")
     else:
-        group.add_argument("--sip", default="none", metavar="POLICY",
-                           help="none, cls, ins (need --stats), data-free topq:Q, absq:Q, act:Q, or pca:K (default: none)")
+        group.add_argument("--sip", default="none", metavar="POLICY", help=f"{sip_synopsis()} (default: none)")
     group.add_argument("--stats", metavar="FILE", help="calibration statistics from `sipgrad calibrate`")
     group.add_argument("--alpha", type=fraction, help="p-value threshold for cls/ins, in (0, 1] (default 0.05)")
     group.add_argument("--quantile", type=fraction,

@@ -33,7 +33,8 @@ Data: --images DIR with --boxes FILE|DIR in --format imagenet (ILSVRC XML per im
 
 Metrics: pointing game (a disc of --tolerance px around the maximum touches a box) with the
 centre baseline, energy inside the boxes, mu_in/mu_in_w, and (unless --steps 0) deletion
-and insertion curves (AUC, AOPC), most- and least-relevant first.
+and insertion curves (AUC, AOPC), most- and least-relevant first. Record columns:
+{metrics}.
 
 Output (--out DIR): records.jsonl (one line per case and config, written as results come;
 a re-run with the same arguments resumes), summary.json, summary.md (means with bootstrap
@@ -47,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.evaluation.builtin import BUILTIN
     from sipgrad.evaluation.datasets import FORMATS
 
-    parser = add_command(subparsers, "evaluate", "box metrics (pointing game and friends) over a data set", DESCRIPTION)
+    from sipgrad.evaluation.catalog import BOX_METRICS, PERTURBATION_METRICS
+
+    columns = ", ".join(BOX_METRICS) + "; unless --steps 0, " + ", ".join(PERTURBATION_METRICS)
+    parser = add_command(subparsers, "evaluate", "box metrics (pointing game and friends) over a data set",
+                         DESCRIPTION.format(metrics=columns))
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of images")

@@ -22,7 +22,6 @@ from sipgrad_cli.common import (
     sweep_items,
 )
 
-SAMPLER_HELP = "gaussian, rademacher, layerwise, orthonormal, activity, orthogonal, orthogonal:NAME"
 COSINE_DIRECTIONS = 1  # the seed's cosine table: one direction per estimate
 TRAIN_DIRECTIONS = 32  # the forward-training runs of docs/forward.md
 
@@ -79,7 +78,10 @@ def bits_list(text: str) -> list[int | None]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.engines.forward.models import MODELS
+    from sipgrad.engines.forward.samplers import SAMPLERS
     from sipgrad.engines.forward.training import GRADIENTS
+
+    sampler_help = ", ".join(SAMPLERS) + ", orthogonal:NAME"  # the registry's names: a new entry shows here
 
     parser = one_line_errors(subparsers.add_parser(
         "fwdgrad", help="forward-gradient experiments: cosine table, training beside backprop",
@@ -105,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cosine.add_argument("--batch-sizes", type=positive_int_list, default=[128, 256, 512, 800, 1024], metavar="B,B",
                         help="comma-separated batch sizes (default 128,256,512,800,1024)")
     cosine.add_argument("--samplers", type=name_list, default=["gaussian", "activity"], metavar="NAMES",
-                        help=f"comma-separated samplers: {SAMPLER_HELP} (default gaussian,activity)")
+                        help=f"comma-separated samplers: {sampler_help} (default gaussian,activity)")
     cosine.add_argument("--trials", type=trial_count, default=20, metavar="R", help="trials per cell (default 20)")
     cosine.set_defaults(run=run_cosine)
 
@@ -115,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--grad", type=choice_list(GRADIENTS), default=["forward", "backprop"], metavar="forward,backprop",
                        help="gradient sources to run, comma-separated (default forward,backprop)")
     train.add_argument("--sampler", type=name_list, default=["gaussian"], metavar="NAMES",
-                       help=f"comma-separated samplers for forward runs: {SAMPLER_HELP} (default gaussian)")
+                       help=f"comma-separated samplers for forward runs: {sampler_help} (default gaussian)")
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"], help="default adam")
     train.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-3 for Adam; SGD 5e-3 "
                                                          "forward, 5e-2 backprop; 10x these for binary models)")

@@ -38,8 +38,8 @@ training labels made wrong.
 Comma-separated --optimizer, --label-noise and --seed values run every combination;
 runs with the same seed share initial weights, corrupted labels and batch order.
 Reports test accuracy vs step and, for momentum, how close the momentum buffer is to the
-top-k projection. Writes OUT/train.json (after every finished run), OUT/accuracy.png and
-OUT/momentum.png."""
+top-k projection. Writes OUT/train.json (after every finished run), OUT/accuracy.png and,
+when a momentum run is among them, OUT/momentum.png."""
 
 
 def _unit_interval(low_open: bool, high_open: bool):

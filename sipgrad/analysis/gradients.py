@@ -26,7 +26,7 @@ from sipgrad.attribution.explain import TargetSpec, resolve_targets
 from sipgrad.attribution.inputs import prepare_batch
 from sipgrad.errors import SipgradError, renamed_centre
 from sipgrad.hooks.core import ForwardRecord, GradientHook
-from sipgrad.hooks.sip import SIPConfig, resolve_layers
+from sipgrad.hooks.sip import SIPConfig, layer_names, resolve_layers
 from sipgrad.io.atomic import atomic_write
 from sipgrad.models.registry import Classifier
 
@@ -75,9 +75,7 @@ def analysis_layers(model: Classifier | nn.Module, layers: tuple[str, ...] | str
                     layer_ratio: float | None = None) -> tuple[str, ...]:
     """The layers to analyse: explicit names, the last ``layer_ratio`` of the convs, or the SIP default."""
     classifier = _as_classifier(model)
-    if isinstance(layers, str):
-        layers = tuple(s.strip() for s in layers.split(",") if s.strip())
-    return resolve_layers(classifier.module, classifier.sip_layers, layers or None, layer_ratio)
+    return resolve_layers(classifier.module, classifier.sip_layers, layer_names(layers), layer_ratio)
 
 
 def _record_batch(engine: AttributionEngine, inputs: torch.Tensor, targets: torch.Tensor, layers: tuple[str, ...],

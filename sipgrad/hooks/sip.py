@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -34,6 +34,20 @@ def _number(spec: str, argument: str) -> float:
     if not math.isfinite(value):
         raise SipgradError(f"SIP policy {spec!r}: {argument!r} is not a finite number")
     return value
+
+
+def layer_names(layers: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """Layer names from a comma-separated string or a sequence; None stays None (the model's default layers).
+
+    The one parser of layer lists (SIP and the gradient analysis): an empty list is an error, never a
+    silent fallback to the default layers.
+    """
+    if layers is None:
+        return None
+    names = tuple(s.strip() for s in layers.split(",") if s.strip()) if isinstance(layers, str) else tuple(layers)
+    if not names:
+        raise SipgradError("layers must name at least one layer")
+    return names
 
 
 @dataclass(frozen=True)
@@ -75,10 +89,7 @@ class SIPConfig:
     stats: str | os.PathLike | SIPStatistics | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.layers, str):
-            object.__setattr__(self, "layers", tuple(s.strip() for s in self.layers.split(",") if s.strip()))
-        elif self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", layer_names(self.layers))
         if self.policy not in POLICIES:
             raise SipgradError(f"unknown SIP policy {self.policy!r}; choose from {', '.join(POLICIES)}")
         checks = [
@@ -91,7 +102,6 @@ class SIPConfig:
             (self.gamma > 0, f"gamma must be positive (inf zeroes pruned channels), got {self.gamma}"),
             (self.layer_ratio is None or 0 < self.layer_ratio <= 1,
              f"layer_ratio must be in (0, 1], got {self.layer_ratio}"),
-            (self.layers is None or len(self.layers) > 0, "layers must name at least one layer"),
         ]
         for ok, message in checks:
             if not ok:

@@ -134,3 +134,12 @@ def test_channel_pca_does_not_depend_on_numpys_global_generator():
         results.append(channel_pca(vectors, components=10))
     assert np.array_equal(results[0]["explained_variance_ratio"], results[1]["explained_variance_ratio"])
     assert np.array_equal(results[0]["components"], results[1]["components"])
+
+
+@pytest.mark.parametrize("empty", ["", " , ", ()])
+def test_an_empty_layer_list_is_an_error_not_the_default_layers(empty):
+    from sipgrad.analysis.gradients import analysis_layers
+
+    with pytest.raises(SipgradError, match="at least one layer"):
+        analysis_layers(make_small_cnn(), empty)
+    assert analysis_layers(make_small_cnn(), None) == analysis_layers(make_small_cnn(), "conv2, conv3")

@@ -233,3 +233,39 @@ def test_cli_reference_covers_every_subcommand_level():
     text = render()
     for command in ("fwdgrad cosine", "fwdgrad train", "fwdgrad plot", "gradients spectrum", "gradients train"):
         assert f"### sipgrad {command}\n" in text and f"usage: sipgrad {command} " in text, command
+
+
+def _help_of(*command: str) -> str:
+    parser = build_parser()
+    for name in command:  # walk down to the subcommand's own parser
+        parser = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)
+                      ).choices[name]
+    return " ".join(parser.format_help().split())
+
+
+def test_help_lists_what_the_registries_hold(monkeypatch):
+    # A new SIP policy or direction sampler is one registry entry: the help text reads the registries.
+    from sipgrad.engines.forward import samplers
+    from sipgrad.hooks import policies
+
+    class ThresholdPolicy(policies.ContributionPolicy):
+        name = "thresh"
+
+    monkeypatch.setitem(policies.POLICIES, "thresh", ThresholdPolicy)
+    monkeypatch.setitem(samplers.SAMPLERS, "toysign", lambda _: samplers.RademacherSampler())
+    for command in (("explain",), ("analyze",), ("evaluate",)):
+        assert "none, cls, ins (need --stats), topq:Q, absq:Q, act:Q, pca:K, or thresh:Q" in _help_of(*command)
+    assert "orthogonal, toysign, orthogonal:NAME" in _help_of("fwdgrad", "cosine")
+    assert "orthogonal, toysign, orthogonal:NAME" in _help_of("fwdgrad", "train")
+
+
+@pytest.mark.parametrize("parameter", list(__import__("sipgrad_cli.common").common.PARAMETER_FLAGS))
+def test_every_library_parameter_becomes_its_own_flag(parameter):
+    from sipgrad_cli.common import PARAMETER_FLAGS, as_flags
+
+    # Each name on its own, and beside every other one: a name inside a longer one (batch_size in
+    # internal_batch_size) must not be rewritten, and a flag once written must not be rewritten again.
+    assert as_flags(f"{parameter} is bad") == f"{PARAMETER_FLAGS[parameter]} is bad"
+    others = [p for p in PARAMETER_FLAGS if p != parameter]
+    message = "; ".join([parameter, *others])
+    assert as_flags(message) == "; ".join(PARAMETER_FLAGS[p] for p in [parameter, *others])
