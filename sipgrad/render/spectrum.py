@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sipgrad.io.atomic import atomic_write
-from sipgrad.render.figure import pyplot
+from sipgrad.render.figure import PANEL_MAX_HEIGHT, pyplot
 from sipgrad.render.styles import READABLE_FONTS, series_styles
 
 if TYPE_CHECKING:
@@ -83,7 +83,9 @@ def components_figure(image: np.ndarray, analyses: Sequence[GradientAnalysis], i
     count = analyses[0].spectra[layer].components.shape[1]
     height, width = image.shape[:2]
     with plt.rc_context(READABLE_FONTS):
-        row_height = 2.6 * height / max(width, 1) + 0.45  # the image's aspect plus a title line
+        # The image's aspect plus a title line, the aspect capped as explain's panels are (PANEL_MAX_HEIGHT): a
+        # 1 x 3000 strip would otherwise ask for a figure 7800 inches tall (gigabytes of canvas).
+        row_height = 2.6 * min(height / max(width, 1), PANEL_MAX_HEIGHT / 2.6) + 0.45
         fig, axes = plt.subplots(len(analyses), count + 1, figsize=(2.6 * (count + 1) + 1.0,
                                                                      row_height * len(analyses) + 0.4),
                                  squeeze=False, layout="constrained")

@@ -59,3 +59,19 @@ def test_float16_files_are_converted_in_chunks_to_the_same_values(tmp_path, monk
     values = (np.random.default_rng(1).standard_normal((13, 11)) * 3e4).astype(np.float32)
     save_npy(tmp_path / "m.npy", values, dtype="float16")
     assert np.array_equal(np.load(tmp_path / "m.npy"), np.clip(values, -65504, 65504).astype(np.float16))
+
+
+@pytest.mark.parametrize("shape", [(3000, 1), (2, 4000)])
+def test_the_components_figure_of_a_strip_stays_a_few_inches(shape):
+    # A 1 x 3000 strip asked for a figure 7800 inches tall: gigabytes of canvas, and analyze never finished.
+    from sipgrad.analysis import analyze_gradients
+    from sipgrad.render.figure import PANEL_MAX_HEIGHT, pyplot
+    from sipgrad.render.spectrum import components_figure
+    from tests.conftest import make_small_cnn
+
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    analysis = analyze_gradients(make_small_cnn(), [image], layers="conv3")
+    fig = components_figure(image, [analysis], 0, "conv3")
+    width, height = fig.get_size_inches()
+    assert height <= PANEL_MAX_HEIGHT + 1.0 and width < 15
+    pyplot().close(fig)
