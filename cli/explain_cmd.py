@@ -113,30 +113,30 @@ def run(args: argparse.Namespace) -> int:
                 result.names = [p.name for p in batch_paths]
                 plain = explain(classifier, images, **common) if args.compare else None
                 bar.set_postfix_str(f"batch {number}/{batches}: saving")
-                try:
-                    if plain is not None:
-                        plain.names = result.names
-                        plain.save(out, figure=False, stems=batch_stems, saliency_dtype=args.saliency_dtype)
-                    written = result.save(out, stems=batch_stems, saliency_dtype=args.saliency_dtype)
-                except SipgradError as error:  # e.g. a folder where an output file goes: the other batches still run
-                    errors.extend({"image": str(path), "error": str(error)} for path in batch_paths)
-                    bar.write(f"sipgrad: error: {error}", file=sys.stderr)
-                    bar.update(len(batch_paths))
-                    continue
-                layer = result.layer
                 for i, path in enumerate(batch_paths):
-                    record = {"image": str(path), "model": classifier.name, "method": args.method,
-                              "sip": result.sip, "layer": result.layer,
-                              "target": {k: v for k, v in result.target(i).items() if k != "prob"},
-                              "target_prob": result.target(i)["prob"], "top5": result.top(i),
-                              "saliency": written[i]["saliency"], "overlay": written[i]["overlay"],
-                              "figure": written[i]["figure"], "seconds": round(result.seconds[i], 4)}
-                    if plain is not None:
-                        compare = written[i]["figure"].replace(".figure.png", ".compare.png")
-                        save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
-                                    [plain.label, result.label], result.title(i, f"{plain.label} vs {result.label}"))
-                        record["compare"] = compare
+                    try:  # image by image: one file that cannot be written (a folder in its way) costs only its image
+                        if plain is not None:
+                            plain.names = result.names
+                            plain.save_image(i, out, batch_stems[i], figure=False, saliency_dtype=args.saliency_dtype)
+                        written = result.save_image(i, out, batch_stems[i], saliency_dtype=args.saliency_dtype)
+                        record = {"image": str(path), "model": classifier.name, "method": args.method,
+                                  "sip": result.sip, "layer": result.layer,
+                                  "target": {k: v for k, v in result.target(i).items() if k != "prob"},
+                                  "target_prob": result.target(i)["prob"], "top5": result.top(i),
+                                  "saliency": written["saliency"], "overlay": written["overlay"],
+                                  "figure": written["figure"], "seconds": round(result.seconds[i], 4)}
+                        if plain is not None:
+                            compare = written["figure"].replace(".figure.png", ".compare.png")
+                            save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
+                                        [plain.label, result.label],
+                                        result.title(i, f"{plain.label} vs {result.label}"))
+                            record["compare"] = compare
+                    except SipgradError as error:
+                        errors.append({"image": str(path), "error": str(error)})
+                        bar.write(f"sipgrad: error: {error}", file=sys.stderr)
+                        continue
                     results.append(record)
+                layer = result.layer
                 del result, plain, images  # one batch of full-size images in memory at a time
                 bar.update(len(batch_paths))
         except KeyboardInterrupt:

@@ -101,21 +101,39 @@ class Explanation:
         stems = unique_stems(self.names) if stems is None else list(stems)
         if len(stems) != len(self) or len(set(stems)) != len(stems):
             raise SipgradError(f"stems must be {len(self)} distinct names, one per image")
+        return [self.save_image(i, directory, stem, figure, saliency_dtype=saliency_dtype)
+                for i, stem in enumerate(stems)]
+
+    def save_image(self, index: int, directory: str | os.PathLike, stem: str, figure: bool = True, *,
+                   saliency_dtype: str = "float32") -> dict[str, str]:
+        """``save`` for image ``index`` alone, under ``stem``: its paths.
+
+        All or nothing per image: if one of its files cannot be written (a folder in the way, a
+        full disk), the ones already written for it are removed before the error is raised, so
+        a caller saving image by image keeps every other image's files and no half set.
+        """
+        if saliency_dtype not in SALIENCY_DTYPES:
+            raise SipgradError(f"saliency_dtype must be one of {', '.join(SALIENCY_DTYPES)}, got {saliency_dtype!r}")
         directory = Path(directory)
-        written = []
         suffix = self.method + (f".sip-{slug(self.sip)}" if self.sip else "")
-        top1 = self.probabilities.topk(1, dim=1).indices[:, 0]  # as ``top`` ranks them (ties alike)
-        for i, stem_name in enumerate(stems):
-            # A map of another class than the top-1 names its class: explaining one image for two classes
-            # must not leave only the second map under the same name.
-            explained = int(self.targets[i])
-            stem = directory / (f"{stem_name}.{suffix}" if explained == int(top1[i])
-                                else f"{stem_name}.{suffix}.class-{explained}")
-            paths = {"saliency": str(stem) + ".saliency.npy", "overlay": str(stem) + ".overlay.png"}
-            save_npy(paths["saliency"], self.saliency[i], dtype=saliency_dtype)
-            save_overlay_png(paths["overlay"], self.images[i], self.saliency[i])  # streamed: no full-size copy
+        # A map of another class than the top-1 names its class: explaining one image for two classes
+        # must not leave only the second map under the same name.
+        explained = int(self.targets[index])
+        top1 = int(self.probabilities[index].topk(1).indices[0])  # as ``top`` ranks them (ties alike)
+        base = str(directory / (f"{stem}.{suffix}" if explained == top1 else f"{stem}.{suffix}.class-{explained}"))
+        paths = {"saliency": base + ".saliency.npy", "overlay": base + ".overlay.png"}
+        if figure:
+            paths["figure"] = base + ".figure.png"
+        written: list[str] = []
+        try:
+            save_npy(paths["saliency"], self.saliency[index], dtype=saliency_dtype)
+            written.append(paths["saliency"])
+            save_overlay_png(paths["overlay"], self.images[index], self.saliency[index])  # streamed: no full-size copy
+            written.append(paths["overlay"])
             if figure:
-                paths["figure"] = str(stem) + ".figure.png"
-                save_panels(paths["figure"], self.images[i], [self.saliency[i]], [self.label], self.title(i))
-            written.append(paths)
-        return written
+                save_panels(paths["figure"], self.images[index], [self.saliency[index]], [self.label], self.title(index))
+        except BaseException:
+            for path in written:
+                Path(path).unlink(missing_ok=True)
+            raise
+        return paths

@@ -518,20 +518,24 @@ def test_evaluate_names_a_damaged_run_file(capsys, tmp_path, content):
     assert (out / "run.json").read_text() == content and not (out / "records.jsonl").exists()
 
 
-def test_explain_an_output_blocked_by_a_folder_does_not_stop_the_other_batches(capsys, asset_dir, tmp_path):
+@pytest.mark.parametrize("batch_size", ["1", "16"])
+def test_explain_an_output_blocked_by_a_folder_costs_only_its_image(capsys, asset_dir, tmp_path, batch_size):
+    # The other images are saved whether they are in other batches or in the same one, and the blocked
+    # image leaves no half set of files (its saliency .npy was written before the overlay failed).
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
     shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
     out = tmp_path / "out"
     (out / "a.grad.overlay.png").mkdir(parents=True)  # in the way of a.jpg's overlay
-    code, stdout, err = run_cli(capsys, "explain", folder, "--out", out, "--batch-size", "1", "--json")
+    code, stdout, err = run_cli(capsys, "explain", folder, "--out", out, "--batch-size", batch_size, "--json")
     assert code == 1
     assert one_line(err).endswith("a.grad.overlay.png: is a folder, so a file of that name cannot be written")
     document = json.loads(stdout)
     assert [r["image"].split("/")[-1] for r in document["results"]] == ["z.jpg"]
     assert [e["image"].split("/")[-1] for e in document["errors"]] == ["a.jpg"]
     assert Image.open(out / "z.grad.overlay.png").size == (600, 400)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("a.")) == ["a.grad.overlay.png"]  # the folder
 
 
 def test_analyze_a_figure_blocked_by_a_folder_keeps_the_numbers(capsys, asset_dir, tmp_path):
