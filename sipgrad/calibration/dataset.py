@@ -10,20 +10,28 @@ from sipgrad.io.images import IMAGE_EXTENSIONS
 from sipgrad.models.classes import ClassNames
 
 
+def _junk(name: str) -> bool:
+    """Names tools leave beside data: hidden files and folders, and the ``__MACOSX`` folder of zip archives."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def labelled_images(source: str | os.PathLike, classes: ClassNames) -> list[tuple[Path, int]]:
     """``(path, class index)`` pairs, sorted, from a folder or a file list.
 
     A folder holds one sub-folder per class, named by class index (``285``), WordNet id
     (``n02124075``) or class name. A file list is a text file with one ``PATH LABEL``
     per line (label: index, wnid or name; relative paths are taken from the list's folder).
+    Hidden folders and files (``.ipynb_checkpoints``, ``.git``, macOS's ``._x.jpg``) and
+    ``__MACOSX`` are not part of the data set and are skipped.
     """
     source = Path(source)
     if source.is_dir():
         pairs = []
-        for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in source.iterdir() if p.is_dir() and not _junk(p.name)):
             label = _label(classes, folder.name, f"{folder}: class folder")
             pairs.extend((path, label) for path in sorted(folder.rglob("*"))
-                         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
+                         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+                         and not any(_junk(part) for part in path.relative_to(folder).parts))
         if not pairs:
             raise SipgradError(f"{source}: no images in class sub-folders")
         return pairs

@@ -236,7 +236,7 @@ def load_table(images: Path, annotations: Path, classes: ClassNames,
 def _table_rows(annotations: Path):
     """(``FILE: line N``, row dict) for each row of a CSV or JSONL file."""
     try:
-        text = annotations.read_text(encoding="utf-8")
+        text = annotations.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is dropped
     except UnicodeDecodeError as error:
         raise SipgradError(f"{annotations}: not UTF-8 text ({error.reason})") from None
     if annotations.suffix.lower() == ".jsonl":
@@ -252,13 +252,15 @@ def _table_rows(annotations: Path):
                                    f"x1, y1, got {type(row).__name__}")
             yield f"{annotations}: line {number}", row
         return
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(text.splitlines(), skipinitialspace=True)  # "image, label, ..." as written by hand
     if reader.fieldnames is None:
         raise SipgradError(f"{annotations}: empty file; need a header image,label,x0,y0,x1,y1")
+    read = list(reader.fieldnames)
+    reader.fieldnames = [name.strip().lower() for name in read]  # Image,Label,X0... names the same columns
     absent = [key for key in ("image", "label", "x0", "y0", "x1", "y1") if key not in reader.fieldnames]
     if absent:
         raise SipgradError(f"{annotations}: line 1: the header lacks {', '.join(absent)} "
-                           f"(need image,label,x0,y0,x1,y1)")
+                           f"(need image,label,x0,y0,x1,y1; read {','.join(read)})")
     for row in reader:
         yield f"{annotations}: line {reader.line_num}", row
 

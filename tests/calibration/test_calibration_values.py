@@ -220,6 +220,16 @@ def test_class_folders_take_upper_case_extensions(tmp_path):
                                                                  (tmp_path / "1" / "b.Png", 1)]
 
 
+def test_hidden_folders_and_files_beside_the_class_folders_are_skipped(tmp_path):
+    # Jupyter, git and macOS zips leave these; they used to stop the run as "unknown class name".
+    for junk in (".ipynb_checkpoints", "__MACOSX", "1/.ipynb_checkpoints"):
+        (tmp_path / junk).mkdir(parents=True)
+        (tmp_path / junk / "x.png").write_bytes(b"x")
+    for name in ("a.png", "._a.png"):
+        (tmp_path / "1" / name).write_bytes(b"x")
+    assert labelled_images(tmp_path, ClassNames.generic(3)) == [(tmp_path / "1" / "a.png", 1)]
+
+
 def test_shapiro_of_three_samples_is_scipys_and_fewer_is_nan():
     three = np.array([[0.1, 1.0], [0.5, 1.0], [2.0, 1.0]])
     p = shapiro_pvalues(three)

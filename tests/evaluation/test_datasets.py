@@ -67,6 +67,17 @@ def test_csv_and_jsonl(images, tmp_path):
     assert load_dataset("csv", images, tmp_path / "boxes.jsonl", CLASSES)[0].target == 285
 
 
+@pytest.mark.parametrize("header", ["\ufeffimage,label,x0,y0,x1,y1", "image, label, x0, y0, x1, y1",
+                                    "Image,Label,X0,Y0,X1,Y1"])
+def test_a_csv_header_with_a_byte_order_mark_spaces_or_capitals_reads_the_same(images, tmp_path, header):
+    # Excel's "CSV UTF-8" starts with a byte-order mark; hand-written files put spaces after commas.
+    (tmp_path / "boxes.csv").write_text(f"{header}\na.jpg, 967, 5, 6, 7, 8\nb.png,n02124075,0,0,10,10\n",
+                                        encoding="utf-8")
+    cases = load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+    assert [(c.image.name, c.target, c.boxes) for c in cases] == [("a.jpg", 967, ((5.0, 6.0, 7.0, 8.0),)),
+                                                                  ("b.png", 285, ((0.0, 0.0, 10.0, 10.0),))]
+
+
 @pytest.mark.parametrize("path", ["../outside.jpg", "/etc/passwd", "sub/../../x.png"])
 def test_paths_may_not_escape_the_data_root(images, tmp_path, path):
     (tmp_path / "boxes.csv").write_text(f"image,label,x0,y0,x1,y1\n{path},1,0,0,1,1\n")
