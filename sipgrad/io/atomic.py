@@ -49,16 +49,30 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
                            f"not a folder") from None
     if target.is_dir():
         raise SipgradError(f"{target}: is a folder, so a file of that name cannot be written")
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix + ".tmp",
-        dir=target.parent,
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix + ".tmp",
+            dir=target.parent,
+        )
+    except OSError as error:
+        raise _cannot_write(target, error) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
+    except OSError as error:  # a full disk, a quota, a read-only file system: the file is named, not errno alone
+        tmp.unlink(missing_ok=True)
+        raise _cannot_write(target, error) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(target: Path, error: OSError) -> SipgradError:
+    """One line naming the file; numpy's short writes (``N requested and M written``) carry no errno."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno is None and "written" in reason:
+        reason += "; is the disk full?"
+    return SipgradError(f"{target}: cannot be written ({reason})")

@@ -59,3 +59,17 @@ def test_stems_are_unique_even_against_generated_names():
     assert unique_stems(["a.jpg", "a.png", "a-2.jpg", "A.jpg", "we ird.jpg"]) == ["a", "a-2", "a-2-2", "A-3",
                                                                                     "we_ird"]
     assert output_stems(["x/pic.jpg", "y/pic.jpg", "z/other.png"]) == ["pic", "pic-2", "other"]
+
+
+@pytest.mark.parametrize("error, reason", [
+    (OSError(28, "No space left on device"), "(No space left on device)"),
+    (OSError("50176 requested and 29664 written"), "(50176 requested and 29664 written; is the disk full?)")])
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, error, reason):
+    # The second is numpy's short write, which carries no errno; neither named the file before.
+    target = tmp_path / "out.npy"
+    with pytest.raises(SipgradError) as raised:
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise error
+    assert str(raised.value) == f"{target}: cannot be written {reason}"
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
