@@ -296,6 +296,9 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
         if tuple(given.shape) != tuple(tensor.shape):
             raise SipgradError(f"{source}: does not fit {name}: tensor {key!r} has shape {tuple(given.shape)}, "
                                f"the model needs {tuple(tensor.shape)}")
+        if given.is_floating_point() and not bool(torch.isfinite(given).all()):
+            # A diverged checkpoint: every prediction and map would be NaN, with nothing to say why.
+            raise SipgradError(f"{source}: tensor {key!r} holds NaN or infinite values (a diverged checkpoint?)")
     unexpected = [key for key in state if key not in expected]
     if unexpected:
         raise SipgradError(f"{source}: does not fit {name}: unexpected tensor {unexpected[0]!r}")

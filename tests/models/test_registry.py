@@ -119,3 +119,13 @@ def test_wrapped_lite0_uses_its_head_activation_for_gradcam():
     from sipgrad.models.efficientnet_lite import EfficientNetLite0
 
     assert Classifier.wrap(EfficientNetLite0()).gradcam_layer == "_head_act"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_naming_the_tensor(tmp_path, bad):
+    # A diverged checkpoint gave nan% predictions and all-NaN maps with exit status 0.
+    state = load_model("resnet18", pretrained=False).module.state_dict()
+    state["layer3.1.conv2.weight"][0, 0, 0, 0] = bad
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(SipgradError, match=r"w.pth: tensor 'layer3.1.conv2.weight' holds NaN or infinite values"):
+        load_model("resnet18", weights=tmp_path / "w.pth")
