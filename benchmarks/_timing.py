@@ -75,6 +75,8 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
+        if value and abs(value) < 1e-3:  # rounding-level differences: 0.000 would hide them
+            return f"{value:.1e}"
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
     return "" if value is None else str(value)
 
