@@ -158,7 +158,7 @@ def run_cosine(args: argparse.Namespace) -> int:
     directions = args.directions or COSINE_DIRECTIONS
     data = load_dataset(args.data, seed=args.seed)
     model = build_model(args.model, data.image_shape, data.classes, seed=args.seed).train()
-    with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table") as bar:
+    with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table", unit="cell") as bar:
         bar.unit = "cell"
         try:
             table = cosine_table(model, data.train, args.batch_sizes, args.samplers, directions, args.trials,
@@ -213,7 +213,7 @@ def run_train(args: argparse.Namespace) -> int:
     results = []
     document: dict = {"model": args.model, "data": data.name, "runs": []}
     interrupted = False
-    with progress_bar(len(configs) * args.steps, "training") as bar:
+    with progress_bar(len(configs) * args.steps, "training", unit="step") as bar:
         bar.unit = "step"
         for config in configs:
             bar.set_postfix_str(config.label)

@@ -63,6 +63,10 @@ class MethodOptions:
             raise SipgradError(f"smoothgrad_noise must be a finite number >= 0, got {self.smoothgrad_noise!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SipgradError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.gradcam_layer is not None and not (isinstance(self.gradcam_layer, str) and self.gradcam_layer.strip()):
+            # "" used to mean the model's default layer without a word; None says that
+            raise SipgradError(f"gradcam_layer must name a module, got {self.gradcam_layer!r}; leave it unset for "
+                               f"the model's default layer")
 
     def validate(self) -> None:
         """Kept for compatibility: constructed options are always valid."""

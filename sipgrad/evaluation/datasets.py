@@ -303,6 +303,9 @@ def load_dataset(format: str, images: str | Path, boxes: str | Path, classes: Cl
         raise SipgradError(f"{boxes}: annotations not found")
     if format in ("imagenet", "voc"):
         return load_xml_dataset(images, boxes, classes, label_map)
+    if format in ("coco", "csv") and boxes.is_dir():  # one file holds every box; XML formats take a folder
+        raise SipgradError(f"{boxes}: is a folder; the {format} format reads one annotations file "
+                           f"(a folder of XML files is the voc or imagenet format)")
     if format == "coco":
         return load_coco(images, boxes, classes, label_map)
     if format == "csv":

@@ -15,6 +15,7 @@ from sipgrad import SIP, Classifier, Preprocessing, explain
 from sipgrad.attribution.engine import AttributionEngine, resolve_predicted
 from sipgrad.attribution.methods import METHODS, MethodOptions
 from sipgrad.calibration import calibrate
+from sipgrad.errors import SipgradError
 from sipgrad.hooks.core import targets_from_logit_gradient
 from sipgrad.models import ClassNames
 from tests.conftest import make_small_cnn
@@ -218,3 +219,11 @@ def test_old_public_names_keep_working_with_a_warning(classifier):
     assert SINGLE_PASS == {"grad", "inputgrad", "gradcam"}
     with SIP(classifier, "topq:0.25") as sip, pytest.warns(DeprecationWarning, match="no longer needed"):
         sip.set_targets(torch.tensor([1]))
+
+
+@pytest.mark.parametrize("layer", ["", "  ", 3])
+def test_an_empty_or_non_text_gradcam_layer_is_refused(layer):
+    # "" silently meant the model's default layer; None is how to ask for that.
+    with pytest.raises(SipgradError, match="gradcam_layer must name a module"):
+        MethodOptions(gradcam_layer=layer)
+    assert MethodOptions(gradcam_layer=None).gradcam_layer is None and MethodOptions(gradcam_layer="layer3")

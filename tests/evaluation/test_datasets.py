@@ -286,3 +286,10 @@ def test_boxes_follow_a_non_square_input():
     # a 400 x 100 (w x h) original onto a 100 x 50 input: x scale 1/4, y scale 1/2
     geometry = Geometry((100, 400), (0.0, 0.0, 400.0, 100.0), (50, 100))
     assert geometry.box_to_input((40, 20, 80, 60)) == (10.0, 10.0, 20.0, 30.0)
+
+
+@pytest.mark.parametrize("format", ["csv", "coco"])
+def test_a_folder_given_for_a_one_file_format_is_one_line_naming_it(images, tmp_path, format):
+    # It was "[Errno 21] Is a directory" from deep inside the reader.
+    with pytest.raises(SipgradError, match=rf"{tmp_path}: is a folder; the {format} format reads one annotations file"):
+        load_dataset(format, images, tmp_path, CLASSES)
