@@ -123,8 +123,8 @@ MUTATIONS = [
     (
         "velocity adjoint dropped in reverse",
         H + "modes.py",
-        "        cotangents = [*(adjoint_w[name] for name in new_w), *(adjoint_v[name] for name in new_v)]",
-        "        cotangents = [*(adjoint_w[name] for name in new_w), *(torch.zeros_like(adjoint_v[name]) for name in new_v)]",
+        "        pairs += [(out, adjoint_v[name]) for name, out in new_v.items()]",
+        "        pairs += [(out, torch.zeros_like(adjoint_v[name])) for name, out in new_v.items()]",
         T + "test_modes.py",
     ),
     (
