@@ -165,9 +165,12 @@ class ActivitySampler(DirectionSampler):
                 continue
             basis = span_basis(rows)  # fan_in x r
             self.dimension += p.shape[0] * basis.shape[1]
-            coefficients = torch.randn((count, p.shape[0], basis.shape[1]), generator=generator, device=p.device,
-                                       dtype=p.dtype)
-            out[name] = (coefficients @ basis.T).reshape(count, *p.shape)
+            # Z Q Q^T, Z Gaussian over the whole fan-in: isotropic in the span, as Z' Q^T with Z' over r is, but it
+            # depends on the projector alone, not on which orthonormal basis eigh returned (its eigenvector signs
+            # change with the thread count, and with them a seed's draws did).
+            gaussian = torch.randn((count, p.shape[0], basis.shape[0]), generator=generator, device=p.device,
+                                   dtype=p.dtype)
+            out[name] = ((gaussian @ basis) @ basis.T).reshape(count, *p.shape)
         return out
 
 

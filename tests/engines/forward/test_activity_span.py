@@ -257,3 +257,19 @@ def test_the_fused_path_gives_the_activity_sampler_its_layer_inputs():
                                       generator=torch.Generator().manual_seed(1), fused=False)
     for name, g in general.gradient.items():
         torch.testing.assert_close(fused.gradient[name], g, atol=1e-12, rtol=1e-10)
+
+
+def test_the_draws_do_not_depend_on_which_basis_of_the_span_eigh_returns(monkeypatch):
+    # eigh's eigenvector signs (and any rotation inside the span) changed with the thread count, and with
+    # them a seed's activity directions: the draws must depend on the span alone.
+    from sipgrad.engines.forward import samplers
+
+    params = {"w": torch.zeros(5, 6), "b": torch.zeros(5)}
+    rows = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))  # a 3-dimensional span in 6
+    reference = make_sampler("activity").sample(params, 4, torch.Generator().manual_seed(0), {"w": rows})
+    basis = span_basis(rows)
+    rotation, _ = torch.linalg.qr(torch.randn(basis.shape[1], basis.shape[1], generator=torch.Generator().manual_seed(2)))
+    for other in (basis * torch.tensor([-1.0, 1.0, -1.0]), basis @ rotation):
+        monkeypatch.setattr(samplers, "span_basis", lambda rows, other=other: other)
+        drawn = make_sampler("activity").sample(params, 4, torch.Generator().manual_seed(0), {"w": rows})
+        assert torch.allclose(drawn["w"], reference["w"], atol=1e-6) and torch.equal(drawn["b"], reference["b"])
