@@ -22,11 +22,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; alpha is composited over white, 16-bit is rescaled.
 
-    An image that is already RGB is returned as it is (no copy).
+    Floating-point images (mode ``F``) whose values all lie in [0, 1] are read on that scale
+    (the scientific convention; read on 0..255 they came out black), others on 0..255 or,
+    above 255, on 0..65535. An image that is already RGB is returned as it is (no copy).
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F" and array.size and np.nanmin(array) >= 0 and np.nanmax(array) <= 1:
+            high = 1.0
+        else:
+            high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         array = np.clip(array / high * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(array, mode="L").convert("RGB")
     if image.mode == "P":

@@ -141,6 +141,18 @@ def test_32_bit_images_in_the_8_bit_range_are_not_rescaled_as_16_bit():
     assert [to_rgb(sixteen).getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
 
 
+def test_float_images_in_0_1_are_read_on_that_scale(tmp_path):
+    """A float TIFF in [0, 1] (the scientific convention) came out black when read on 0..255."""
+    from sipgrad.io.images import load_image_array, to_rgb
+
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
+    assert [to_rgb(unit).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
+    unit.save(tmp_path / "unit.tif")
+    assert load_image_array(tmp_path / "unit.tif")[0].tolist() == [[0, 0, 0], [127, 127, 127], [255, 255, 255]]
+    wide = Image.fromarray(np.array([[0.0, 2.0, 255.0]], dtype=np.float32), mode="F")  # beyond 1: the 0..255 scale
+    assert [to_rgb(wide).getpixel((x, 0))[0] for x in range(3)] == [0, 2, 255]
+
+
 def test_find_images_takes_upper_case_extensions_in_folders(tmp_path):
     for name in ("B.JPG", "a.Png", "c.TIFF", "notes.TXT"):
         (tmp_path / name).write_bytes(b"x")
