@@ -348,6 +348,36 @@ def check_sip_layers(args: argparse.Namespace, classifier) -> None:
         raise SipgradError(f"--sip-layers: {error}") from None
 
 
+def add_method_arguments(group: argparse._ArgumentGroup, ig_steps: int, smoothgrad_samples: int,
+                         why: str = "") -> None:
+    """The methods' options (``MethodOptions``), the same in every command that explains.
+
+    ``ig_steps`` and ``smoothgrad_samples`` are the command's defaults (``evaluate`` runs every
+    case under every config, so it takes fewer; ``why`` says so in its help).
+    """
+    from sipgrad.attribution.methods import BASELINES
+
+    group.add_argument("--ig-steps", type=positive_int, default=ig_steps,
+                       help=f"Integrated Gradients steps (default: {ig_steps}{why})")
+    group.add_argument("--ig-baseline", choices=BASELINES, default="black",
+                       help="IG baseline (default: black)")
+    group.add_argument("--smoothgrad-samples", type=positive_int, default=smoothgrad_samples,
+                       help=f"SmoothGrad samples (default: {smoothgrad_samples}{why})")
+    group.add_argument("--smoothgrad-noise", type=nonnegative_float, default=0.15,
+                       help="SmoothGrad noise std as a fraction of the input range (default: 0.15)")
+    group.add_argument("--internal-batch-size", type=positive_int, default=16,
+                       help="most rows per pass inside SmoothGrad/IG (default: 16; raise it on a GPU)")
+    group.add_argument("--seed", type=seed_value, default=0, help="seed for SmoothGrad noise and noise baselines")
+    group.add_argument("--gradcam-layer", metavar="NAME", help="module for Grad-CAM (default: per model)")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """``MethodOptions`` fields from the arguments ``add_method_arguments`` added."""
+    return {"ig_steps": args.ig_steps, "ig_baseline": args.ig_baseline, "seed": args.seed,
+            "smoothgrad_samples": args.smoothgrad_samples, "smoothgrad_noise": args.smoothgrad_noise,
+            "internal_batch_size": args.internal_batch_size, "gradcam_layer": args.gradcam_layer}
+
+
 ARGUMENT_PLACEHOLDERS = {"fraction": "Q", "quantile": "Q", "rank": "K"}
 
 

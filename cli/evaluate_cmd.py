@@ -9,17 +9,18 @@ from pathlib import Path
 
 from sipgrad_cli.common import (
     add_command,
+    add_method_arguments,
     add_model_arguments,
     add_sip_arguments,
     check_sip_layers,
     guarded,
     load_classifier,
+    method_options,
     nonnegative_float,
     nonnegative_int,
     output_folder,
     positive_int,
     progress_bar,
-    seed_value,
     sip_overrides,
     stage,
     sweep_items,
@@ -46,9 +47,8 @@ Scale out with: torchrun --nproc_per_node N -m sipgrad_cli evaluate ...
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.evaluation.builtin import BUILTIN
-    from sipgrad.evaluation.datasets import FORMATS
-
     from sipgrad.evaluation.catalog import BOX_METRICS, PERTURBATION_METRICS
+    from sipgrad.evaluation.datasets import FORMATS
 
     columns = ", ".join(BOX_METRICS) + "; unless --steps 0, " + ", ".join(PERTURBATION_METRICS)
     parser = add_command(subparsers, "evaluate", "box metrics (pointing game and friends) over a data set",
@@ -66,9 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--method", default="grad", type=lambda text: sweep_items(text, "grad,ig"),
                        help="comma-separated methods (default: grad)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of whole images")
-    group.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps (default: 32)")
-    group.add_argument("--smoothgrad-samples", type=positive_int, default=16, help="SmoothGrad samples (default: 16)")
-    group.add_argument("--seed", type=seed_value, default=0, help="seed for SmoothGrad noise")
+    add_method_arguments(group, ig_steps=32, smoothgrad_samples=16,
+                         why="; fewer than explain's, as every case runs under every config")
     add_sip_arguments(parser, multiple=True)
     scoring = parser.add_argument_group("scoring and output")
     scoring.add_argument("--tolerance", type=nonnegative_float,
@@ -119,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(methods=methods, sips=sips,
                             sip_options=overrides, tolerance=args.tolerance, steps=args.steps, crop=args.crop,
                             compile=args.compile,
-                            method_options={"ig_steps": args.ig_steps, "smoothgrad_samples": args.smoothgrad_samples,
-                                            "seed": args.seed})
+                            method_options=_recorded_method_options(args))
     rank, world = distributed_context(classifier.device)
     total = len(cases[:args.limit] if args.limit else cases)
     with progress_bar((total + world - 1 - rank) // world, f"evaluating[{rank}]" if world > 1 else "evaluating",
@@ -160,3 +158,16 @@ def _read_label_map(path: str | None) -> dict[str, str] | None:
     if not isinstance(mapping, dict):
         raise SipgradError(f"{path}: expected a JSON object")
     return {str(k): str(v) for k, v in mapping.items()}
+
+
+def _recorded_method_options(args: argparse.Namespace) -> dict:
+    """The method options of the run: IG steps, SmoothGrad samples and the seed always (as runs have recorded them
+    from the start), the others only where they differ from the library's defaults, so that a run folder made
+    before they could be set keeps its identity (``run.json``) and still resumes."""
+    from sipgrad.attribution.methods import MethodOptions
+
+    defaults = MethodOptions()
+    always = ("ig_steps", "smoothgrad_samples", "seed")
+    return {name: value for name, value in method_options(args).items()
+            if name in always or value != getattr(defaults, name)}
+

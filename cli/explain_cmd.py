@@ -9,15 +9,15 @@ import sys
 from sipgrad_cli.common import (
     OUTPUT_IMAGE_SUFFIXES,
     add_image_command,
+    add_method_arguments,
     add_sip_arguments,
     check_sip_layers,
     guarded,
     load_classifier,
-    nonnegative_float,
+    method_options,
     output_folder,
     positive_int,
     progress_bar,
-    seed_value,
     sip_overrides,
 )
 
@@ -34,7 +34,7 @@ and skipped; the exit status is then 1."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sipgrad.attribution.methods import BASELINES, METHODS
+    from sipgrad.attribution.methods import METHODS
 
     parser = add_image_command(subparsers, "explain", "saliency maps and overlays for images", DESCRIPTION)
     group = parser.add_argument_group("explanation")
@@ -44,15 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--reduce", choices=["mean", "max"], default="mean",
                        help="colour-channel reduction of |attribution| (default: mean)")
     group.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default: 16)")
-    group.add_argument("--ig-steps", type=positive_int, default=50, help="Integrated Gradients steps (default: 50)")
-    group.add_argument("--ig-baseline", choices=BASELINES, default="black", help="IG baseline (default: black)")
-    group.add_argument("--smoothgrad-samples", type=positive_int, default=25, help="SmoothGrad samples (default: 25)")
-    group.add_argument("--smoothgrad-noise", type=nonnegative_float, default=0.15,
-                       help="SmoothGrad noise std as a fraction of the input range (default: 0.15)")
-    group.add_argument("--internal-batch-size", type=positive_int, default=16,
-                       help="most rows per pass inside SmoothGrad/IG (default: 16; raise it on a GPU)")
-    group.add_argument("--seed", type=seed_value, default=0, help="seed for SmoothGrad noise and noise baselines")
-    group.add_argument("--gradcam-layer", metavar="NAME", help="module for Grad-CAM (default: per model)")
+    add_method_arguments(group, ig_steps=50, smoothgrad_samples=25)
     add_sip_arguments(parser)
     parser.add_argument("--compare", action="store_true", help="also render plain vs SIP side by side")
     out = parser.add_argument_group("output")
@@ -83,11 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise SipgradError("--compare needs a SIP policy, e.g. --sip topq:0.25")
     classifier = load_classifier(args)
     check_sip_layers(args, classifier)
-    options = {"ig_steps": args.ig_steps, "ig_baseline": args.ig_baseline, "seed": args.seed,
-               "smoothgrad_samples": args.smoothgrad_samples, "smoothgrad_noise": args.smoothgrad_noise,
-               "internal_batch_size": args.internal_batch_size, "gradcam_layer": args.gradcam_layer}
     common = {"target": args.target, "method": args.method, "crop": args.crop, "batch_size": args.batch_size,
-              "reduce": args.reduce, **options}
+              "reduce": args.reduce, **method_options(args)}
     stems = output_stems(paths)  # one per input, unique over the whole run (same names in other folders too)
     batches = (len(paths) + args.batch_size - 1) // args.batch_size
     results, errors = [], []

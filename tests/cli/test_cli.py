@@ -269,3 +269,22 @@ def test_every_library_parameter_becomes_its_own_flag(parameter):
     others = [p for p in PARAMETER_FLAGS if p != parameter]
     message = "; ".join([parameter, *others])
     assert as_flags(message) == "; ".join(PARAMETER_FLAGS[p] for p in [parameter, *others])
+
+
+def test_evaluate_takes_every_method_option_and_default_runs_keep_their_identity(capsys, tmp_path):
+    # evaluate lacked --ig-baseline, --smoothgrad-noise, --internal-batch-size and --gradcam-layer. A run with
+    # the defaults records what runs always recorded, so folders made before still resume.
+    plain = tmp_path / "plain"
+    code, _, _ = run_cli(capsys, "evaluate", "--builtin", "photos", "--limit", "1", "--steps", "0", "--out", plain)
+    assert code == 0
+    assert json.loads((plain / "run.json").read_text())["method_options"] == {"ig_steps": 32, "seed": 0,
+                                                                               "smoothgrad_samples": 16}
+    tuned = tmp_path / "tuned"
+    code, _, _ = run_cli(capsys, "evaluate", "--builtin", "photos", "--limit", "1", "--steps", "0", "--method", "ig",
+                         "--ig-steps", "2", "--ig-baseline", "noise", "--internal-batch-size", "4", "--out", tuned)
+    assert code == 0
+    assert json.loads((tuned / "run.json").read_text())["method_options"] == {
+        "ig_baseline": "noise", "ig_steps": 2, "internal_batch_size": 4, "seed": 0, "smoothgrad_samples": 16}
+    code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", "--limit", "1", "--steps", "0", "--method",
+                           "gradcam", "--gradcam-layer", "nope", "--out", tmp_path / "layer")
+    assert code == 2 and "--gradcam-layer: no layer named 'nope'" in err
