@@ -160,10 +160,11 @@ def run_spectrum(args: argparse.Namespace) -> int:
             params = train(model, data, TrainConfig(optimizer="sgd", lr=args.lr, steps=args.train_steps,
                                                     seed=args.seed, eval_every=args.train_steps),
                            args.model, progress=bar.update).params
-    try:
-        spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
-                                           tuple(args.k), params, seed=args.seed, centre=args.centre,
-                                           chunk_size=args.chunk_size)
+    try:  # the per-example gradients, then one spectrum per batch size: each a step of the bar
+        with progress_bar(len(set(args.batch_sizes)) + 1, "spectra", unit="step") as bar:
+            spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
+                                               tuple(args.k), params, seed=args.seed, centre=args.centre,
+                                               chunk_size=args.chunk_size, progress=bar.update)
     except KeyboardInterrupt:  # the files are written only at the end: say so rather than "results were kept"
         return fail("interrupted before the spectra were finished; nothing was written", 130)
     rows = spectrum_rows(spectra)

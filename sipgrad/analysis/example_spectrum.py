@@ -23,7 +23,7 @@ thousands, and the projections need only U and s (v_i^T g = u_i^T G g / s_i).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -111,21 +111,28 @@ def model_gradient_spectra(layer_matrices: dict[str, torch.Tensor], ks: tuple[in
 def spectra_over_batch_sizes(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                              batch_sizes: tuple[int, ...], ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
                              params: Mapping[str, torch.Tensor] | None = None, seed: int = 0, centre: bool = False,
-                             chunk_size: int | None = None) -> dict[int, dict[str, ExampleGradientSpectrum]]:
+                             chunk_size: int | None = None, progress: Callable[[int], None] | None = None
+                             ) -> dict[int, dict[str, ExampleGradientSpectrum]]:
     """Spectra of nested random batches: batch size -> layer (and ``"all"``) -> spectrum.
 
     One seeded draw of max(batch_sizes) examples; each smaller batch is its first B examples,
     so the per-example gradients are computed once and the batch sizes are compared on
-    the same examples."""
+    the same examples. ``progress(1)`` is called once the per-example gradients are in, then
+    once per distinct batch size (``len(set(batch_sizes)) + 1`` calls in all)."""
     if not batch_sizes or min(batch_sizes) < 1:
         raise SipgradError(f"batch sizes must be at least 1, got {list(batch_sizes)}")
     largest = max(batch_sizes)
     if largest > labels.shape[0]:
         raise SipgradError(f"batch size {largest} exceeds the {labels.shape[0]} examples available")
     order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))[:largest]
+    step = progress or (lambda done: None)
     rows = layer_gradients(model, inputs[order], labels[order], params, chunk_size=chunk_size)
-    return {size: model_gradient_spectra({layer: m[:size] for layer, m in rows.items()}, ks, centre)
-            for size in sorted(set(batch_sizes))}
+    step(1)
+    spectra = {}
+    for size in sorted(set(batch_sizes)):
+        spectra[size] = model_gradient_spectra({layer: m[:size] for layer, m in rows.items()}, ks, centre)
+        step(1)
+    return spectra
 
 
 def spectrum_rows(spectra: Mapping[int, Mapping[str, ExampleGradientSpectrum]]) -> list[dict]:

@@ -66,8 +66,10 @@ def test_model_spectra_and_nested_batch_sizes():
     model = small_model("mlp", (1, 8, 8), seed=0)
     generator = torch.Generator().manual_seed(1)
     inputs, labels = torch.rand(40, 1, 8, 8, generator=generator), torch.randint(0, 10, (40,), generator=generator)
-    spectra = spectra_over_batch_sizes(model, inputs, labels, (8, 32), (1, 16), seed=3)
+    steps = []
+    spectra = spectra_over_batch_sizes(model, inputs, labels, (32, 8, 32), (1, 16), seed=3, progress=steps.append)
     assert list(spectra) == [8, 32] and list(spectra[8]) == ["1", "3", "all"]
+    assert steps == [1, 1, 1]  # the per-example gradients, then each distinct batch size: the bar moves
     assert spectra[8]["all"].parameters == 64 * 64 + 64 + 64 * 10 + 10
     # The B = 8 batch is the first 8 examples of the B = 32 one, with the same seed.
     order = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:8]
