@@ -253,6 +253,22 @@ MUTATIONS = [
      'return math.exp(math.lgamma((k + 1) / 2) + math.lgamma(n / 2) - math.lgamma(k / 2) - math.lgamma((n + 1) / 2))',
      'return math.exp(math.lgamma((k + 1) / 2) + math.lgamma(n / 2) - math.lgamma(k / 2) - math.lgamma((n + 1) / 2)) * (1 + 1 / n)',
      TESTS),
+    ('experiments: time relative to the first run, not backprop', 'sipgrad/engines/forward/experiments.py',
+     'backprop = next((r for r in results if r.config.gradient == "backprop"), None)',
+     'backprop = results[0] if results else None',
+     TESTS),
+    ('experiments: backprop run once per sampler', 'sipgrad/engines/forward/experiments.py',
+     'for sampler in (samplers if gradient == "forward" else ["gaussian"]):',
+     'for sampler in samplers:',
+     TESTS),
+    ('experiments: sweep goes on after Ctrl-C', 'sipgrad/engines/forward/experiments.py',
+     '        if result.interrupted:\n            break\n',
+     '',
+     TESTS),
+    ('experiments: run length check dropped', 'sipgrad/engines/forward/experiments.py',
+     '        if len(steps) != len(accuracy):',
+     '        if False:',
+     TESTS),
 ]
 
 

@@ -10,8 +10,9 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from sipgrad.errors import SipgradError
 
@@ -423,3 +424,13 @@ def sip_overrides(args: argparse.Namespace) -> dict:
         "variance_conservation": False if args.no_variance_conservation else None,
         "shapiro_gate": False if args.no_shapiro else None,
     }
+
+
+def small_model_synopsis(registry: Mapping[str, Callable[..., Any]]) -> str:
+    """``mlp (8,970 weights), cnn (...)``: each registered small model with its size on digits (8 x 8, 10 classes).
+
+    `fwdgrad` and `gradients` each have a registry, and both have an ``mlp`` and a ``cnn``
+    that are not the same networks; the counts, read from the registries, tell them apart.
+    """
+    counts = {name: sum(p.numel() for p in build((1, 8, 8), 10).parameters()) for name, build in registry.items()}
+    return ", ".join(f"{name} ({count:,} weights)" for name, count in counts.items())

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         EvalSettings,
         builtin_cases,
         evaluate,
-        load_dataset,
+        load_box_dataset,
         write_reports,
     )
     from sipgrad.evaluation.runner import distributed_context, process_device
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         cases, dataset = builtin_cases(args.builtin, classifier.classes), f"builtin:{args.builtin}"
     else:
         label_map = _read_label_map(args.class_map)
-        cases = load_dataset(args.format, args.images, args.boxes, classifier.classes, label_map)
+        cases = load_box_dataset(args.format, args.images, args.boxes, classifier.classes, label_map)
         dataset = f"{args.format}:{Path(args.images).resolve()}:{Path(args.boxes).resolve()}"
     if not cases:
         raise SipgradError(f"no cases to evaluate in {dataset}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from sipgrad_cli.common import (
     comma_items,
@@ -19,6 +18,7 @@ from sipgrad_cli.common import (
     positive_int,
     progress_bar,
     seed_value,
+    small_model_synopsis,
     sweep_items,
 )
 
@@ -82,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.engines.forward.training import GRADIENTS
 
     sampler_help = ", ".join(SAMPLERS) + ", orthogonal:NAME"  # the registry's names: a new entry shows here
+    models_help = small_model_synopsis(MODELS)
 
     parser = one_line_errors(subparsers.add_parser(
         "fwdgrad", help="forward-gradient experiments: cosine table, training beside backprop",
@@ -92,7 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=lambda args: parser.print_help() or 2)
 
     def common(sub: argparse.ArgumentParser, directions: int) -> None:
-        sub.add_argument("--model", default="mlp", choices=list(MODELS), help="model (default: mlp)")
+        sub.add_argument("--model", default="mlp", choices=list(MODELS), metavar="MODEL",
+                         help=f"model, with its size on digits: {models_help} (default: mlp)")
         sub.add_argument("--data", default="digits", metavar="SPEC",
                          help="digits (offline default), mnist:DIR (IDX files) or cifar10:DIR (binary version)")
         sub.add_argument("--directions", type=positive_int, default=None, metavar="K",
@@ -137,42 +139,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.set_defaults(run=run_plot)
 
 
-def _write_json(path: Path, document: dict) -> None:
-    from sipgrad.io.atomic import atomic_write
-
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=2))
-
-
 @guarded
 def run_cosine(args: argparse.Namespace) -> int:
     from sipgrad.datasets import load_dataset
-    from sipgrad.engines.forward.cosine import cosine_table, gradient_row_correlations
-    from sipgrad.engines.forward.figures import save_row_correlations
-    from sipgrad.engines.forward.models import build_model
+    from sipgrad.engines.forward.experiments import cosine_experiment
     from sipgrad.engines.forward.samplers import make_sampler
 
     for name in args.samplers:
-        make_sampler(name)  # unknown names fail before any work
+        make_sampler(name)  # unknown names fail before the data is read
     out = output_folder(args.out) if args.out else None  # and an unwritable --out too
     directions = args.directions or COSINE_DIRECTIONS
     data = load_dataset(args.data, seed=args.seed)
-    model = build_model(args.model, data.image_shape, data.classes, seed=args.seed).train()
     with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table", unit="cell") as bar:
-        bar.unit = "cell"
         try:
-            table = cosine_table(model, data.train, args.batch_sizes, args.samplers, directions, args.trials,
-                                 seed=args.seed, progress=lambda: bar.update(1))
+            document, table = cosine_experiment(args.model, data, args.batch_sizes, args.samplers, directions,
+                                                args.trials, seed=args.seed, out=out, progress=lambda: bar.update(1))
         except KeyboardInterrupt:  # the table is written only when whole: say so rather than "results were kept"
             return fail("interrupted before the cosine table was finished; nothing was written", 130)
-    document = {"model": args.model, "data": data.name, "trials": args.trials, **table.to_json()}
-    if out is not None:
-        _write_json(out / "cosine.json", document)
-        batch = data.train.subset(slice(0, args.batch_sizes[0]))
-        correlations = gradient_row_correlations(model, batch.inputs, batch.labels)
-        save_row_correlations(out / "gradient_row_correlation.png", correlations,
-                              f"{args.model} on {data.name}: row-wise correlation of each layer's weight "
-                              f"gradient (B = {args.batch_sizes[0]}, at initialisation)")
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
@@ -192,47 +175,19 @@ def run_cosine(args: argparse.Namespace) -> int:
 @guarded
 def run_train(args: argparse.Namespace) -> int:
     from sipgrad.datasets import load_dataset
-    from sipgrad.engines.forward.figures import save_accuracy_curves
-    from sipgrad.engines.forward.training import TrainConfig, train
+    from sipgrad.engines.forward.experiments import sweep_configs, training_sweep
 
-    soft_options = {"off": False, "on": True}
     out = output_folder(args.out) if args.out else None  # refused before the data is even loaded
-    configs = []
-    for gradient in dict.fromkeys(args.grad):
-        samplers = args.sampler if gradient == "forward" else ["gaussian"]
-        for sampler in samplers:
-            for soft in dict.fromkeys(args.soft):
-                for bits in dict.fromkeys(args.latent_bits):
-                    configs.append(TrainConfig(
-                        model=args.model, gradient=gradient, sampler=sampler,
-                        directions=args.directions or TRAIN_DIRECTIONS,
-                        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, steps=args.steps,
-                        batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
-                        soft_weights=soft_options[soft], latent_bits=bits))
+    soft_options = {"off": False, "on": True}
+    configs = sweep_configs(args.model, args.grad, args.sampler, soft=[soft_options[s] for s in args.soft],
+                            latent_bits=args.latent_bits, directions=args.directions or TRAIN_DIRECTIONS,
+                            optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, steps=args.steps,
+                            batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed)
     data = load_dataset(args.data, seed=args.seed)
-    results = []
-    document: dict = {"model": args.model, "data": data.name, "runs": []}
-    interrupted = False
     with progress_bar(len(configs) * args.steps, "training", unit="step") as bar:
-        bar.unit = "step"
-        for config in configs:
-            bar.set_postfix_str(config.label)
-            result = train(config, data, progress=lambda _step: bar.update(1))
-            results.append(result)
-            document["runs"].append(result.to_json())
-            if out:  # after every run, so an interrupted session keeps what it finished
-                _write_json(out / "forward_train.json", document)
-            if result.interrupted:
-                interrupted = True
-                break
-    backprop = next((r for r in results if r.config.gradient == "backprop"), None)
-    for run in document["runs"]:
-        run["time_vs_backprop"] = run["seconds_per_step"] / backprop.seconds_per_step if backprop else None
-    if out:
-        _write_json(out / "forward_train.json", document)
-        save_accuracy_curves(out / "forward_train.png",
-                             [(r.config.label, r.steps, r.test_accuracy) for r in results],
-                             f"{args.model} on {data.name}: test accuracy")
+        sweep = training_sweep(configs, data, out, progress=lambda _step: bar.update(1),
+                               on_run=lambda config: bar.set_postfix_str(config.label))
+    document = sweep.document
     if args.json:
         print(json.dumps(document, indent=2))
     else:
@@ -251,37 +206,21 @@ def run_train(args: argparse.Namespace) -> int:
                 memory = run["memory"]
                 print(f"  {run['label']:<42}{memory['weight_bytes'] / 1024:>8.1f} "
                       f"({memory['weight_bytes_float32'] / 1024:.1f}){memory['optimizer_state_bytes'] / 1024:>10.1f}")
-    if interrupted:
-        finished = sum(not r.interrupted for r in results)
+    if sweep.interrupted:
         kept = f"; {out / 'forward_train.json'} holds them" if out else ""
-        print(f"sipgrad: interrupted; {finished} of {len(configs)} run(s) finished, the last one stopped early{kept}",
-              file=sys.stderr)
+        print(f"sipgrad: interrupted; {sweep.finished} of {sweep.planned} run(s) finished, the last one stopped "
+              f"early{kept}", file=sys.stderr)
         return 130
     return 0
 
 
 @guarded
 def run_plot(args: argparse.Namespace) -> int:
+    from sipgrad.engines.forward.experiments import read_training_runs
     from sipgrad.engines.forward.figures import save_accuracy_curves
-    from sipgrad.errors import SipgradError
 
     output_file(args.out)
-    if not Path(args.runs).is_file():
-        raise SipgradError(f"{args.runs}: no such file (give the forward_train.json that fwdgrad train wrote)")
-    try:
-        document = json.loads(Path(args.runs).read_text())
-        curves = [(run["label"], run["steps"], run["test_accuracy"]) for run in document["runs"]]
-        title = f"{document['model']} on {document['data']}: test accuracy"
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SipgradError(f"{args.runs}: not a forward_train.json ({type(error).__name__}: {error})") from None
-    for number, (label, steps, accuracy) in enumerate(curves, 1):
-        where = f"{args.runs}: run {number} ({label})"
-        if not (isinstance(steps, list) and isinstance(accuracy, list)):
-            raise SipgradError(f"{where}: steps and test_accuracy must be lists")
-        if len(steps) != len(accuracy):
-            raise SipgradError(f"{where}: {len(steps)} steps but {len(accuracy)} test_accuracy values")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*steps, *accuracy)):
-            raise SipgradError(f"{where}: steps and test_accuracy must hold numbers")
+    curves, title = read_training_runs(args.runs)
     save_accuracy_curves(args.out, curves, title)
     print(args.out)
     return 0

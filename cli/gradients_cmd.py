@@ -20,6 +20,7 @@ from sipgrad_cli.common import (
     positive_int,
     progress_bar,
     seed_value,
+    small_model_synopsis,
 )
 
 SPECTRUM_DESCRIPTION = """Spectrum of the per-example gradients of a small model.
@@ -74,7 +75,9 @@ def _choices(allowed):
 def _add_common(parser: argparse.ArgumentParser) -> None:
     from sipgrad.analysis.models import SMALL_MODELS
 
-    parser.add_argument("--model", default="mlp", choices=list(SMALL_MODELS), help="small model (default: mlp)")
+    parser.add_argument("--model", default="mlp", choices=list(SMALL_MODELS), metavar="MODEL",
+                        help=f"small model, with its size on digits: {small_model_synopsis(SMALL_MODELS)} "
+                             f"(default: mlp)")
     parser.add_argument("--data", default="digits", metavar="SPEC",
                         help="digits (offline, default), mnist:DIR or cifar10:DIR")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -130,54 +133,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(run=run_train)
 
 
-def _load(args: argparse.Namespace, seed: int, cache: dict | None = None):
-    """The data set split by ``seed`` (read once per seed when ``cache`` is given) and a fresh model."""
-    from sipgrad.analysis.models import small_model
-    from sipgrad.datasets import load_dataset
-
-    cache = {} if cache is None else cache
-    if seed not in cache:
-        cache[seed] = load_dataset(args.data, seed=seed)
-    data = cache[seed]
-    return data, small_model(args.model, data.image_shape, data.classes, seed=seed)
-
-
 @guarded
 def run_spectrum(args: argparse.Namespace) -> int:
-    from sipgrad.analysis.example_spectrum import (
-        spectra_over_batch_sizes,
-        spectrum_rows,
-    )
-    from sipgrad.analysis.gradient_plots import save_spectrum_figure
-    from sipgrad.analysis.projected_training import TrainConfig, train
-    from sipgrad.io.atomic import atomic_write
+    from sipgrad.analysis.experiments import SpectrumSettings, spectrum_experiment
 
     out = output_folder(args.out)
-    data, model = _load(args, args.seed)
-    params = None
-    if args.train_steps:
-        with progress_bar(args.train_steps, "training first", unit="step") as bar:
-            params = train(model, data, TrainConfig(optimizer="sgd", lr=args.lr, steps=args.train_steps,
-                                                    seed=args.seed, eval_every=args.train_steps),
-                           args.model, progress=bar.update).params
-    try:  # the per-example gradients, then one spectrum per batch size: each a step of the bar
-        with progress_bar(len(set(args.batch_sizes)) + 1, "spectra", unit="step") as bar:
-            spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(args.batch_sizes),
-                                               tuple(args.k), params, seed=args.seed, centre=args.centre,
-                                               chunk_size=args.chunk_size, progress=bar.update)
+    settings = SpectrumSettings(model=args.model, data=args.data, batch_sizes=tuple(args.batch_sizes), ks=tuple(args.k),
+                                train_steps=args.train_steps, lr=args.lr, seed=args.seed, centre=args.centre,
+                                chunk_size=args.chunk_size)
+    # One bar: the training steps first (when asked), then the per-example gradients and one spectrum per batch size.
+    try:
+        with progress_bar(args.train_steps + len(set(args.batch_sizes)) + 1, "spectra", unit="step") as bar:
+            document = spectrum_experiment(settings, out, training_progress=bar.update, spectra_progress=bar.update)
     except KeyboardInterrupt:  # the files are written only at the end: say so rather than "results were kept"
         return fail("interrupted before the spectra were finished; nothing was written", 130)
-    rows = spectrum_rows(spectra)
-    document = {"command": "spectrum", "model": args.model, "data": data.name, "train steps": args.train_steps,
-                "seed": args.seed, "centre": args.centre, "rows": rows}
-    with atomic_write(out / "spectrum.json") as tmp:
-        tmp.write_text(json.dumps(document, indent=2))
-    save_spectrum_figure(out / "spectrum.png", rows)
+    rows = document["rows"]
     if args.json:
         json.dump(document, sys.stdout, indent=2)
         print()
         return 0
-    print(f"per-example gradient spectrum: {args.model} on {data.name}, {args.train_steps} training steps")
+    print(f"per-example gradient spectrum: {args.model} on {document['data']}, {args.train_steps} training steps")
     print("cos(g, P_k g): the batch-mean gradient's cosine with its projection on the top-k directions")
     ks = list(rows[0]["cosine"])
     width = max(len("layer"), *(len(r["layer"]) for r in rows))
@@ -191,51 +166,25 @@ def run_spectrum(args: argparse.Namespace) -> int:
 
 @guarded
 def run_train(args: argparse.Namespace) -> int:
-    from sipgrad.analysis.gradient_plots import (
-        save_accuracy_figure,
-        save_momentum_figure,
-    )
-    from sipgrad.analysis.projected_training import TrainConfig, summarize_runs, train
-    from sipgrad.io.atomic import atomic_write
+    from sipgrad.analysis.experiments import projected_training_sweep, sweep_configs
 
-    configs = [TrainConfig(optimizer=optimizer, lr=args.lr, momentum=args.momentum, k=args.k,
-                           sketch_size=args.sketch, decay=args.decay, subspace=args.subspace, label_noise=noise,
-                           steps=args.steps, batch_size=args.batch_size, seed=seed, eval_every=args.eval_every)
-               for seed in args.seed for noise in args.label_noise for optimizer in args.optimizer]
+    configs = sweep_configs(args.optimizer, args.label_noise, args.seed, lr=args.lr, momentum=args.momentum, k=args.k,
+                            sketch_size=args.sketch, decay=args.decay, subspace=args.subspace, steps=args.steps,
+                            batch_size=args.batch_size, eval_every=args.eval_every)
     out = output_folder(args.out)
-    runs: list[dict] = []
-    datasets: dict = {}
-    interrupted = False
-
-    def write() -> dict:
-        document = {"command": "train", "model": args.model, "data": args.data, "runs": runs,
-                    "summary": summarize_runs(runs)}
-        with atomic_write(out / "train.json") as tmp:
-            tmp.write_text(json.dumps(document, indent=2))
-        return document
-
     with progress_bar(len(configs) * args.steps, "training", unit="step") as bar:
         try:
-            for config in configs:
-                data, model = _load(args, config.seed, datasets)
-                runs.append(train(model, data, config, args.model, progress=bar.update).to_dict())
-                write()
+            outcome = projected_training_sweep(configs, args.model, args.data, out, progress=bar.update)
         except KeyboardInterrupt:
-            interrupted = True
-    if not runs:
-        return fail("interrupted before the first run finished", 130)
-    document = write()
-    save_accuracy_figure(out / "accuracy.png", runs)
-    written = [out / "train.json", out / "accuracy.png"]
-    if save_momentum_figure(out / "momentum.png", runs):
-        written.append(out / "momentum.png")
+            return fail("interrupted before the first run finished", 130)
     if args.json:
-        json.dump(document, sys.stdout, indent=2)
+        json.dump(outcome.document, sys.stdout, indent=2)
         print()
     else:
-        _print_summary(document["summary"], written)
-    if interrupted:
-        print(f"sipgrad: interrupted; wrote the {len(runs)} run(s) finished of {len(configs)}", file=sys.stderr)
+        _print_summary(outcome.document["summary"], outcome.written)
+    if outcome.interrupted:
+        print(f"sipgrad: interrupted; wrote the {outcome.finished} run(s) finished of {outcome.planned}",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -6,7 +6,7 @@ destructively along example-specific ones; so projecting the batch gradient onto
 principal directions of the per-example gradients might learn general features faster and
 resist noisy labels. It also asks whether momentum approximates that projection.
 
-``train`` runs one configuration, with every step computed the same way whatever the
+``train_projected`` runs one configuration, with every step computed the same way whatever the
 optimizer: per-example gradients (``per_example``), their batch mean g, a top-k subspace per
 layer updated with the batch (``SUBSPACES``: ``stream``, a Frequent Directions sketch of all
 gradients so far with forgetting, or ``batch``, the exact top-k of this batch alone), the
@@ -78,7 +78,7 @@ class Subspace:
 class StreamingSubspace(Subspace):
     """Frequent Directions over every batch so far, older batches weighted by decay**age."""
 
-    def __init__(self, sizes: Mapping[str, int], config: "TrainConfig") -> None:
+    def __init__(self, sizes: Mapping[str, int], config: "ProjectedTrainConfig") -> None:
         self.sketch = LayerwiseSketch(sizes, config.k, config.sketch_size, config.decay)
 
     def update(self, layer_rows: Mapping[str, torch.Tensor]) -> None:
@@ -91,7 +91,7 @@ class StreamingSubspace(Subspace):
 class BatchSubspace(Subspace):
     """The exact top-k right singular vectors of this batch's B x P_layer gradients (no memory)."""
 
-    def __init__(self, sizes: Mapping[str, int], config: "TrainConfig") -> None:
+    def __init__(self, sizes: Mapping[str, int], config: "ProjectedTrainConfig") -> None:
         self.k = config.k
         self.sizes = dict(sizes)
         self.bases: dict[str, torch.Tensor] = {}
@@ -116,7 +116,7 @@ class PlainSGD:
 
     buffer: Vectors | None = None
 
-    def __init__(self, config: "TrainConfig") -> None:
+    def __init__(self, config: "ProjectedTrainConfig") -> None:
         self.config = config
 
     def direction(self, mean: Vectors, projected: Vectors) -> Vectors:
@@ -146,7 +146,7 @@ OPTIMIZERS: dict[str, Callable[..., PlainSGD]] = {"sgd": PlainSGD, "momentum": M
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ProjectedTrainConfig:
     """One training run.
 
     Attributes:
@@ -199,7 +199,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class ProjectedTrainResult:
     """Curves of one run: test accuracy, clean-label training accuracy and memorised noise vs step.
 
     ``noise_fit`` is the share of corrupted training examples the model predicts with their
@@ -227,17 +227,24 @@ class TrainResult:
         return {key: value for key, value in vars(self).items() if key != "params"}
 
 
-def _cosine(a: Vectors, b: Vectors) -> float:
-    dot = sum(float((a[k].double() * b[k].double()).sum()) for k in a)
-    norm_a = math.sqrt(sum(float(a[k].double().square().sum()) for k in a))
-    norm_b = math.sqrt(sum(float(b[k].double().square().sum()) for k in b))
-    return dot / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else float("nan")
+def _dots(a: Vectors, b: Vectors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(<a, b>, ||a||^2, ||b||^2) over all layers, in float64, as 0-d tensors: no host sync."""
+    a_flat = torch.cat([a[k].double().reshape(-1) for k in a])
+    b_flat = torch.cat([b[k].double().reshape(-1) for k in a])
+    return a_flat @ b_flat, a_flat @ a_flat, b_flat @ b_flat
 
 
-def _norm_ratio(a: Vectors, b: Vectors) -> float:
-    norm_a = math.sqrt(sum(float(a[k].double().square().sum()) for k in a))
-    norm_b = math.sqrt(sum(float(b[k].double().square().sum()) for k in b))
-    return norm_a / norm_b if norm_b > 0 else float("nan")
+def _cosine(a: Vectors, b: Vectors) -> torch.Tensor:
+    """cos(a, b) over all layers as a 0-d tensor (NaN when either is zero); read once per window, in ``_record``."""
+    dot, norm_a2, norm_b2 = _dots(a, b)
+    denominator = (norm_a2 * norm_b2).sqrt()
+    return torch.where(denominator > 0, dot / denominator, torch.full_like(dot, math.nan))
+
+
+def _norm_ratio(a: Vectors, b: Vectors) -> torch.Tensor:
+    """||a|| / ||b|| over all layers as a 0-d tensor (NaN when b is zero)."""
+    _, norm_a2, norm_b2 = _dots(a, b)
+    return torch.where(norm_b2 > 0, (norm_a2 / norm_b2).sqrt(), torch.full_like(norm_a2, math.nan))
 
 
 def _batches(size: int, batch_size: int, generator: torch.Generator):
@@ -256,8 +263,8 @@ def _predict(model: nn.Module, params: Mapping[str, torch.Tensor], split: Split,
                       for i in range(0, len(split), chunk)])
 
 
-def train(model: nn.Module, data: SmallDataset, config: TrainConfig, model_name: str = "model",
-          progress: Callable[[int], None] | None = None) -> TrainResult:
+def train_projected(model: nn.Module, data: SmallDataset, config: ProjectedTrainConfig, model_name: str = "model",
+          progress: Callable[[int], None] | None = None) -> ProjectedTrainResult:
     """Train ``model``'s parameters (the module itself is not modified) as ``config`` says."""
     labels, corrupted = randomize_labels(data.train.labels, config.label_noise, data.classes, seed=config.seed)
     params = {name: p.clone() for name, p in model_parameters(model).items()}
@@ -265,8 +272,8 @@ def train(model: nn.Module, data: SmallDataset, config: TrainConfig, model_name:
     subspace = SUBSPACES[config.subspace]({layer: layout.size(layer) for layer in layout.layers}, config)
     optimizer = OPTIMIZERS[config.optimizer](config)
     batches = _batches(len(data.train), config.batch_size, torch.Generator().manual_seed(config.seed))
-    result = TrainResult(config=asdict(config), model=model_name, data=data.name)
-    window: dict[str, list[float]] = {}
+    result = ProjectedTrainResult(config=asdict(config), model=model_name, data=data.name)
+    window: dict[str, list[torch.Tensor]] = {}
     began = time.perf_counter()
     for step in range(1, config.steps + 1):
         index = next(batches)
@@ -278,7 +285,8 @@ def train(model: nn.Module, data: SmallDataset, config: TrainConfig, model_name:
         direction = optimizer.direction(mean, projected)
         step_params = layout.unflatten(direction)
         params = {name: p - config.lr * step_params[name] for name, p in params.items()}
-        measures = {"loss": float(losses.mean()), "cos(g, Pg)": _cosine(mean, projected),
+        # 0-d tensors, read on the host once per evaluation window (``_record``), not at every step.
+        measures = {"loss": losses.mean().double(), "cos(g, Pg)": _cosine(mean, projected),
                     "|Pg|/|g|": _norm_ratio(projected, mean)}
         if optimizer.buffer is not None:
             buffer = optimizer.buffer
@@ -296,8 +304,9 @@ def train(model: nn.Module, data: SmallDataset, config: TrainConfig, model_name:
     return result
 
 
-def _record(result: TrainResult, model: nn.Module, params: Mapping[str, torch.Tensor], data: SmallDataset,
-            corrupted: torch.Tensor, noisy_labels: torch.Tensor, step: int, window: dict[str, list[float]]) -> None:
+def _record(result: ProjectedTrainResult, model: nn.Module, params: Mapping[str, torch.Tensor], data: SmallDataset,
+            corrupted: torch.Tensor, noisy_labels: torch.Tensor, step: int,
+            window: dict[str, list[torch.Tensor]]) -> None:
     test = _predict(model, params, data.test)
     train_predictions = _predict(model, params, data.train)
     result.steps.append(step)
@@ -305,11 +314,23 @@ def _record(result: TrainResult, model: nn.Module, params: Mapping[str, torch.Te
     result.train_accuracy.append(float((train_predictions == data.train.labels).double().mean()))
     if corrupted.any():
         result.noise_fit.append(float((train_predictions[corrupted] == noisy_labels[corrupted]).double().mean()))
-    losses = window.pop("loss")
-    result.train_loss.append(sum(losses) / len(losses))
-    for key, values in window.items():
-        finite = [v for v in values if math.isfinite(v)]
-        result.probe.setdefault(key, []).append(sum(finite) / len(finite) if finite else float("nan"))
+    means = _window_means(window)
+    result.train_loss.append(means.pop("loss"))
+    for key, value in means.items():
+        result.probe.setdefault(key, []).append(value)
+
+
+def _window_means(window: Mapping[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Each measure's mean over the window, in one host read: the loss as it is, the others over their finite
+    values (NaN if none: a cosine is NaN at a step where a vector is zero)."""
+    if not window:
+        return {}
+    values = torch.stack([torch.stack(window[key]) for key in window])  # measures x steps
+    finite = values.isfinite()
+    means = torch.where(finite, values, 0).sum(1) / finite.sum(1)  # 0/0: NaN when no value is finite
+    if "loss" in window:  # the loss is averaged as it is: a diverging run's inf or NaN shows
+        means[list(window).index("loss")] = values[list(window).index("loss")].mean()
+    return dict(zip(window, means.tolist()))
 
 
 def summarize_runs(runs: list[dict]) -> list[dict]:

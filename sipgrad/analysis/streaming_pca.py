@@ -41,7 +41,7 @@ class FrequentDirections:
             raise SipgradError(f"decay must be in (0, 1], got {decay}")
         self.dim, self.sketch_size, self.decay = dim, sketch_size, decay
         self.sketch = torch.zeros(0, dim, dtype=torch.float64, device=device)
-        self.shrinkage = 0.0
+        self.shrinkage = torch.zeros((), dtype=torch.float64, device=device)  # a tensor: no host sync per chunk
         self.rows_seen = 0
 
     def update(self, rows: torch.Tensor) -> None:
@@ -50,7 +50,7 @@ class FrequentDirections:
             raise SipgradError(f"expected rows of width {self.dim}, got shape {tuple(rows.shape)}")
         if self.decay < 1:
             self.sketch = self.sketch * self.decay ** 0.5
-            self.shrinkage *= self.decay
+            self.shrinkage = self.shrinkage * self.decay
         for chunk in rows.detach().to(self.sketch).split(self.sketch_size):
             self._absorb(chunk)
         self.rows_seen += rows.shape[0]
@@ -62,7 +62,7 @@ class FrequentDirections:
         shrunk = (singular[:keep].square() - delta).clamp_min(0).sqrt()
         nonzero = int((shrunk > 0).sum())
         self.sketch = shrunk[:nonzero, None] * directions[:nonzero]
-        self.shrinkage += float(delta)
+        self.shrinkage = self.shrinkage + delta
 
     def components(self, k: int) -> torch.Tensor:
         """Orthonormal rows spanning the sketch's top-k subspace (at most k, fewer if the sketch has fewer)."""
@@ -74,7 +74,7 @@ class FrequentDirections:
 
     def covariance_error_bound(self) -> float:
         """Delta: ||A^T A - B^T B||_2 is at most this."""
-        return self.shrinkage
+        return float(self.shrinkage)
 
 
 def _row_svd(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -289,7 +289,7 @@ def _coco_list(document: dict, key: str, annotations: Path) -> list:
     return value
 
 
-def load_dataset(format: str, images: str | Path, boxes: str | Path, classes: ClassNames,
+def load_box_dataset(format: str, images: str | Path, boxes: str | Path, classes: ClassNames,
                  label_map: dict[str, str] | None = None) -> list[Case]:
     """Cases of a data set in ``format`` (one of ``FORMATS``).
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from sipgrad.analysis.models import small_model
 from sipgrad.analysis.projected_training import (
     BatchSubspace,
-    TrainConfig,
+    ProjectedTrainConfig,
     _batches,
     randomize_labels,
     summarize_runs,
-    train,
+    train_projected,
 )
 from sipgrad.datasets import load_digits
 from sipgrad.errors import SipgradError
@@ -52,8 +52,8 @@ def test_wrong_labels_are_spread_over_the_other_classes():
 
 
 def run(digits, **options):
-    config = TrainConfig(steps=options.pop("steps", 12), batch_size=32, eval_every=6, **options)
-    return train(small_model("mlp", digits.image_shape, seed=config.seed), digits, config)
+    config = ProjectedTrainConfig(steps=options.pop("steps", 12), batch_size=32, eval_every=6, **options)
+    return train_projected(small_model("mlp", digits.image_shape, seed=config.seed), digits, config)
 
 
 def test_pca_sgd_with_k_at_least_every_layer_size_is_sgd_exactly(digits):
@@ -77,10 +77,10 @@ def test_pca_sgd_on_the_batch_subspace_with_k_at_least_the_batch_is_sgd(digits):
 
 
 def test_momentum_is_torch_sgd_with_dampening(digits):
-    config = TrainConfig(optimizer="momentum", momentum=0.8, lr=0.2, steps=10, batch_size=32, eval_every=5,
+    config = ProjectedTrainConfig(optimizer="momentum", momentum=0.8, lr=0.2, steps=10, batch_size=32, eval_every=5,
                          label_noise=0.2, seed=3)
     model = small_model("mlp", digits.image_shape, seed=3)
-    ours = train(model, digits, config)
+    ours = train_projected(model, digits, config)
     reference = copy.deepcopy(model)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.2, momentum=0.8, dampening=0.8)
     labels, _ = randomize_labels(digits.train.labels, 0.2, 10, seed=3)
@@ -123,12 +123,12 @@ def test_sgd_learns_digits(digits):
 ])
 def test_config_is_validated(options, message):
     with pytest.raises(SipgradError, match=message):
-        TrainConfig(**options)
+        ProjectedTrainConfig(**options)
 
 
 def test_batch_larger_than_the_data_is_refused(digits):
     with pytest.raises(SipgradError, match="exceeds the"):
-        train(small_model("mlp", digits.image_shape), digits, TrainConfig(batch_size=5000, steps=1))
+        train_projected(small_model("mlp", digits.image_shape), digits, ProjectedTrainConfig(batch_size=5000, steps=1))
 
 
 def test_batch_subspace_keeps_the_top_k_right_singular_vectors_of_its_rank():
@@ -136,7 +136,7 @@ def test_batch_subspace_keeps_the_top_k_right_singular_vectors_of_its_rank():
     scales = torch.linspace(3.0, 0.1, 30, dtype=torch.float64)  # distinct strengths: a well-defined top 3
     rows = torch.randn(12, 30, generator=generator, dtype=torch.float64) * scales
     small = torch.randn(2, dtype=torch.float64)
-    subspace = BatchSubspace({"a": 30, "small": 2}, TrainConfig(k=3, subspace="batch"))
+    subspace = BatchSubspace({"a": 30, "small": 2}, ProjectedTrainConfig(k=3, subspace="batch"))
     subspace.update({"a": rows, "small": torch.randn(12, 2, generator=generator, dtype=torch.float64)})
     vector = torch.randn(30, generator=generator, dtype=torch.float64)
     top = np.linalg.svd(rows.numpy(), full_matrices=False)[2][:3]
@@ -172,7 +172,7 @@ def test_batches_are_full_and_never_span_two_epochs():
 
 def test_an_sgd_step_is_the_mean_gradient_for_any_batch_size(digits):
     model = small_model("mlp", digits.image_shape, seed=0)
-    ours = train(model, digits, TrainConfig(optimizer="sgd", lr=0.5, steps=1, batch_size=16, eval_every=1))
+    ours = train_projected(model, digits, ProjectedTrainConfig(optimizer="sgd", lr=0.5, steps=1, batch_size=16, eval_every=1))
     index = next(_batches(len(digits.train), 16, torch.Generator().manual_seed(0)))
     reference = copy.deepcopy(model)
     F.cross_entropy(reference(digits.train.inputs[index]), digits.train.labels[index]).backward()

@@ -455,12 +455,12 @@ def test_evaluate_refuses_an_empty_list(capsys, tmp_path, option):
 
 
 def test_interrupt_before_any_result_exits_130_not_2(capsys, monkeypatch, tmp_path):
-    import sipgrad.analysis.projected_training
+    import sipgrad.analysis.experiments
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sipgrad.analysis.projected_training, "train", interrupted)
+    monkeypatch.setattr(sipgrad.analysis.experiments, "train_projected", interrupted)
     code, _, err = run_cli(capsys, "gradients", "train", "--optimizer", "sgd", "--label-noise", "0", "--steps", "2",
                            "--out", tmp_path)
     assert code == 130 and "interrupted before the first run finished" in one_line(err)
@@ -664,9 +664,9 @@ def test_ctrl_c_while_starting_up_is_one_line(capsys, monkeypatch):
 
 @pytest.mark.parametrize("args, target, message", [
     (["gradients", "spectrum", "--batch-sizes", "8", "--k", "1"],
-     "sipgrad.analysis.example_spectrum.spectra_over_batch_sizes",
+     "sipgrad.analysis.experiments.spectra_over_batch_sizes",
      "interrupted before the spectra were finished; nothing was written"),
-    (["fwdgrad", "cosine", "--batch-sizes", "8", "--trials", "2"], "sipgrad.engines.forward.cosine.cosine_table",
+    (["fwdgrad", "cosine", "--batch-sizes", "8", "--trials", "2"], "sipgrad.engines.forward.experiments.cosine_table",
      "interrupted before the cosine table was finished; nothing was written"),
 ])
 def test_an_interrupt_does_not_claim_results_were_kept_when_none_were(capsys, monkeypatch, tmp_path, args, target,

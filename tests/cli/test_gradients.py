@@ -103,9 +103,9 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
 
 
 def test_ctrl_c_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
-    import sipgrad.analysis.projected_training as training
+    import sipgrad.analysis.experiments as experiments
 
-    monkeypatch.setattr(training, "train", interrupted_on_call(training.train, 2))
+    monkeypatch.setattr(experiments, "train_projected", interrupted_on_call(experiments.train_projected, 2))
     code = main(["gradients", "train", "--optimizer", "sgd,pca-sgd", "--label-noise", "0", "--steps", "2",
                  "--batch-size", "8", "--out", str(tmp_path)])
     assert code == 130

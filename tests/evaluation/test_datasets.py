@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sipgrad.errors import SipgradError
-from sipgrad.evaluation import builtin_cases, load_dataset
+from sipgrad.evaluation import builtin_cases, load_box_dataset
 from sipgrad.models import imagenet_classes
 from sipgrad.models.preprocessing import Preprocessing
 
@@ -34,7 +34,7 @@ def test_imagenet_xml_groups_boxes_by_class(images, tmp_path):
     xml.mkdir()
     (xml / "a.xml").write_text(_voc_xml("a", [("n02124075", (11, 21, 50, 60)), ("n02124075", (101, 1, 200, 100)),
                                               ("n07920052", (1, 1, 10, 10))]))
-    cases = load_dataset("imagenet", images, xml, CLASSES)
+    cases = load_box_dataset("imagenet", images, xml, CLASSES)
     assert [(c.case_id, c.target) for c in cases] == [("a.jpg#285", 285), ("a.jpg#967", 967)]
     assert cases[0].boxes == ((10.0, 20.0, 50.0, 60.0), (100.0, 0.0, 200.0, 100.0))  # 1-based inclusive -> continuous
     assert cases[0].load().size == (200, 100)
@@ -43,8 +43,8 @@ def test_imagenet_xml_groups_boxes_by_class(images, tmp_path):
 def test_voc_with_label_map(images, tmp_path):
     (tmp_path / "b.xml").write_text(_voc_xml("b.png", [("cat", (1, 1, 20, 20))]))
     with pytest.raises(SipgradError, match="unknown class name 'cat'"):
-        load_dataset("voc", images, tmp_path / "b.xml", CLASSES)
-    cases = load_dataset("voc", images, tmp_path / "b.xml", CLASSES, label_map={"cat": "tabby"})
+        load_box_dataset("voc", images, tmp_path / "b.xml", CLASSES)
+    cases = load_box_dataset("voc", images, tmp_path / "b.xml", CLASSES, label_map={"cat": "tabby"})
     assert cases[0].target == CLASSES.index("tabby") and cases[0].image.name == "b.png"
 
 
@@ -53,18 +53,18 @@ def test_coco(images, tmp_path):
                 "annotations": [{"image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]},
                                 {"image_id": 7, "category_id": 1, "bbox": [0, 0, 5, 5]}]}
     (tmp_path / "coco.json").write_text(json.dumps(document))
-    cases = load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+    cases = load_box_dataset("coco", images, tmp_path / "coco.json", CLASSES)
     assert len(cases) == 1 and cases[0].boxes == ((10, 20, 40, 60), (0, 0, 5, 5))
 
 
 def test_csv_and_jsonl(images, tmp_path):
     (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,espresso,1,2,3,4\na.jpg,967,5,6,7,8\n"
                                         "b.png,n02124075,0,0,10,10\n")
-    cases = load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+    cases = load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
     assert [(c.image.name, c.target, len(c.boxes)) for c in cases] == [("a.jpg", 967, 2), ("b.png", 285, 1)]
     (tmp_path / "boxes.jsonl").write_text(json.dumps({"image": "b.png", "label": 285, "x0": 0, "y0": 0, "x1": 5,
                                                       "y1": 5}) + "\n")
-    assert load_dataset("csv", images, tmp_path / "boxes.jsonl", CLASSES)[0].target == 285
+    assert load_box_dataset("csv", images, tmp_path / "boxes.jsonl", CLASSES)[0].target == 285
 
 
 @pytest.mark.parametrize("header", ["\ufeffimage,label,x0,y0,x1,y1", "image, label, x0, y0, x1, y1",
@@ -73,7 +73,7 @@ def test_a_csv_header_with_a_byte_order_mark_spaces_or_capitals_reads_the_same(i
     # Excel's "CSV UTF-8" starts with a byte-order mark; hand-written files put spaces after commas.
     (tmp_path / "boxes.csv").write_text(f"{header}\na.jpg, 967, 5, 6, 7, 8\nb.png,n02124075,0,0,10,10\n",
                                         encoding="utf-8")
-    cases = load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+    cases = load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
     assert [(c.image.name, c.target, c.boxes) for c in cases] == [("a.jpg", 967, ((5.0, 6.0, 7.0, 8.0),)),
                                                                   ("b.png", 285, ((0.0, 0.0, 10.0, 10.0),))]
 
@@ -82,16 +82,16 @@ def test_a_csv_header_with_a_byte_order_mark_spaces_or_capitals_reads_the_same(i
 def test_paths_may_not_escape_the_data_root(images, tmp_path, path):
     (tmp_path / "boxes.csv").write_text(f"image,label,x0,y0,x1,y1\n{path},1,0,0,1,1\n")
     with pytest.raises(SipgradError, match="escapes the data root"):
-        load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+        load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
 
 
 def test_bad_annotations_are_one_line_errors(images, tmp_path):
     (tmp_path / "bad.xml").write_text("<annotation><oops")
     with pytest.raises(SipgradError, match="malformed XML"):
-        load_dataset("voc", images, tmp_path / "bad.xml", CLASSES)
+        load_box_dataset("voc", images, tmp_path / "bad.xml", CLASSES)
     (tmp_path / "empty.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,1,5,5,5,9\n")
     with pytest.raises(SipgradError, match="empty box"):
-        load_dataset("csv", images, tmp_path / "empty.csv", CLASSES)
+        load_box_dataset("csv", images, tmp_path / "empty.csv", CLASSES)
 
 
 def test_boxes_follow_whole_image_resize():
@@ -134,7 +134,7 @@ def test_coco_bad_boxes_name_the_annotation(images, tmp_path, bbox, message):
                 "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": bbox}]}
     (tmp_path / "coco.json").write_text(json.dumps(document))
     with pytest.raises(SipgradError) as info:
-        load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+        load_box_dataset("coco", images, tmp_path / "coco.json", CLASSES)
     assert message in str(info.value) and "coco.json" in str(info.value)
 
 
@@ -143,7 +143,7 @@ def test_voc_object_with_a_missing_or_infinite_coordinate(images, tmp_path):
                                     "<xmin>1</xmin><ymin>1</ymin><xmax>inf</xmax><ymax>5</ymax></bndbox></object>"
                                     "</annotation>")
     with pytest.raises(SipgradError, match=r"a.xml: object 1 \(tabby\): box coordinate xmax='inf' is not a finite"):
-        load_dataset("voc", images, tmp_path / "a.xml", CLASSES)
+        load_box_dataset("voc", images, tmp_path / "a.xml", CLASSES)
 
 
 def test_boxes_are_fitted_to_the_image(images, tmp_path):
@@ -154,7 +154,7 @@ def test_boxes_are_fitted_to_the_image(images, tmp_path):
                                         "a.jpg,1,10,10,20,20\n"
                                         "b.png,2,300,0,400,50\n")  # wholly outside: its only box, case left out
     with pytest.warns(BoxWarning) as caught:
-        cases = load_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
+        cases = load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
     assert [(c.case_id, c.boxes) for c in cases] == [("a.jpg#1", ((0.0, 10.0, 200.0, 50.0), (10.0, 10.0, 20.0, 20.0)))]
     messages = [str(w.message) for w in caught]
     assert any("case a.jpg#1: 1 box(es) reach past the 200x100 image" in m for m in messages)
@@ -187,7 +187,7 @@ def test_a_builtin_loader_failure_names_the_case():
 def test_xml_one_pixel_boxes_are_kept(images, tmp_path, kind):
     # 1-based inclusive corners: xmin == xmax is one pixel column (continuous x 4..5), not an empty box
     (tmp_path / "a.xml").write_text(_voc_xml("a.jpg", [("n02124075", (5, 3, 5, 9)), ("n02124075", (7, 8, 12, 8))]))
-    cases = load_dataset(kind, images, tmp_path / "a.xml", CLASSES)
+    cases = load_box_dataset(kind, images, tmp_path / "a.xml", CLASSES)
     assert cases[0].boxes == ((4.0, 2.0, 5.0, 9.0), (6.0, 7.0, 12.0, 8.0))
 
 
@@ -195,7 +195,7 @@ def test_xml_inverted_box_is_refused_with_the_written_values(images, tmp_path):
     (tmp_path / "a.xml").write_text(_voc_xml("a.jpg", [("tabby", (6, 3, 5, 9))]))
     with pytest.raises(SipgradError, match=r"a.xml: object 1 \(tabby\): inverted box \(xmin=6, ymin=3, xmax=5, "
                                            r"ymax=9\)") as info:
-        load_dataset("voc", images, tmp_path / "a.xml", CLASSES)
+        load_box_dataset("voc", images, tmp_path / "a.xml", CLASSES)
     assert "\n" not in str(info.value)
 
 
@@ -204,9 +204,9 @@ def test_one_pixel_boxes_in_coco_and_csv(images, tmp_path):
     document = {"images": [{"id": 7, "file_name": "b.png"}], "categories": [{"id": 1, "name": "espresso"}],
                 "annotations": [{"image_id": 7, "category_id": 1, "bbox": [4, 2, 1, 7]}]}
     (tmp_path / "coco.json").write_text(json.dumps(document))
-    assert load_dataset("coco", images, tmp_path / "coco.json", CLASSES)[0].boxes == ((4, 2, 5, 9),)
+    assert load_box_dataset("coco", images, tmp_path / "coco.json", CLASSES)[0].boxes == ((4, 2, 5, 9),)
     (tmp_path / "one.csv").write_text("image,label,x0,y0,x1,y1\na.jpg,1,4,2,5,9\n")
-    assert load_dataset("csv", images, tmp_path / "one.csv", CLASSES)[0].boxes == ((4.0, 2.0, 5.0, 9.0),)
+    assert load_box_dataset("csv", images, tmp_path / "one.csv", CLASSES)[0].boxes == ((4.0, 2.0, 5.0, 9.0),)
 
 
 @pytest.mark.parametrize("images_table, categories_table, message", [
@@ -235,7 +235,7 @@ def test_coco_bad_image_or_category_entry_is_one_line(images, tmp_path, images_t
                 "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]}]}
     (tmp_path / "coco.json").write_text(json.dumps(document))
     with pytest.raises(SipgradError) as info:
-        load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+        load_box_dataset("coco", images, tmp_path / "coco.json", CLASSES)
     assert str(info.value) == f"{tmp_path / 'coco.json'}: {message}"
 
 
@@ -246,7 +246,7 @@ def test_coco_category_name_may_be_a_class_index(images, tmp_path):
                 "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]},
                                 {"id": 6, "image_id": 8, "category_id": 2, "bbox": [1, 2, 3, 4]}]}
     (tmp_path / "coco.json").write_text(json.dumps(document))
-    cases = load_dataset("coco", images, tmp_path / "coco.json", CLASSES)
+    cases = load_box_dataset("coco", images, tmp_path / "coco.json", CLASSES)
     assert [(c.case_id, c.boxes) for c in cases] == [("a.jpg#967", ((1, 2, 4, 6),)), ("b.png#285", ((10, 20, 40, 60),))]
 
 
@@ -264,10 +264,10 @@ def test_xml_object_without_bndbox_or_name_is_refused(images, tmp_path, kind, se
            "</object>"
     (tmp_path / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{good}{second}</annotation>")
     with pytest.raises(SipgradError) as info:
-        load_dataset(kind, images, tmp_path / "a.xml", CLASSES)
+        load_box_dataset(kind, images, tmp_path / "a.xml", CLASSES)
     assert str(info.value) == f"{tmp_path / 'a.xml'}: {message}"
     (tmp_path / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{good}</annotation>")
-    assert load_dataset(kind, images, tmp_path / "a.xml", CLASSES)[0].boxes == ((4.0, 2.0, 50.0, 60.0),)
+    assert load_box_dataset(kind, images, tmp_path / "a.xml", CLASSES)[0].boxes == ((4.0, 2.0, 50.0, 60.0),)
 
 
 def test_a_box_clipped_to_nothing_at_the_image_edge_is_dropped():
@@ -292,4 +292,4 @@ def test_boxes_follow_a_non_square_input():
 def test_a_folder_given_for_a_one_file_format_is_one_line_naming_it(images, tmp_path, format):
     # It was "[Errno 21] Is a directory" from deep inside the reader.
     with pytest.raises(SipgradError, match=rf"{tmp_path}: is a folder; the {format} format reads one annotations file"):
-        load_dataset(format, images, tmp_path, CLASSES)
+        load_box_dataset(format, images, tmp_path, CLASSES)

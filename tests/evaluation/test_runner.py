@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sipgrad.errors import SipgradError
-from sipgrad.evaluation import EvalSettings, evaluate, load_dataset, write_reports
+from sipgrad.evaluation import EvalSettings, evaluate, load_box_dataset, write_reports
 
 SETTINGS = EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=2)
 
@@ -37,7 +37,7 @@ def _strip(records):
 
 
 def test_resume_after_interruption_gives_the_uninterrupted_records(lite0, box_data, tmp_path):
-    cases = load_dataset("csv", *box_data, lite0.classes)
+    cases = load_box_dataset("csv", *box_data, lite0.classes)
     whole = evaluate(lite0, cases, SETTINGS, tmp_path / "whole", dataset="t", batch_size=2)
     assert len(whole) == 10 and {r["config"] for r in whole} == {"grad/none", "grad/topq:0.25"}
 
@@ -67,7 +67,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_records(lite0, box_da
 
 
 def test_reports_are_written(lite0, box_data, tmp_path):
-    cases = load_dataset("csv", *box_data, lite0.classes)
+    cases = load_box_dataset("csv", *box_data, lite0.classes)
     records = evaluate(lite0, cases, SETTINGS, tmp_path, dataset="t", batch_size=5, save_maps=True)
     summary = write_reports(lite0, cases, EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=2),
                             records, tmp_path, "test")
