@@ -387,6 +387,11 @@ MUTATIONS = [
      '    if len(pending) < len(mine) and rank == 0:',
      '    if False:',
      'tests/evaluation/test_runner_resume.py'),
+    ('evaluator: the evaluation defaults not applied (Python evaluate runs 50 IG steps, the command 32)',
+     'sipgrad/evaluation/evaluator.py',
+     'MappingProxyType({**EVALUATION_METHOD_DEFAULTS, **dict(self.method_options)}))',
+     'MappingProxyType(dict(self.method_options)))',
+     'tests/evaluation/test_evaluator.py'),
 ]
 
 

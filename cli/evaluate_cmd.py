@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from sipgrad.evaluation.builtin import BUILTIN
     from sipgrad.evaluation.catalog import BOX_METRICS, PERTURBATION_METRICS
     from sipgrad.evaluation.datasets import FORMATS
+    from sipgrad.evaluation.evaluator import EVALUATION_METHOD_DEFAULTS
 
     columns = ", ".join(BOX_METRICS) + "; unless --steps 0, " + ", ".join(PERTURBATION_METRICS)
     parser = add_command(subparsers, "evaluate", "box metrics (pointing game and friends) over a data set",
@@ -66,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--method", default="grad", type=lambda text: sweep_items(text, "grad,ig"),
                        help="comma-separated methods (default: grad)")
     group.add_argument("--crop", action="store_true", help="standard resize + centre crop instead of whole images")
-    add_method_arguments(group, ig_steps=32, smoothgrad_samples=16,
+    add_method_arguments(group, ig_steps=EVALUATION_METHOD_DEFAULTS["ig_steps"],
+                         smoothgrad_samples=EVALUATION_METHOD_DEFAULTS["smoothgrad_samples"],
                          why="; fewer than explain's, as every case runs under every config")
     add_sip_arguments(parser, multiple=True)
     scoring = parser.add_argument_group("scoring and output")
@@ -165,9 +167,9 @@ def _recorded_method_options(args: argparse.Namespace) -> dict:
     from the start), the others only where they differ from the library's defaults, so that a run folder made
     before they could be set keeps its identity (``run.json``) and still resumes."""
     from sipgrad.attribution.methods import MethodOptions
+    from sipgrad.evaluation.evaluator import EVALUATION_METHOD_DEFAULTS
 
     defaults = MethodOptions()
-    always = ("ig_steps", "smoothgrad_samples", "seed")
     return {name: value for name, value in method_options(args).items()
-            if name in always or value != getattr(defaults, name)}
+            if name in EVALUATION_METHOD_DEFAULTS or value != getattr(defaults, name)}
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from sipgrad.evaluation.builtin import BUILTIN, builtin_cases
 from sipgrad.evaluation.cases import Case
 from sipgrad.evaluation.datasets import FORMATS, load_box_dataset
-from sipgrad.evaluation.evaluator import EvalConfig, EvalSettings, Evaluator
+from sipgrad.evaluation.evaluator import EVALUATION_METHOD_DEFAULTS, EvalConfig, EvalSettings, Evaluator
 from sipgrad.evaluation.runner import evaluate
 from sipgrad.evaluation.summary import summarize
 
@@ -33,5 +33,5 @@ def write_reports(classifier, cases: list[Case], settings: EvalSettings, records
     return summary
 
 
-__all__ = ["BUILTIN", "Case", "EvalConfig", "EvalSettings", "Evaluator", "FORMATS", "builtin_cases", "evaluate",
+__all__ = ["BUILTIN", "Case", "EVALUATION_METHOD_DEFAULTS", "EvalConfig", "EvalSettings", "Evaluator", "FORMATS", "builtin_cases", "evaluate",
            "load_box_dataset", "summarize", "write_reports"]

@@ -35,10 +35,21 @@ class EvalConfig:
         return f"{self.method}/{self.sip.label if self.sip else 'none'}"
 
 
+# The method options an evaluation runs with unless told otherwise. Fewer IG steps and SmoothGrad samples than a
+# single explanation's (MethodOptions: 50 and 25), because every case runs under every config. They are always
+# recorded in a run's identity (with the seed), as the CLI has recorded them from the start.
+EVALUATION_METHOD_DEFAULTS: Mapping[str, Any] = MappingProxyType({"ig_steps": 32, "smoothgrad_samples": 16, "seed": 0})
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """What to compute, validated and parsed once on construction; ``describe()`` is what a
-    resumed run must agree with."""
+    resumed run must agree with.
+
+    ``method_options`` are ``MethodOptions`` fields; those it does not give come from
+    ``EVALUATION_METHOD_DEFAULTS`` (IG steps, SmoothGrad samples, seed), then from
+    ``MethodOptions``: the Python call and `sipgrad evaluate` compute the same maps.
+    """
 
     methods: tuple[str, ...] = ("grad",)
     sips: tuple[str, ...] = ("none",)
@@ -55,7 +66,8 @@ class EvalSettings:
         # Read-only copies: describe() (a run's identity on disk) must keep matching what the engines were built
         # with, so neither the caller's dicts nor these can change the settings after construction.
         object.__setattr__(self, "sip_options", MappingProxyType(dict(self.sip_options)))
-        object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
+        object.__setattr__(self, "method_options",
+                           MappingProxyType({**EVALUATION_METHOD_DEFAULTS, **dict(self.method_options)}))
         for method in self.methods:
             get_method(method)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:

@@ -271,6 +271,25 @@ def test_every_library_parameter_becomes_its_own_flag(parameter):
     assert as_flags(message) == "; ".join(PARAMETER_FLAGS[p] for p in [parameter, *others])
 
 
+def test_python_evaluate_and_the_command_compute_the_same_records_by_default(capsys, tmp_path, lite0):
+    # The command's IG and SmoothGrad defaults (32 steps, 16 samples) used to live in the CLI alone, so
+    # evaluate(...) from Python ran 50 and 25 and gave other records for the same call.
+    from sipgrad.evaluation import EvalSettings, builtin_cases, evaluate
+
+    code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", "--limit", "1", "--steps", "0", "--method",
+                           "ig,smoothgrad", "--out", tmp_path / "cli")
+    assert code == 0, err
+    cases = builtin_cases("photos", lite0.classes)[:1]
+    settings = EvalSettings(methods=("ig", "smoothgrad"), steps=0)
+    assert (settings.options.ig_steps, settings.options.smoothgrad_samples) == (32, 16)
+    records = evaluate(lite0, cases, settings, tmp_path / "python", dataset="builtin:photos")
+    by_command = [json.loads(line) for line in (tmp_path / "cli" / "records.jsonl").read_text().splitlines()]
+    keys = ("config", "pointing", "energy", "mu_in")
+    assert [{k: r[k] for k in keys} for r in records] == [{k: r[k] for k in keys} for r in by_command]
+    identity = json.loads((tmp_path / "python" / "run.json").read_text())
+    assert identity["method_options"] == json.loads((tmp_path / "cli" / "run.json").read_text())["method_options"]
+
+
 def test_evaluate_takes_every_method_option_and_default_runs_keep_their_identity(capsys, tmp_path):
     # evaluate lacked --ig-baseline, --smoothgrad-noise, --internal-batch-size and --gradcam-layer. A run with
     # the defaults records what runs always recorded, so folders made before still resume.

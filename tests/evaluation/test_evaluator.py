@@ -133,7 +133,8 @@ def test_settings_cannot_change_after_construction():
     method_options, sip_options = {"ig_steps": 4}, {"gamma": 2.0}
     settings = EvalSettings(methods=("ig",), method_options=method_options, sip_options=sip_options)
     method_options["ig_steps"], sip_options["gamma"] = 8, 3.0
-    assert settings.describe()["method_options"] == {"ig_steps": 4} and settings.options.ig_steps == 4
+    assert settings.describe()["method_options"] == {"ig_steps": 4, "seed": 0, "smoothgrad_samples": 16}
+    assert settings.options.ig_steps == 4
     assert settings.describe()["sip_options"] == {"gamma": "2.0"}
     with pytest.raises(TypeError):
         settings.method_options["ig_steps"] = 8
