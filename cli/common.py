@@ -324,16 +324,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_classifier(args: argparse.Namespace):
-    import torch
-
     from sipgrad.models import load_model
+    from sipgrad.models.registry import usable_device
 
     try:
-        torch.device(args.device)
-    except (RuntimeError, ValueError):
-        raise SipgradError(f"--device {args.device}: not a device; use cpu, cuda or cuda:N") from None
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SipgradError("--device cuda was asked for but no CUDA device is available")
+        usable_device(args.device)
+    except SipgradError as error:
+        raise SipgradError(f"--device: {error}") from None
     return load_model(args.model, weights=args.weights, pretrained=args.pretrained != "none", device=args.device)
 
 

@@ -242,6 +242,9 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
         gradients, chosen, _ = _record_batch(engine, prepared.inputs[rows], all_targets[rows], chosen_layers, rows)
         spectra, vectors = {}, {}
         for name, grad in gradients.items():  # SVDs on the model's device; only results go to the CPU
+            if grad.dim() != 4:  # a Linear or pooled layer: say which, rather than the spectrum's shape complaint
+                raise SipgradError(f"layer {name!r} gives a {tuple(grad.shape)} gradient, not a B x C x H x W map; "
+                                   f"the analysis needs convolutional layers")
             spectrum = gradient_spectrum(grad, components, centre)
             spectra[name] = GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS))
             vectors[name] = grad.mean(dim=(2, 3)).cpu()

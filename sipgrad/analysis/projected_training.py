@@ -280,8 +280,13 @@ def train_projected(model: nn.Module, data: SmallDataset, config: ProjectedTrain
         gradients, losses = per_example_gradients(model, data.train.inputs[index], labels[index], params)
         rows = layout.flatten(gradients, batch_dims=1)
         mean = {layer: r.mean(dim=0) for layer, r in rows.items()}
-        subspace.update(rows)
-        projected = subspace.project(mean)
+        try:
+            subspace.update(rows)
+            projected = subspace.project(mean)
+        except torch.linalg.LinAlgError:  # checked only when the decomposition fails: no host sync per step
+            if all(bool(r.isfinite().all()) for r in rows.values()):
+                raise
+            raise _diverged(config, step) from None
         direction = optimizer.direction(mean, projected)
         step_params = layout.unflatten(direction)
         params = {name: p - config.lr * step_params[name] for name, p in params.items()}
@@ -315,9 +320,17 @@ def _record(result: ProjectedTrainResult, model: nn.Module, params: Mapping[str,
     if corrupted.any():
         result.noise_fit.append(float((train_predictions[corrupted] == noisy_labels[corrupted]).double().mean()))
     means = _window_means(window)
+    if not (math.isfinite(means["loss"]) and bool(torch.stack([p.isfinite().all() for p in params.values()]).all())):
+        raise _diverged(result.config["optimizer"], step)
     result.train_loss.append(means.pop("loss"))
     for key, value in means.items():
         result.probe.setdefault(key, []).append(value)
+
+
+def _diverged(config: ProjectedTrainConfig | str, step: int) -> SipgradError:
+    optimizer = config if isinstance(config, str) else config.optimizer
+    return SipgradError(f"{optimizer}: the training diverged by step {step} (the loss, weights or gradients are "
+                        f"not finite); try a smaller learning rate")
 
 
 def _window_means(window: Mapping[str, list[torch.Tensor]]) -> dict[str, float]:

@@ -95,6 +95,8 @@ class SIPStatistics:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SIPStatistics":
         path = Path(path)
+        if path.is_dir():
+            raise SipgradError(f"{path}: is a folder; give the .npz statistics file that calibrate wrote")
         if not path.is_file():
             raise SipgradError(f"{path}: statistics file not found")
         try:
@@ -105,16 +107,29 @@ class SIPStatistics:
                                           data[f"{i}/class_pvalues"], int(data[f"{i}/count"]))
                     for i, name in enumerate(layers)
                 }
-                return cls(str(data["model_name"]), layers, str(data["fingerprint"]), per_layer,
-                           int(data["num_classes"]))
+                classes = int(data["num_classes"])
+                model_name, fingerprint = str(data["model_name"]), str(data["fingerprint"])
         except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a truncated .npz: BadZipFile
             raise SipgradError(f"{path}: not a sipgrad statistics file ({npz_problem(error)})") from None
+        for i, (name, stats) in enumerate(per_layer.items()):  # a hand-edited or damaged file: name the array
+            channels = stats.mean.shape
+            expected = {"mean": channels, "std": channels, "shapiro": channels,
+                        "class_pvalues": (*channels, classes)}
+            for field_name, shape in expected.items():
+                if getattr(stats, field_name).shape != shape:
+                    raise SipgradError(f"{path}: array {i}/{field_name} (layer {name}) has shape "
+                                       f"{getattr(stats, field_name).shape}, expected {shape}")
+        return cls(model_name, layers, fingerprint, per_layer, classes)
 
     def check_model(self, model: nn.Module, model_name: str | None = None) -> None:
         """Refuse a model whose hooked layers differ from the calibrated ones."""
         modules = dict(model.named_modules())
         missing = [name for name in self.layers if name not in modules]
         if missing or layer_fingerprint(model, self.layers) != self.fingerprint:
+            if model_name == self.model_name and not missing:  # same architecture, other weights
+                raise SipgradError(f"statistics were computed for {self.model_name} with other weights (the "
+                                   f"fingerprint of layers {', '.join(self.layers[:3])}... differs); "
+                                   f"run calibrate for it")
             which = f" {model_name}" if model_name else ""
             raise SipgradError(f"statistics were computed for {self.model_name} "
                                f"(layers {', '.join(self.layers[:3])}...), not for this{which} model; "

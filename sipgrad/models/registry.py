@@ -304,6 +304,30 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
         raise SipgradError(f"{source}: does not fit {name}: unexpected tensor {unexpected[0]!r}")
 
 
+def usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that can hold a model's weights and run it here, or one clear error.
+
+    ``meta`` holds shapes without data (explaining on it fails deep inside with "Cannot copy
+    out of meta tensor"), and a backend this PyTorch lacks or this machine has no device for
+    (``cuda`` without a GPU, ``mps`` off a Mac) fails at the first copy; both are refused here.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SipgradError(f"{device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if resolved.type == "meta":
+        raise SipgradError(f"device {str(device)!r} holds shapes but no data; use cpu, cuda or cuda:N")
+    if resolved.type != "cpu":
+        backend = getattr(torch, resolved.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise SipgradError(f"device {str(device)!r}: no {resolved.type} device is available here")
+        count = getattr(backend, "device_count", lambda: 1)()
+        if resolved.index is not None and resolved.index >= count:
+            raise SipgradError(f"device {str(device)!r}: this machine has {count} {resolved.type} device(s)")
+    return resolved
+
+
 def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None, pretrained: bool = True,
                device: str | torch.device = "cpu") -> Classifier:
     """Build a zoo model ready for explanation.
@@ -315,10 +339,11 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = No
         device: where to put the model.
 
     Raises:
-        SipgradError: unknown name, unreadable weights file, or weights unavailable offline.
+        SipgradError: unknown name or device, unreadable weights file, or weights unavailable offline.
     """
     if name not in MODELS:
         raise SipgradError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    device = usable_device(device)
     spec = MODELS[name]
     module = spec.build()
     if weights is not None:

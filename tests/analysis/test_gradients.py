@@ -143,3 +143,10 @@ def test_an_empty_layer_list_is_an_error_not_the_default_layers(empty):
     with pytest.raises(SipgradError, match="at least one layer"):
         analysis_layers(make_small_cnn(), empty)
     assert analysis_layers(make_small_cnn(), None) == analysis_layers(make_small_cnn(), "conv2, conv3")
+
+
+def test_a_layer_without_a_spatial_map_is_named(small_batch):
+    # A Linear layer's gradient is B x K: the spectrum's own complaint ("expected a B x C x H x W gradient")
+    # named neither the layer nor what to do.
+    with pytest.raises(SipgradError, match=r"layer 'fc' gives a \(4, 10\) gradient, not a B x C x H x W map"):
+        analyze_gradients(make_small_cnn(), small_batch, layers=("conv3", "fc"))

@@ -178,3 +178,9 @@ def test_an_sgd_step_is_the_mean_gradient_for_any_batch_size(digits):
     F.cross_entropy(reference(digits.train.inputs[index]), digits.train.labels[index]).backward()
     for name, p in reference.named_parameters():
         torch.testing.assert_close(ours.params[name], p.detach() - 0.5 * p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_diverging_run_is_stopped_with_one_error(digits):
+    # A learning rate of 1e30 used to run on and fail later inside an eigendecomposition of NaN gradients.
+    with pytest.raises(SipgradError, match=r"sgd: the training diverged by step [1-5] .*try a smaller learning rate"):
+        run(digits, optimizer="sgd", lr=1e30, steps=5)

@@ -206,3 +206,37 @@ def test_calibrating_never_changes_the_model(tmp_path):
     after = module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert module.training  # the caller's mode is restored
+
+
+def _small_statistics(tmp_path):
+    from sipgrad import Classifier, Preprocessing
+    from sipgrad.models import ClassNames
+    from tests.conftest import make_small_cnn
+
+    module = make_small_cnn(seed=0)
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        items.append((tmp_path / f"{i}.png", i % 2))
+    classifier = Classifier.wrap(module, Preprocessing(input_size=32), ClassNames.generic(10), name="small",
+                                 sip_layers=("conv3",))
+    return classifier, calibrate(classifier, items, tmp_path / "stats.npz", batch_size=4, crop=False)
+
+
+def test_statistics_errors_name_what_is_wrong(tmp_path):
+    from sipgrad.errors import SipgradError
+    from tests.conftest import make_small_cnn
+
+    classifier, statistics = _small_statistics(tmp_path)
+    with pytest.raises(SipgradError, match="is a folder; give the .npz statistics file"):
+        SIPStatistics.load(tmp_path)
+    # The same architecture and name with other weights: not "computed for small, not for this small model".
+    with pytest.raises(SipgradError, match="computed for small with other weights"):
+        statistics.check_model(make_small_cnn(seed=1), "small")
+    # A damaged array: its name and shape, not a broadcasting error deep inside SIP.
+    arrays = dict(np.load(tmp_path / "stats.npz", allow_pickle=False))
+    arrays["0/class_pvalues"] = arrays["0/class_pvalues"][:, :3]
+    np.savez(tmp_path / "damaged.npz", **arrays)
+    with pytest.raises(SipgradError, match=r"array 0/class_pvalues \(layer conv3\) has shape \(\d+, 3\), expected"):
+        SIPStatistics.load(tmp_path / "damaged.npz")

@@ -444,7 +444,7 @@ def test_fwdgrad_latent_bits_error_names_the_flag(capsys):
 @pytest.mark.parametrize("device", ["bogus", "cuda:x"])
 def test_a_bad_device_names_the_flag(capsys, asset_dir, tmp_path, device):
     code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", "--device", device, "--out", tmp_path)
-    assert code == 2 and f"--device {device}: not a device" in one_line(err)
+    assert code == 2 and f"--device: '{device}' is not a device" in one_line(err)
 
 
 @pytest.mark.parametrize("option", ["--method", "--sip"])

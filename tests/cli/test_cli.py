@@ -157,7 +157,7 @@ def test_ctrl_c_during_explain_reports_the_images_it_finished(capsys, asset_dir,
     (["explain", "{assets}/chelsea.jpg", "--sip", "pca:0"], "SIP policy 'pca:0': rank must be"),
     (["explain", "{assets}/chelsea.jpg", "--compare"], "--compare needs a SIP policy"),
     (["explain", "{assets}/chelsea.jpg", "--weights", "nothere.pth"], "nothere.pth: weights file not found"),
-    (["explain", "{assets}/chelsea.jpg", "--device", "cuda:7"], "no CUDA device"),
+    (["explain", "{assets}/chelsea.jpg", "--device", "cuda:7"], "--device: device 'cuda:7': no cuda device"),
     (["calibrate", "--data", "nowhere", "--out", "x.npz"], "nowhere: no such folder or file list"),
     (["analyze", "{assets}/chelsea.jpg", "--layers", "_blocks.99"], "no layer named '_blocks.99'"),
 ])

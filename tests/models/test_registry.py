@@ -129,3 +129,21 @@ def test_weights_holding_nan_or_inf_are_refused_naming_the_tensor(tmp_path, bad)
     torch.save(state, tmp_path / "w.pth")
     with pytest.raises(SipgradError, match=r"w.pth: tensor 'layer3.1.conv2.weight' holds NaN or infinite values"):
         load_model("resnet18", weights=tmp_path / "w.pth")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("meta", "holds shapes but no data"),
+    ("banana", "'banana' is not a device"),
+    ("cuda:7" if torch.cuda.is_available() else "cuda", "device"),
+    ("mps", "no mps device is available here"),
+])
+def test_devices_that_cannot_run_a_model_are_refused_in_one_line(device, message):
+    from sipgrad.models.registry import usable_device
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an mps device")
+    with pytest.raises(SipgradError, match=message):
+        usable_device(device)
+    with pytest.raises(SipgradError, match=message):  # before any weights are read
+        load_model("efficientnet_lite0", device=device)
+    assert usable_device("cpu") == torch.device("cpu")
