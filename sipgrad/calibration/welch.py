@@ -26,19 +26,17 @@ def welch_greater_pvalues(count: np.ndarray, total: np.ndarray, total_sq: np.nda
     count = np.asarray(count, dtype=np.float64)[:, None]
     total = np.asarray(total, dtype=np.float64)
     total_sq = np.asarray(total_sq, dtype=np.float64)
-    n_all = count.sum()
-    n1, n2 = count, n_all - count
+    n1 = count
+    n2 = count.sum() - count
     with np.errstate(divide="ignore", invalid="ignore"):
+        # Each class's and the rest's mean and sample variance from the moments; scipy does the test.
         m1 = total / n1
         m2 = (total.sum(axis=0, keepdims=True) - total) / n2
-        v1 = (total_sq - n1 * m1 * m1) / (n1 - 1)
-        v2 = (total_sq.sum(axis=0, keepdims=True) - total_sq - n2 * m2 * m2) / (n2 - 1)
-        v1, v2 = np.maximum(v1, 0.0), np.maximum(v2, 0.0)
-        se1, se2 = v1 / n1, v2 / n2
-        t = (m1 - m2) / np.sqrt(se1 + se2)
-        df = (se1 + se2) ** 2 / (se1 ** 2 / (n1 - 1) + se2 ** 2 / (n2 - 1))
-        p = stats.t.sf(t, df)
-    p = np.where((n1 >= 2) & (n2 >= 2) & (se1 + se2 > 0), p, np.nan)
+        v1 = np.maximum((total_sq - n1 * m1 * m1) / (n1 - 1), 0.0)
+        v2 = np.maximum((total_sq.sum(axis=0, keepdims=True) - total_sq - n2 * m2 * m2) / (n2 - 1), 0.0)
+        p = stats.ttest_ind_from_stats(m1, np.sqrt(v1), n1, m2, np.sqrt(v2), n2, equal_var=False,
+                                       alternative="greater").pvalue
+    p = np.where((n1 >= 2) & (n2 >= 2) & (v1 / n1 + v2 / n2 > 0), p, np.nan)
     return p.T
 
 

@@ -21,6 +21,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
@@ -36,14 +37,11 @@ def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    scale = bn.running_var.add(bn.eps).rsqrt()
-    if bn.affine:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
-    if conv.bias is not None:
-        shift = shift + conv.bias * scale
-    conv.weight.copy_(conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1))))
-    conv.bias = nn.Parameter(shift.detach().clone(), requires_grad=False)
+    """Fold ``bn``'s affine map into ``conv`` (torch's own ``fuse_conv_bn_weights``); the weights stay frozen."""
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                        bn.weight if bn.affine else None, bn.bias if bn.affine else None)
+    conv.weight.copy_(weight)
+    conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
 
 
 def _set_module(root: nn.Module, name: str, replacement: nn.Module) -> None:
