@@ -43,13 +43,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+PIXEL_LIMIT_VARIABLE = "SIPGRAD_MAX_PIXELS"
+
+
+def pixel_limit() -> int:
+    """The most pixels an image may have: Pillow's guard against decompression bombs (about 89.5 MP), or
+    the environment variable ``SIPGRAD_MAX_PIXELS`` where it is set (then applied to Pillow too)."""
+    text = os.environ.get(PIXEL_LIMIT_VARIABLE)
+    if text is None:
+        return Image.MAX_IMAGE_PIXELS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ImageLoadError(f"{PIXEL_LIMIT_VARIABLE} must be a whole number of pixels, got {text!r}")
+    Image.MAX_IMAGE_PIXELS = limit
+    return limit
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Read ``path`` as an RGB PIL image, honouring EXIF orientation.
 
     Raises ``ImageLoadError`` (one line, naming the file) for missing, empty,
-    truncated, non-image or oversized (decompression bomb) files.
+    truncated, non-image or oversized files: more pixels than ``pixel_limit()``.
     """
     path = Path(path)
+    limit = pixel_limit()
     try:
         if path.is_dir():
             raise ImageLoadError(f"{path}: is a folder, not an image file")
@@ -70,7 +90,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(f"{path}: image is too large (refused as a possible decompression bomb)") from None
+        raise ImageLoadError(f"{path}: image has more than {limit:,} pixels, the limit against "
+                             f"decompression bombs; set {PIXEL_LIMIT_VARIABLE} to a larger number of pixels to read "
+                             f"it") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not an image file Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as error:  # truncated data, bad headers, permissions

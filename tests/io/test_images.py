@@ -59,12 +59,26 @@ def test_truncated_and_missing_files(tmp_path):
 
 
 def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("SIPGRAD_MAX_PIXELS", raising=False)
     path = _save(tmp_path / "big.png", Image.new("RGB", (100, 100)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 - 1)  # between the warning and the error limit
-    with pytest.raises(ImageLoadError, match="too large"):
+    with pytest.raises(ImageLoadError, match="more than 9,999 pixels, the limit .* set SIPGRAD_MAX_PIXELS"):
         load_image(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # beyond twice the limit: Pillow's own error
-    with pytest.raises(ImageLoadError, match="too large"):
+    with pytest.raises(ImageLoadError, match="more than 1,000 pixels"):
+        load_image(path)
+
+
+def test_the_pixel_limit_can_be_raised_from_the_environment(tmp_path, monkeypatch):
+    path = _save(tmp_path / "big.png", Image.new("RGB", (100, 100)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # restored after the test, whatever the variable sets
+    monkeypatch.setenv("SIPGRAD_MAX_PIXELS", "10000")
+    assert load_image(path).size == (100, 100)
+    monkeypatch.setenv("SIPGRAD_MAX_PIXELS", "9999")
+    with pytest.raises(ImageLoadError, match="more than 9,999 pixels"):
+        load_image(path)
+    monkeypatch.setenv("SIPGRAD_MAX_PIXELS", "lots")
+    with pytest.raises(ImageLoadError, match="SIPGRAD_MAX_PIXELS must be a whole number of pixels, got 'lots'"):
         load_image(path)
 
 
