@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from sipgrad_cli.common import (
     OUTPUT_IMAGE_SUFFIXES,
@@ -103,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
                 plain = explain(classifier, images, **common) if args.compare else None
                 bar.set_postfix_str(f"batch {number}/{batches}: saving")
                 for i, path in enumerate(batch_paths):
+                    kept: list[str] = []  # this image's files so far: all of them go if one cannot be written
                     try:  # image by image: one file that cannot be written (a folder in its way) costs only its image
                         if plain is not None:
                             plain.names = result.names
-                            plain.save_image(i, out, batch_stems[i], figure=False, saliency_dtype=args.saliency_dtype)
+                            kept += plain.save_image(i, out, batch_stems[i], figure=False,
+                                                     saliency_dtype=args.saliency_dtype).values()
                         written = result.save_image(i, out, batch_stems[i], saliency_dtype=args.saliency_dtype)
+                        kept += written.values()
                         record = {"image": str(path), "model": classifier.name, "method": args.method,
                                   "sip": result.sip, "layer": result.layer,
                                   "target": {k: v for k, v in result.target(i).items() if k != "prob"},
@@ -120,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
                                         [plain.label, result.label],
                                         result.title(i, f"{plain.label} vs {result.label}"))
                             record["compare"] = compare
-                    except SipgradError as error:
+                    except BaseException as error:
+                        for written_path in kept:
+                            Path(written_path).unlink(missing_ok=True)
+                        if not isinstance(error, SipgradError):
+                            raise
                         errors.append({"image": str(path), "error": str(error)})
                         bar.write(f"sipgrad: error: {error}", file=sys.stderr)
                         continue

@@ -538,6 +538,23 @@ def test_explain_an_output_blocked_by_a_folder_costs_only_its_image(capsys, asse
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("a.")) == ["a.grad.overlay.png"]  # the folder
 
 
+@pytest.mark.parametrize("blocked", ["a.grad.sip-topq_0.25.figure.png", "a.grad.sip-topq_0.25.compare.png"])
+def test_explain_compare_blocked_by_a_folder_leaves_none_of_the_images_files(capsys, asset_dir, tmp_path, blocked):
+    # With --compare an image has two sets of files, the plain map's and the SIP map's, and the side-by-side
+    # figure: the plain set used to stay when a later file of the image could not be written.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
+    shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)
+    code, stdout, err = run_cli(capsys, "explain", folder, "--sip", "topq:0.25", "--compare", "--out", out, "--json")
+    assert code == 1 and one_line(err).endswith(f"{blocked}: is a folder, so a file of that name cannot be written")
+    assert [r["image"].split("/")[-1] for r in json.loads(stdout)["results"]] == ["z.jpg"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("a.")) == [blocked]  # the folder alone
+    assert len([p for p in out.iterdir() if p.name.startswith("z.")]) == 6  # plain: 2, SIP: 3, compare: 1
+
+
 def test_analyze_a_figure_blocked_by_a_folder_keeps_the_numbers(capsys, asset_dir, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
