@@ -143,7 +143,8 @@ def run_spectrum(args: argparse.Namespace) -> int:
                                 chunk_size=args.chunk_size)
     # One bar: the training steps first (when asked), then the per-example gradients and one spectrum per batch size.
     try:
-        with progress_bar(args.train_steps + len(set(args.batch_sizes)) + 1, "spectra", unit="step") as bar:
+        label = "training, then spectra" if args.train_steps else "spectra"
+        with progress_bar(args.train_steps + len(set(args.batch_sizes)) + 1, label, unit="step") as bar:
             document = spectrum_experiment(settings, out, training_progress=bar.update, spectra_progress=bar.update)
     except KeyboardInterrupt:  # the files are written only at the end: say so rather than "results were kept"
         return fail("interrupted before the spectra were finished; nothing was written", 130)
