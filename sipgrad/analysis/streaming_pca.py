@@ -60,17 +60,24 @@ class FrequentDirections:
         keep = self.sketch_size
         delta = singular[keep].square() if singular.numel() > keep else singular.new_zeros(())
         shrunk = (singular[:keep].square() - delta).clamp_min(0).sqrt()
-        nonzero = int((shrunk > 0).sum())
-        self.sketch = shrunk[:nonzero, None] * directions[:nonzero]
+        # Rows shrunk to zero stay, as zeros: their number depends on the data, and trimming them would read
+        # it on the host at every chunk. They add nothing to B^T B nor to a projection (``basis``).
+        self.sketch = shrunk[:, None] * directions[:keep]
         self.shrinkage = self.shrinkage + delta
 
     def components(self, k: int) -> torch.Tensor:
         """Orthonormal rows spanning the sketch's top-k subspace (at most k, fewer if the sketch has fewer)."""
+        basis = self.basis(k)
+        return basis[basis.norm(dim=1) > 0]
+
+    def basis(self, k: int) -> torch.Tensor:
+        """``components(k)`` padded with zero rows to min(k, rows kept): the same projection, no host sync."""
         if k < 1:
             raise SipgradError(f"k must be at least 1, got {k}")
         # The rows of the sketch are orthogonal and sorted by norm (they are s_i v_i^T after each absorb).
         rows = self.sketch[:k]
-        return rows / rows.norm(dim=1, keepdim=True)
+        norms = rows.norm(dim=1, keepdim=True)
+        return rows / torch.where(norms > 0, norms, torch.ones_like(norms))
 
     def covariance_error_bound(self) -> float:
         """Delta: ||A^T A - B^T B||_2 is at most this."""
@@ -87,8 +94,11 @@ def _row_svd(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values, left = torch.linalg.eigh(rows @ rows.T)
     singular = values.flip(0).clamp_min(0).sqrt()
     keep = singular > 1e-7 * singular[0] if singular.numel() else singular > 0
-    singular, left = singular[keep], left.flip(1)[:, keep]
-    return singular, (left.T @ rows) / singular[:, None]
+    # Dropped as zeros, not removed: the shapes stay those of the input, so nothing is read on the host.
+    singular = torch.where(keep, singular, torch.zeros_like(singular))
+    scale = torch.where(keep, singular, torch.ones_like(singular))
+    directions = (left.flip(1).T @ rows) / scale[:, None] * keep[:, None]
+    return singular, directions
 
 
 def principal_angles(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -140,5 +150,5 @@ class LayerwiseSketch:
         out = {}
         for layer, vector in layer_vectors.items():
             sketch = self.sketches.get(layer)
-            out[layer] = vector if sketch is None else project(vector, sketch.components(self.k))
+            out[layer] = vector if sketch is None else project(vector, sketch.basis(self.k))
         return out

@@ -184,3 +184,22 @@ def test_a_diverging_run_is_stopped_with_one_error(digits):
     # A learning rate of 1e30 used to run on and fail later inside an eigendecomposition of NaN gradients.
     with pytest.raises(SipgradError, match=r"sgd: the training diverged by step [1-5] .*try a smaller learning rate"):
         run(digits, optimizer="sgd", lr=1e30, steps=5)
+
+
+def test_training_reads_nothing_on_the_host_between_evaluations(digits, monkeypatch):
+    # Each host read (float(), int(), bool(), .item(), .tolist()) is a device sync on a GPU. The per-step
+    # probes and the sketch's row trimming used to make about 8 a step; now only each evaluation reads.
+    reads = []
+    for name in ("__float__", "__int__", "__bool__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _original=original, **k: reads.append(1) or _original(self, *a, **k))
+    def reads_of(steps, eval_every):
+        reads.clear()
+        config = ProjectedTrainConfig(optimizer="pca-sgd", k=4, steps=steps, batch_size=32, eval_every=eval_every)
+        train_projected(small_model("mlp", digits.image_shape), digits, config)
+        return len(reads)
+
+    per_evaluation = reads_of(24, 6) / 4  # evaluations at steps 6, 12, 18 and 24
+    assert per_evaluation < 10
+    assert reads_of(48, 24) <= 2 * per_evaluation + 2  # twice the steps, half the evaluations

@@ -175,3 +175,17 @@ def test_principal_angles_of_one_small_and_one_large_angle():
                           math.cos(1.2) * eye[1] + math.sin(1.2) * eye[3]])
     torch.testing.assert_close(principal_angles(first, second), torch.tensor([0.1, 1.2], dtype=torch.float64))
     torch.testing.assert_close(principal_angles(second, first), torch.tensor([0.1, 1.2], dtype=torch.float64))
+
+
+def test_the_padded_basis_projects_as_the_components_do():
+    # The sketch keeps rows shrunk to zero (trimming them read their number on the host at every chunk):
+    # components() leaves them out, basis() keeps them as zero rows, and both give the same projection.
+    rank_two = torch.randn(40, 2, dtype=torch.float64) @ torch.randn(2, 30, dtype=torch.float64)
+    sketch = FrequentDirections(30, sketch_size=8)
+    sketch.update(rank_two)
+    components, basis = sketch.components(5), sketch.basis(5)
+    assert components.shape == (2, 30) and basis.shape == (5, 30)
+    assert torch.equal(basis[2:], torch.zeros(3, 30, dtype=torch.float64))
+    vector = torch.randn(30, dtype=torch.float64)
+    assert torch.allclose(project(vector, basis), project(vector, components), atol=1e-12)
+    assert torch.allclose(components @ components.T, torch.eye(2, dtype=torch.float64), atol=1e-10)
