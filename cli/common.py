@@ -401,7 +401,7 @@ def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -
     group.add_argument("--stats", metavar="FILE", help="calibration statistics from `sipgrad calibrate`")
     group.add_argument("--alpha", type=fraction, help="p-value threshold for cls/ins, in (0, 1] (default 0.05)")
     group.add_argument("--quantile", type=fraction,
-                       help="cls/ins: keep the int(Q*C) lowest p-values instead of alpha, Q in (0, 1]")
+                       help="cls/ins: keep the max(1, floor(Q*C)) lowest p-values instead of alpha, Q in (0, 1]")
     group.add_argument("--no-shapiro", action="store_true", help="cls/ins: drop the Shapiro-Wilk normality gate")
     group.add_argument("--gamma", type=gamma_value,
                        help="finite gamma > 0 damps pruned channels instead of zeroing them (default: inf)")

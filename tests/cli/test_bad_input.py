@@ -518,16 +518,22 @@ def test_evaluate_names_a_damaged_run_file(capsys, tmp_path, content):
     assert (out / "run.json").read_text() == content and not (out / "records.jsonl").exists()
 
 
-@pytest.mark.parametrize("batch_size", ["1", "16"])
-def test_explain_an_output_blocked_by_a_folder_costs_only_its_image(capsys, asset_dir, tmp_path, batch_size):
-    # The other images are saved whether they are in other batches or in the same one, and the blocked
-    # image leaves no half set of files (its saliency .npy was written before the overlay failed).
+def _two_images_and_a_folder_in_the_way(asset_dir, tmp_path, blocked: str):
+    """(input folder with a.jpg and z.jpg, output folder holding a folder named ``blocked``: a file cannot go there)."""
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
     shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
     out = tmp_path / "out"
-    (out / "a.grad.overlay.png").mkdir(parents=True)  # in the way of a.jpg's overlay
+    (out / blocked).mkdir(parents=True)
+    return folder, out
+
+
+@pytest.mark.parametrize("batch_size", ["1", "16"])
+def test_explain_an_output_blocked_by_a_folder_costs_only_its_image(capsys, asset_dir, tmp_path, batch_size):
+    # The other images are saved whether they are in other batches or in the same one, and the blocked
+    # image leaves no half set of files (its saliency .npy was written before the overlay failed).
+    folder, out = _two_images_and_a_folder_in_the_way(asset_dir, tmp_path, "a.grad.overlay.png")
     code, stdout, err = run_cli(capsys, "explain", folder, "--out", out, "--batch-size", batch_size, "--json")
     assert code == 1
     assert one_line(err).endswith("a.grad.overlay.png: is a folder, so a file of that name cannot be written")
@@ -542,12 +548,7 @@ def test_explain_an_output_blocked_by_a_folder_costs_only_its_image(capsys, asse
 def test_explain_compare_blocked_by_a_folder_leaves_none_of_the_images_files(capsys, asset_dir, tmp_path, blocked):
     # With --compare an image has two sets of files, the plain map's and the SIP map's, and the side-by-side
     # figure: the plain set used to stay when a later file of the image could not be written.
-    folder = tmp_path / "in"
-    folder.mkdir()
-    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
-    shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
-    out = tmp_path / "out"
-    (out / blocked).mkdir(parents=True)
+    folder, out = _two_images_and_a_folder_in_the_way(asset_dir, tmp_path, blocked)
     code, stdout, err = run_cli(capsys, "explain", folder, "--sip", "topq:0.25", "--compare", "--out", out, "--json")
     assert code == 1 and one_line(err).endswith(f"{blocked}: is a folder, so a file of that name cannot be written")
     assert [r["image"].split("/")[-1] for r in json.loads(stdout)["results"]] == ["z.jpg"]
@@ -556,12 +557,7 @@ def test_explain_compare_blocked_by_a_folder_leaves_none_of_the_images_files(cap
 
 
 def test_analyze_a_figure_blocked_by_a_folder_keeps_the_numbers(capsys, asset_dir, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    shutil.copy(asset_dir / "chelsea.jpg", folder / "a.jpg")
-    shutil.copy(asset_dir / "coffee.jpg", folder / "z.jpg")
-    out = tmp_path / "out"
-    (out / "a.components.png").mkdir(parents=True)
+    folder, out = _two_images_and_a_folder_in_the_way(asset_dir, tmp_path, "a.components.png")
     code, stdout, err = run_cli(capsys, "analyze", folder, "--out", out, "--batch-size", "1", "--layers",
                                 "_conv_head", "--json")
     assert code == 1
