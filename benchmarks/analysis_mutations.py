@@ -285,6 +285,15 @@ MUTATIONS = [
      'denominator = (norm_a2 * norm_b2).sqrt()',
      'denominator = norm_a2.sqrt()',
      'tests/analysis/test_projected_training.py'),
+    ('streaming_pca: projection onto the trimmed components (a host read per layer and step)',
+     'sipgrad/analysis/streaming_pca.py',
+     'project(vector, sketch.basis(self.k))',
+     'project(vector, sketch.components(self.k))',
+     'tests/analysis/test_projected_training.py'),
+    ('streaming_pca: rows shrunk to zero trimmed again', 'sipgrad/analysis/streaming_pca.py',
+     '        self.sketch = shrunk[:, None] * directions[:keep]\n',
+     '        self.sketch = (shrunk[:, None] * directions[:keep])[:int((shrunk > 0).sum())]\n',
+     'tests/analysis/test_streaming_pca.py tests/analysis/test_projected_training.py'),
 ]
 
 
