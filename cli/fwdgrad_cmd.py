@@ -144,6 +144,7 @@ def run_cosine(args: argparse.Namespace) -> int:
     from sipgrad.datasets import load_dataset
     from sipgrad.engines.forward.experiments import cosine_experiment
     from sipgrad.engines.forward.samplers import make_sampler
+    from sipgrad.errors import InterruptedAfterWriting
 
     for name in args.samplers:
         make_sampler(name)  # unknown names fail before the data is read
@@ -154,6 +155,9 @@ def run_cosine(args: argparse.Namespace) -> int:
         try:
             document, table = cosine_experiment(args.model, data, args.batch_sizes, args.samplers, directions,
                                                 args.trials, seed=args.seed, out=out, progress=lambda: bar.update(1))
+        except InterruptedAfterWriting as stop:
+            return fail(f"interrupted while drawing the figure; {', '.join(map(str, stop.written))} was written",
+                        130)
         except KeyboardInterrupt:  # the table is written only when whole: say so rather than "results were kept"
             return fail("interrupted before the cosine table was finished; nothing was written", 130)
     if args.json:
@@ -206,6 +210,10 @@ def run_train(args: argparse.Namespace) -> int:
                 memory = run["memory"]
                 print(f"  {run['label']:<42}{memory['weight_bytes'] / 1024:>8.1f} "
                       f"({memory['weight_bytes_float32'] / 1024:.1f}){memory['optimizer_state_bytes'] / 1024:>10.1f}")
+    if sweep.interrupted_while_drawing:
+        print(f"sipgrad: interrupted while drawing the figure; {out / 'forward_train.json'} holds all "
+              f"{sweep.finished} run(s)", file=sys.stderr)
+        return 130
     if sweep.interrupted:
         kept = f"; {out / 'forward_train.json'} holds them" if out else ""
         print(f"sipgrad: interrupted; {sweep.finished} of {sweep.planned} run(s) finished, the last one stopped "

@@ -136,6 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @guarded
 def run_spectrum(args: argparse.Namespace) -> int:
     from sipgrad.analysis.experiments import SpectrumSettings, spectrum_experiment
+    from sipgrad.errors import InterruptedAfterWriting
 
     out = output_folder(args.out)
     settings = SpectrumSettings(model=args.model, data=args.data, batch_sizes=tuple(args.batch_sizes), ks=tuple(args.k),
@@ -146,6 +147,8 @@ def run_spectrum(args: argparse.Namespace) -> int:
         label = "training, then spectra" if args.train_steps else "spectra"
         with progress_bar(args.train_steps + len(set(args.batch_sizes)) + 1, label, unit="step") as bar:
             document = spectrum_experiment(settings, out, training_progress=bar.update, spectra_progress=bar.update)
+    except InterruptedAfterWriting as stop:
+        return fail(f"interrupted while drawing the figure; {', '.join(map(str, stop.written))} was written", 130)
     except KeyboardInterrupt:  # the files are written only at the end: say so rather than "results were kept"
         return fail("interrupted before the spectra were finished; nothing was written", 130)
     rows = document["rows"]

@@ -11,6 +11,15 @@ class SipgradError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+class InterruptedAfterWriting(KeyboardInterrupt):
+    """Ctrl-C after some results were already written (a JSON document, before its figure): ``written`` lists them,
+    so that whoever reports the interruption can say what was kept."""
+
+    def __init__(self, written: list) -> None:
+        super().__init__()
+        self.written = list(written)
+
+
 class ImageLoadError(SipgradError):
     """An image file could not be read (empty, truncated, not an image, too large)."""
 

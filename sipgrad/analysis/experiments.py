@@ -21,7 +21,7 @@ from sipgrad.analysis.gradient_plots import save_accuracy_figure, save_momentum_
 from sipgrad.analysis.models import SMALL_MODELS, small_model
 from sipgrad.analysis.projected_training import ProjectedTrainConfig, summarize_runs, train_projected
 from sipgrad.datasets import SmallDataset, load_dataset
-from sipgrad.errors import SipgradError
+from sipgrad.errors import InterruptedAfterWriting, SipgradError
 from sipgrad.io.atomic import atomic_write
 
 Progress = Callable[[int], None]
@@ -54,8 +54,8 @@ class SpectrumSettings:
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
                 raise SipgradError(f"{name} must be positive whole numbers, got {list(values)}")
-        if self.train_steps < 0:
-            raise SipgradError(f"train_steps must be at least 0, got {self.train_steps}")
+        if isinstance(self.train_steps, bool) or not isinstance(self.train_steps, int) or self.train_steps < 0:
+            raise SipgradError(f"train_steps must be a whole number >= 0, got {self.train_steps!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SipgradError(f"lr must be a positive number, got {self.lr}")
         if self.chunk_size is not None and self.chunk_size < 1:
@@ -84,7 +84,10 @@ def spectrum_experiment(settings: SpectrumSettings, out: Path | None = None, tra
                 "train steps": settings.train_steps, "seed": settings.seed, "centre": settings.centre, "rows": rows}
     if out is not None:
         write_json(out / "spectrum.json", document)
-        save_spectrum_figure(out / "spectrum.png", rows)
+        try:
+            save_spectrum_figure(out / "spectrum.png", rows)
+        except KeyboardInterrupt:
+            raise InterruptedAfterWriting([out / "spectrum.json"]) from None
     return document
 
 
@@ -122,6 +125,8 @@ def projected_training_sweep(configs: Sequence[ProjectedTrainConfig], model: str
     momentum.png. Ctrl-C ends the sweep after the runs already finished (``interrupted``);
     before the first one finishes it propagates. The data set is read once per seed.
     """
+    if not configs:
+        raise SipgradError("no training configurations to run")
     runs: list[dict] = []
     datasets: dict[int, SmallDataset] = {}
 
@@ -145,8 +150,12 @@ def projected_training_sweep(configs: Sequence[ProjectedTrainConfig], model: str
     outcome.document = document()
     if out is not None:
         write_json(out / "train.json", outcome.document)
-        save_accuracy_figure(out / "accuracy.png", runs)
-        outcome.written = [out / "train.json", out / "accuracy.png"]
-        if save_momentum_figure(out / "momentum.png", runs):
-            outcome.written.append(out / "momentum.png")
+        outcome.written = [out / "train.json"]
+        try:  # Ctrl-C while drawing: the runs are kept in train.json, and the outcome says it was interrupted
+            save_accuracy_figure(out / "accuracy.png", runs)
+            outcome.written.append(out / "accuracy.png")
+            if save_momentum_figure(out / "momentum.png", runs):
+                outcome.written.append(out / "momentum.png")
+        except KeyboardInterrupt:
+            outcome.interrupted = True
     return outcome

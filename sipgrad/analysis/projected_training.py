@@ -321,16 +321,18 @@ def _record(result: ProjectedTrainResult, model: nn.Module, params: Mapping[str,
         result.noise_fit.append(float((train_predictions[corrupted] == noisy_labels[corrupted]).double().mean()))
     means = _window_means(window)
     if not (math.isfinite(means["loss"]) and bool(torch.stack([p.isfinite().all() for p in params.values()]).all())):
-        raise _diverged(result.config["optimizer"], step)
+        raise _diverged(result.config, step)
     result.train_loss.append(means.pop("loss"))
     for key, value in means.items():
         result.probe.setdefault(key, []).append(value)
 
 
-def _diverged(config: ProjectedTrainConfig | str, step: int) -> SipgradError:
-    optimizer = config if isinstance(config, str) else config.optimizer
-    return SipgradError(f"{optimizer}: the training diverged by step {step} (the loss, weights or gradients are "
-                        f"not finite); try a smaller learning rate")
+def _diverged(config: ProjectedTrainConfig | Mapping, step: int) -> SipgradError:
+    """The error for a run whose loss, weights or gradients stopped being finite, naming the run (in a sweep)."""
+    settings = config if isinstance(config, Mapping) else asdict(config)
+    run = f"{settings['optimizer']} (label noise {settings['label_noise']}, seed {settings['seed']})"
+    return SipgradError(f"{run}: the training diverged by step {step} (the loss, weights or gradients are not "
+                        f"finite); try a smaller learning rate")
 
 
 def _window_means(window: Mapping[str, list[torch.Tensor]]) -> dict[str, float]:

@@ -112,13 +112,14 @@ class SIPStatistics:
         except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a truncated .npz: BadZipFile
             raise SipgradError(f"{path}: not a sipgrad statistics file ({npz_problem(error)})") from None
         for i, (name, stats) in enumerate(per_layer.items()):  # a hand-edited or damaged file: name the array
-            channels = stats.mean.shape
-            expected = {"mean": channels, "std": channels, "shapiro": channels,
-                        "class_pvalues": (*channels, classes)}
-            for field_name, shape in expected.items():
-                if getattr(stats, field_name).shape != shape:
-                    raise SipgradError(f"{path}: array {i}/{field_name} (layer {name}) has shape "
-                                       f"{getattr(stats, field_name).shape}, expected {shape}")
+            shapes = {field_name: getattr(stats, field_name).shape for field_name in ("mean", "std", "shapiro")}
+            if len(set(shapes.values())) != 1 or len(shapes["mean"]) != 1:
+                listed = ", ".join(f"{i}/{field_name} {shape}" for field_name, shape in shapes.items())
+                raise SipgradError(f"{path}: the per-channel arrays of layer {name} must be one and the same "
+                                   f"length, got {listed}")
+            if stats.class_pvalues.shape != (*shapes["mean"], classes):
+                raise SipgradError(f"{path}: array {i}/class_pvalues (layer {name}) has shape "
+                                   f"{stats.class_pvalues.shape}, expected {(*shapes['mean'], classes)}")
         return cls(model_name, layers, fingerprint, per_layer, classes)
 
     def check_model(self, model: nn.Module, model_name: str | None = None) -> None:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sipgrad.errors import ImageLoadError, SipgradError
-from sipgrad.io.images import load_image
+from sipgrad.io.images import load_image, pixel_limit
 from sipgrad.models.preprocessing import Geometry
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in continuous pixel coordinates
@@ -96,12 +96,13 @@ def image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) as ``load_image`` will see it (EXIF rotation applied), read from the header
     only; ``None`` if the file cannot be opened (its load fails later and the case is skipped)."""
     try:
+        pixel_limit()  # the same limit load_image applies (SIPGRAD_MAX_PIXELS), whichever is called first
         with Image.open(path) as image:
             width, height = image.size
             if image.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
                 width, height = height, width
             return width, height
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageLoadError):
         return None
 
 

@@ -84,6 +84,22 @@ def _recorded(previous: dict[str, Any], key: str, now: Any) -> Any:
     return previous[key] if key in previous else RUN_FILE_DEFAULTS.get(key, now)
 
 
+def _meaning(key: str, value: Any) -> Any:
+    """A recorded setting as the values it stood for, so that two spellings of the same settings compare equal.
+
+    ``method_options`` records only some fields: the command always wrote IG steps, SmoothGrad
+    samples and the seed, a Python ``evaluate(...)`` before ``EVALUATION_METHOD_DEFAULTS``
+    only what it was given (often ``{}``). A field not recorded was ``MethodOptions``' default.
+    """
+    if key != "method_options" or not isinstance(value, dict):
+        return value
+    from dataclasses import asdict
+
+    from sipgrad.attribution.methods import MethodOptions
+
+    return {k: v for k, v in {**asdict(MethodOptions()), **value}.items() if v is not None}
+
+
 def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) -> None:
     """Refuse to mix records of different settings or models in one folder, naming what changed."""
     path = out / "run.json"
@@ -96,7 +112,8 @@ def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) 
             raise SipgradError(f"{path}: damaged, so the results in {out} cannot be matched to these settings "
                                f"({previous if isinstance(previous, str) else 'not a JSON object'}); "
                                f"use another output folder")
-        changed = [key for key in identity if _recorded(previous, key, identity[key]) != identity[key]]
+        changed = [key for key in identity
+                   if _meaning(key, _recorded(previous, key, identity[key])) != _meaning(key, identity[key])]
         if changed:
             key = changed[0]
             what = "the model weights" if key == "weights" else f"the {key!r} setting"

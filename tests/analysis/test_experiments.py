@@ -51,7 +51,7 @@ def test_spectrum_experiment_is_the_spectra_of_the_trained_model(tmp_path):
     ({"model": "resnet"}, "unknown model 'resnet'"),
     ({"batch_sizes": ()}, "batch_sizes must be positive whole numbers"),
     ({"ks": (1, 0)}, "ks must be positive whole numbers"),
-    ({"train_steps": -1}, "train_steps must be at least 0"),
+    ({"train_steps": -1}, "train_steps must be a whole number >= 0"),
     ({"lr": math.nan}, "lr must be a positive number"),
     ({"chunk_size": 0}, "chunk_size must be at least 1"),
 ])
@@ -112,3 +112,30 @@ def test_window_means_skip_non_finite_probes_but_not_the_loss():
               "|Pv|/|v|": [torch.tensor(math.nan, dtype=torch.float64)] * 2}
     means = _window_means(window)
     assert means["loss"] == math.inf and means["cos(g, Pg)"] == 0.5 and math.isnan(means["|Pv|/|v|"])
+
+
+def test_ctrl_c_while_drawing_keeps_the_documents_and_says_so(tmp_path, monkeypatch):
+    import sipgrad.analysis.experiments as experiments
+    from sipgrad.errors import InterruptedAfterWriting
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "save_accuracy_figure", interrupted)
+    configs = sweep_configs(["sgd"], [0.0], [0], steps=2, batch_size=16, eval_every=2)
+    outcome = projected_training_sweep(configs, out=tmp_path)
+    assert outcome.interrupted and outcome.finished == outcome.planned == 1
+    assert outcome.written == [tmp_path / "train.json"]
+    assert len(json.loads((tmp_path / "train.json").read_text())["runs"]) == 1
+
+    monkeypatch.setattr(experiments, "save_spectrum_figure", interrupted)
+    with pytest.raises(InterruptedAfterWriting) as stop:
+        spectrum_experiment(SpectrumSettings(batch_sizes=(8,), ks=(1,)), tmp_path)
+    assert stop.value.written == [tmp_path / "spectrum.json"] and (tmp_path / "spectrum.json").is_file()
+
+
+def test_an_empty_sweep_is_refused():
+    with pytest.raises(SipgradError, match="no training configurations"):
+        projected_training_sweep([])
+    with pytest.raises(SipgradError, match="train_steps must be a whole number"):
+        SpectrumSettings(train_steps=1.5)

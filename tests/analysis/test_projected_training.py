@@ -182,7 +182,8 @@ def test_an_sgd_step_is_the_mean_gradient_for_any_batch_size(digits):
 
 def test_a_diverging_run_is_stopped_with_one_error(digits):
     # A learning rate of 1e30 used to run on and fail later inside an eigendecomposition of NaN gradients.
-    with pytest.raises(SipgradError, match=r"sgd: the training diverged by step [1-5] .*try a smaller learning rate"):
+    message = r"sgd \(label noise 0.0, seed 0\): the training diverged by step [1-5] .*try a smaller learning rate"
+    with pytest.raises(SipgradError, match=message):
         run(digits, optimizer="sgd", lr=1e30, steps=5)
 
 

@@ -240,3 +240,8 @@ def test_statistics_errors_name_what_is_wrong(tmp_path):
     np.savez(tmp_path / "damaged.npz", **arrays)
     with pytest.raises(SipgradError, match=r"array 0/class_pvalues \(layer conv3\) has shape \(\d+, 3\), expected"):
         SIPStatistics.load(tmp_path / "damaged.npz")
+    arrays = dict(np.load(tmp_path / "stats.npz", allow_pickle=False))
+    arrays["0/mean"] = arrays["0/mean"][:3]
+    np.savez(tmp_path / "short_mean.npz", **arrays)
+    with pytest.raises(SipgradError, match=r"arrays of layer conv3 must be one and the same length, got 0/mean \(3,\)"):
+        SIPStatistics.load(tmp_path / "short_mean.npz")

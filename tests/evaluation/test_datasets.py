@@ -293,3 +293,16 @@ def test_a_folder_given_for_a_one_file_format_is_one_line_naming_it(images, tmp_
     # It was "[Errno 21] Is a directory" from deep inside the reader.
     with pytest.raises(SipgradError, match=rf"{tmp_path}: is a folder; the {format} format reads one annotations file"):
         load_box_dataset(format, images, tmp_path, CLASSES)
+
+
+def test_box_clipping_reads_sizes_under_the_raised_pixel_limit(tmp_path, monkeypatch):
+    # image_size() ran before any load_image(), so SIPGRAD_MAX_PIXELS was not yet applied to Pillow and a large
+    # photo's size came back as unknown (its boxes left unclipped).
+    from PIL import Image
+
+    from sipgrad.evaluation.cases import image_size
+
+    Image.new("RGB", (100, 50)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setenv("SIPGRAD_MAX_PIXELS", "10000")
+    assert image_size(tmp_path / "big.png") == (100, 50)

@@ -137,3 +137,24 @@ def test_best_follows_each_metrics_direction():
     assert metric("energy").best([0.2, 0.7, 0.5]) == 0.7
     assert metric("deletion_auc").best([0.2, 0.7, 0.5]) == 0.2
     assert metric("insertion_lerf_auc").best([0.2, 0.7]) == 0.2
+
+
+def test_method_options_compare_by_what_they_meant(small_classifier, tmp_path):
+    # A Python evaluate(...) made before the evaluation defaults recorded only the options it was given
+    # (often {}), meaning MethodOptions' defaults (50 IG steps, 25 SmoothGrad samples). Such a folder resumes
+    # with those options spelled out, and is refused, naming the setting, with today's defaults (32, 16).
+    cases = _cases(tmp_path, 2)
+    first = evaluate(small_classifier, cases, SETTINGS, tmp_path / "out", dataset="t")
+    run_file = tmp_path / "out" / "run.json"
+    identity = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps({**identity, "method_options": {}}))
+    with pytest.raises(SipgradError, match="'method_options' setting differs"):
+        evaluate(small_classifier, cases, SETTINGS, tmp_path / "out", dataset="t")
+    old_meaning = EvalSettings(methods=("grad",), sips=("none", "topq:0.25"), steps=0,
+                               method_options={"ig_steps": 50, "smoothgrad_samples": 25})
+    again = evaluate(small_classifier, cases, old_meaning, tmp_path / "out", dataset="t")
+    assert _strip(again) == _strip(first)
+    # A default written out compares equal to one left out.
+    run_file.write_text(json.dumps({**identity, "method_options": {**identity["method_options"],
+                                                                   "ig_baseline": "black"}}))
+    assert _strip(evaluate(small_classifier, cases, SETTINGS, tmp_path / "out", dataset="t")) == _strip(first)

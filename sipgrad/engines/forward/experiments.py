@@ -21,7 +21,7 @@ from sipgrad.engines.forward.figures import save_accuracy_curves, save_row_corre
 from sipgrad.engines.forward.models import build_model
 from sipgrad.engines.forward.samplers import make_sampler
 from sipgrad.engines.forward.training import TrainConfig, TrainResult, train
-from sipgrad.errors import SipgradError
+from sipgrad.errors import InterruptedAfterWriting, SipgradError
 from sipgrad.io.atomic import atomic_write
 
 Curve = tuple[str, list, list]  # (label, steps, test accuracy)
@@ -44,17 +44,24 @@ def cosine_experiment(model_name: str, data: SmallDataset, batch_sizes: Sequence
     """
     for name in samplers:
         make_sampler(name)
+    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise SipgradError(f"batch_sizes must be positive whole numbers, got {list(batch_sizes)}")
+    if not samplers:
+        raise SipgradError("no samplers given")
     model = build_model(model_name, data.image_shape, data.classes, seed=seed).train()
     table = cosine_table(model, data.train, list(batch_sizes), list(samplers), directions, trials, seed=seed,
                          progress=progress)
     document = {"model": model_name, "data": data.name, "trials": trials, **table.to_json()}
     if out is not None:
         write_json(out / "cosine.json", document)
-        batch = data.train.subset(slice(0, batch_sizes[0]))
-        correlations = gradient_row_correlations(model, batch.inputs, batch.labels)
-        save_row_correlations(out / "gradient_row_correlation.png", correlations,
-                              f"{model_name} on {data.name}: row-wise correlation of each layer's weight "
-                              f"gradient (B = {batch_sizes[0]}, at initialisation)")
+        try:
+            batch = data.train.subset(slice(0, batch_sizes[0]))
+            correlations = gradient_row_correlations(model, batch.inputs, batch.labels)
+            save_row_correlations(out / "gradient_row_correlation.png", correlations,
+                                  f"{model_name} on {data.name}: row-wise correlation of each layer's weight "
+                                  f"gradient (B = {batch_sizes[0]}, at initialisation)")
+        except KeyboardInterrupt:
+            raise InterruptedAfterWriting([out / "cosine.json"]) from None
     return document, table
 
 
@@ -83,10 +90,11 @@ class TrainingSweep:
     document: dict
     planned: int
     written: list[Path] = field(default_factory=list)
+    interrupted_while_drawing: bool = False  # every run finished and is in the JSON; the figure may be missing
 
     @property
     def interrupted(self) -> bool:
-        return any(result.interrupted for result in self.results)
+        return self.interrupted_while_drawing or any(result.interrupted for result in self.results)
 
     @property
     def finished(self) -> int:
@@ -103,7 +111,9 @@ def training_sweep(configs: Sequence[TrainConfig], data: SmallDataset, out: Path
     progress (``train`` keeps its curve so far) and the sweep. ``on_run(config)`` is called
     before each run (a progress bar's label); ``progress(1)`` after every step.
     """
-    model = configs[0].model if configs else ""
+    if not configs:
+        raise SipgradError("no training configurations to run")
+    model = configs[0].model
     results: list[TrainResult] = []
     document: dict = {"model": model, "data": data.name, "runs": []}
     for config in configs:
@@ -122,9 +132,14 @@ def training_sweep(configs: Sequence[TrainConfig], data: SmallDataset, out: Path
     sweep = TrainingSweep(results, document, planned=len(configs))
     if out is not None:
         write_json(out / "forward_train.json", document)
-        save_accuracy_curves(out / "forward_train.png", [(r.config.label, r.steps, r.test_accuracy) for r in results],
-                             f"{model} on {data.name}: test accuracy")
-        sweep.written = [out / "forward_train.json", out / "forward_train.png"]
+        sweep.written = [out / "forward_train.json"]
+        try:
+            save_accuracy_curves(out / "forward_train.png",
+                                 [(r.config.label, r.steps, r.test_accuracy) for r in results],
+                                 f"{model} on {data.name}: test accuracy")
+            sweep.written.append(out / "forward_train.png")
+        except KeyboardInterrupt:
+            sweep.interrupted_while_drawing = True
     return sweep
 
 

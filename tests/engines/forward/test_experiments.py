@@ -105,3 +105,32 @@ def test_read_training_runs_gives_curves_and_names_the_faulty_run(tmp_path):
     (tmp_path / "other.json").write_text("[1, 2]")
     with pytest.raises(SipgradError, match="other.json: not a forward_train.json"):
         read_training_runs(tmp_path / "other.json")
+
+
+def test_ctrl_c_while_drawing_keeps_the_documents_and_says_so(digits, tmp_path, monkeypatch):
+    import sipgrad.engines.forward.experiments as experiments
+    from sipgrad.errors import InterruptedAfterWriting
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "save_accuracy_curves", interrupted)
+    configs = sweep_configs("mlp", ["backprop"], ["gaussian"], steps=2, eval_every=2)
+    sweep = training_sweep(configs, digits, out=tmp_path)
+    assert sweep.interrupted and sweep.interrupted_while_drawing and sweep.finished == 1
+    assert sweep.written == [tmp_path / "forward_train.json"]
+    monkeypatch.setattr(experiments, "save_row_correlations", interrupted)
+    with pytest.raises(InterruptedAfterWriting) as stop:
+        cosine_experiment("mlp", digits, [8], ["gaussian"], 1, 2, out=tmp_path)
+    assert stop.value.written == [tmp_path / "cosine.json"] and (tmp_path / "cosine.json").is_file()
+
+
+@pytest.mark.parametrize("batch_sizes", [[], [0], [-5]])
+def test_cosine_experiment_refuses_batch_sizes_that_are_not_positive(digits, batch_sizes):
+    with pytest.raises(SipgradError, match="batch_sizes must be positive whole numbers"):
+        cosine_experiment("mlp", digits, batch_sizes, ["gaussian"], 1, 2)
+
+
+def test_an_empty_training_sweep_is_refused(digits):
+    with pytest.raises(SipgradError, match="no training configurations"):
+        training_sweep([], digits)
