@@ -392,6 +392,10 @@ MUTATIONS = [
      'MappingProxyType({**EVALUATION_METHOD_DEFAULTS, **dict(self.method_options)}))',
      'MappingProxyType(dict(self.method_options)))',
      'tests/evaluation/test_evaluator.py'),
+    ('runner: method options compared as recorded, not by what they meant', 'sipgrad/evaluation/runner.py',
+     'return {k: v for k, v in {**asdict(MethodOptions()), **value}.items() if v is not None}',
+     'return value',
+     'tests/evaluation/test_runner_resume.py'),
 ]
 
 
