@@ -10,7 +10,6 @@ rewritten after every finished run.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,15 +21,9 @@ from sipgrad.analysis.models import SMALL_MODELS, small_model
 from sipgrad.analysis.projected_training import ProjectedTrainConfig, summarize_runs, train_projected
 from sipgrad.datasets import SmallDataset, load_dataset
 from sipgrad.errors import InterruptedAfterWriting, SipgradError
-from sipgrad.io.atomic import atomic_write
+from sipgrad.io.atomic import write_json
 
 Progress = Callable[[int], None]
-
-
-def write_json(path: Path, document: dict) -> None:
-    """``document`` as indented JSON at ``path``, whole or not at all."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=2))
 
 
 @dataclass(frozen=True)

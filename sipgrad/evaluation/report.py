@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from sipgrad.evaluation.cases import Case
 from sipgrad.evaluation.catalog import METRICS
 from sipgrad.evaluation.summary import (decimals_for, format_interval, format_number, format_p, markdown,
                                         scored_records, shown_metrics, summarize)
-from sipgrad.io.atomic import atomic_write
+from sipgrad.io.atomic import atomic_write, write_json
 from sipgrad.io.names import slug
 from sipgrad.render.figure import pyplot
 from sipgrad.render.overlay import heatmap, overlay
@@ -44,8 +43,7 @@ PLOT_CAPTIONS = {
 
 def write_summary(out: Path, records: list[dict[str, Any]], title: str) -> dict[str, Any]:
     summary = summarize(records)
-    with atomic_write(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     with atomic_write(out / "summary.md") as tmp:
         tmp.write_text(markdown(summary, title))
     return summary

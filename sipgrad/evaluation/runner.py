@@ -23,7 +23,7 @@ from sipgrad.errors import SipgradError
 from sipgrad.evaluation.cases import Case
 from sipgrad.evaluation.evaluator import EvalSettings, Evaluator
 from sipgrad.evaluation.records import append_records, deduplicated, done_keys, read_records
-from sipgrad.io.atomic import atomic_write
+from sipgrad.io.atomic import atomic_write, write_json
 from sipgrad.models.registry import Classifier
 
 
@@ -120,8 +120,7 @@ def _check_run_file(out: Path, identity: dict[str, Any], rank: int, world: int) 
             raise SipgradError(f"{out} holds results made with other settings: {what} differs "
                                f"({_recorded(previous, key, None)!r} there, {identity[key]!r} now); use another output folder")
     elif rank == 0:
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(identity, indent=2))
+        write_json(path, identity)
     _barrier(world)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from sipgrad.errors import SipgradError
 
@@ -76,3 +77,9 @@ def _cannot_write(target: Path, error: OSError) -> SipgradError:
     if error.errno is None and "written" in reason:
         reason += "; is the disk full?"
     return SipgradError(f"{target}: cannot be written ({reason})")
+
+
+def write_json(path: str | os.PathLike, document: Any) -> None:
+    """``document`` as indented JSON at ``path``, through ``atomic_write``: the file is whole or absent."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=2))

@@ -22,15 +22,9 @@ from sipgrad.engines.forward.models import build_model
 from sipgrad.engines.forward.samplers import make_sampler
 from sipgrad.engines.forward.training import TrainConfig, TrainResult, train
 from sipgrad.errors import InterruptedAfterWriting, SipgradError
-from sipgrad.io.atomic import atomic_write
+from sipgrad.io.atomic import write_json
 
 Curve = tuple[str, list, list]  # (label, steps, test accuracy)
-
-
-def write_json(path: Path, document: dict) -> None:
-    """``document`` as indented JSON at ``path``, whole or not at all."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=2))
 
 
 def cosine_experiment(model_name: str, data: SmallDataset, batch_sizes: Sequence[int], samplers: Sequence[str],
