@@ -264,7 +264,7 @@ def _predict(model: nn.Module, params: Mapping[str, torch.Tensor], split: Split,
 
 
 def train_projected(model: nn.Module, data: SmallDataset, config: ProjectedTrainConfig, model_name: str = "model",
-          progress: Callable[[int], None] | None = None) -> ProjectedTrainResult:
+                    progress: Callable[[int], None] | None = None) -> ProjectedTrainResult:
     """Train ``model``'s parameters (the module itself is not modified) as ``config`` says."""
     labels, corrupted = randomize_labels(data.train.labels, config.label_noise, data.classes, seed=config.seed)
     params = {name: p.clone() for name, p in model_parameters(model).items()}
