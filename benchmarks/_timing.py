@@ -19,6 +19,17 @@ from typing import Callable
 import torch
 
 
+def synchronized_clock() -> float:
+    """``time.perf_counter()`` once the GPU (when one is in use) has finished its queued work.
+
+    CUDA kernels run asynchronously: without this, a timed call would measure only how long
+    launching its kernels took.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each variant, measured in interleaved rounds."""
     for _ in range(warmup):
@@ -27,9 +38,9 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: 
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
-            began = time.perf_counter()
+            began = synchronized_clock()
             run()
-            samples[name].append(time.perf_counter() - began)
+            samples[name].append(synchronized_clock() - began)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -49,9 +60,9 @@ def paired_ratios(base: Callable[[], object], variant: Callable[[], object], rou
         order = (base, variant) if round_index % 2 == 0 else (variant, base)
         seconds = {}
         for run in order:
-            began = time.perf_counter()
+            began = synchronized_clock()
             run()
-            seconds[run] = time.perf_counter() - began
+            seconds[run] = synchronized_clock() - began
         base_times.append(seconds[base])
         variant_times.append(seconds[variant])
         ratios.append(seconds[variant] / seconds[base])

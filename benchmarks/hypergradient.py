@@ -74,6 +74,7 @@ from sipgrad.engines.hypergrad import (HeavyBall, InnerProblem, classification_p
 from sipgrad.engines.hypergrad.modes import graph_saved_mib  # noqa: E402
 
 SEED_NAMES = [f"rho_l1_{k}" for k in range(3)] + [f"rho_l2_{k}" for k in range(3)] + ["eta", "mu"]
+DEVICE = torch.device("cpu")  # --device: where every problem of this run lives (the timers synchronise CUDA)
 
 
 def synthetic784(seed: int = 0, n: int = 3000) -> SmallDataset:
@@ -89,7 +90,7 @@ def synthetic784(seed: int = 0, n: int = 3000) -> SmallDataset:
 
 def setup(data: SmallDataset, steps: int, m: int, seed: int = 0):
     """(problem, hyper, wrt, model, extra) for m in {1, 8, 8 + g}."""
-    problem = classification_problem(data, steps=steps, batch_size=200, seed=seed)
+    problem = classification_problem(data, steps=steps, batch_size=200, seed=seed, device=DEVICE)
     inner = problem.inner
     hyper = seed_hyperparameters(inner)
     # Slightly positive penalties so that every term of the update is exercised.
@@ -108,7 +109,7 @@ def setup(data: SmallDataset, steps: int, m: int, seed: int = 0):
 
     update = HeavyBall(weighted, inner.update.penalties, loss_hyper=("gamma",))
     weighted_inner = InnerProblem(inner.weights, update, inner.batch, inner.validation_loss, steps)
-    hyper["gamma"] = torch.ones(extra)
+    hyper["gamma"] = torch.ones(extra, device=DEVICE)
     return weighted_inner, hyper, (*SEED_NAMES, "gamma"), problem
 
 
@@ -132,7 +133,8 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int, me
             loss = loss + h[f"rho_l1_{k}"] * w.abs().sum() + h[f"rho_l2_{k}"] * (w * w).sum()
         return loss
 
-    val_x, val_y = problem.data.validation.flat(), problem.data.validation.labels
+    val_x = problem.data.validation.flat().to(DEVICE)
+    val_y = problem.data.validation.labels.long().to(DEVICE)
     if library == "higher":
         import higher
 
@@ -461,10 +463,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", default="goal,m,T")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the goal block")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (default: cpu); cuda runs the paired and m blocks only (the goal "
+                             "block's rates and the T block's resident memory are measures of the CPU)")
     parser.add_argument("--out", default="docs/data/hypergradient.json")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     blocks = args.blocks.split(",")
+    if DEVICE.type != "cpu" and {"goal", "T"} & set(blocks):
+        parser.error(f"--device {args.device} runs the paired and m blocks only")
     rows: list[dict] = []
     began = time.perf_counter()
     if "goal" in blocks:
@@ -485,7 +494,8 @@ def main() -> None:
     print_table(rows, ["block", "data", "T", "m", "variant", "seconds", "x reverse (trajectory)", "state MiB",
                        "peak RSS MiB", "peak RSS growth MiB", "max rel. diff vs forward"])
     write_json(args.out, rows, rounds=args.rounds, m_rounds=args.m_rounds, command=" ".join(sys.argv),
-               total_seconds=time.perf_counter() - began)
+               total_seconds=time.perf_counter() - began, device=str(DEVICE),
+               device_name=torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None)
 
 
 if __name__ == "__main__":

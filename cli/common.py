@@ -323,15 +323,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
-def load_classifier(args: argparse.Namespace):
-    from sipgrad.models import load_model
-    from sipgrad.models.registry import usable_device
+def checked_device(args: argparse.Namespace):
+    """``args.device`` as a torch device this machine can run, or an error that names the flag."""
+    from sipgrad.devices import usable_device
 
     try:
-        usable_device(args.device)
+        return usable_device(args.device)
     except SipgradError as error:
         raise SipgradError(f"--device: {error}") from None
-    return load_model(args.model, weights=args.weights, pretrained=args.pretrained != "none", device=args.device)
+
+
+def load_classifier(args: argparse.Namespace):
+    from sipgrad.models import load_model
+
+    device = checked_device(args)
+    return load_model(args.model, weights=args.weights, pretrained=args.pretrained != "none", device=device)
 
 
 def check_sip_layers(args: argparse.Namespace, classifier) -> None:

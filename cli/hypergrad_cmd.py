@@ -8,6 +8,7 @@ import sys
 
 from sipgrad_cli.common import (
     add_command,
+    checked_device,
     comma_items,
     fail,
     guarded,
@@ -81,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "recomputed anyway)")
     parser.add_argument("--compile", action="store_true",
                         help="forward mode: torch.compile the Hessian-vector products (minutes to compile)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda: where the network, the data and both modes run (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (a list of records)")
     parser.set_defaults(run=run)
 
@@ -97,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
         seed_hyperparameters,
     )
 
+    device = checked_device(args)
     data = load_dataset(args.data, seed=args.seed)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     problem = classification_problem(data, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                                     hidden=args.hidden, update=args.update, dtype=dtype)
+                                     hidden=args.hidden, update=args.update, dtype=dtype, device=device)
     hyper = seed_hyperparameters(problem.inner, eta=args.eta, mu=args.mu)
     modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
     options = {"reverse": {"checkpoint_every": args.checkpoint_every or None,

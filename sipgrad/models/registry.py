@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sipgrad.devices import usable_device
 from sipgrad.errors import SipgradError, WeightsUnavailableError
 from sipgrad.models.classes import ClassNames, imagenet_classes
 from sipgrad.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path
@@ -302,30 +303,6 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
     unexpected = [key for key in state if key not in expected]
     if unexpected:
         raise SipgradError(f"{source}: does not fit {name}: unexpected tensor {unexpected[0]!r}")
-
-
-def usable_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that can hold a model's weights and run it here, or one clear error.
-
-    ``meta`` holds shapes without data (explaining on it fails deep inside with "Cannot copy
-    out of meta tensor"), and a backend this PyTorch lacks or this machine has no device for
-    (``cuda`` without a GPU, ``mps`` off a Mac) fails at the first copy; both are refused here.
-    """
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise SipgradError(f"{device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if resolved.type == "meta":
-        raise SipgradError(f"device {str(device)!r} holds shapes but no data; use cpu, cuda or cuda:N")
-    if resolved.type != "cpu":
-        backend = getattr(torch, resolved.type, None)
-        available = getattr(backend, "is_available", None)
-        if available is None or not available():
-            raise SipgradError(f"device {str(device)!r}: no {resolved.type} device is available here")
-        count = getattr(backend, "device_count", lambda: 1)()
-        if resolved.index is not None and resolved.index >= count:
-            raise SipgradError(f"device {str(device)!r}: this machine has {count} {resolved.type} device(s)")
-    return resolved
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None, pretrained: bool = True,

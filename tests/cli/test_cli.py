@@ -158,6 +158,8 @@ def test_ctrl_c_during_explain_reports_the_images_it_finished(capsys, asset_dir,
     (["explain", "{assets}/chelsea.jpg", "--compare"], "--compare needs a SIP policy"),
     (["explain", "{assets}/chelsea.jpg", "--weights", "nothere.pth"], "nothere.pth: weights file not found"),
     (["explain", "{assets}/chelsea.jpg", "--device", "cuda:7"], "--device: device 'cuda:7': no cuda device"),
+    (["hypergrad", "--steps", "1", "--hyper-steps", "1", "--device", "cuda:7"],
+     "--device: device 'cuda:7': no cuda device"),
     (["calibrate", "--data", "nowhere", "--out", "x.npz"], "nowhere: no such folder or file list"),
     (["analyze", "{assets}/chelsea.jpg", "--layers", "_blocks.99"], "no layer named '_blocks.99'"),
 ])

@@ -138,7 +138,7 @@ def test_weights_holding_nan_or_inf_are_refused_naming_the_tensor(tmp_path, bad)
     ("mps", "no mps device is available here"),
 ])
 def test_devices_that_cannot_run_a_model_are_refused_in_one_line(device, message):
-    from sipgrad.models.registry import usable_device
+    from sipgrad.devices import usable_device
 
     if device == "mps" and torch.backends.mps.is_available():
         pytest.skip("this machine has an mps device")

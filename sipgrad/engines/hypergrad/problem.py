@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sipgrad.datasets import SmallDataset, Split
+from sipgrad.devices import usable_device
 from sipgrad.engines.hypergrad.fused import plan_for
 from sipgrad.engines.hypergrad.updates import (
     Batch,
@@ -113,46 +114,60 @@ class ClassificationProblem:
         return functional_call(self.model, weights, (inputs,))
 
     def accuracy(self, weights: Params, split: Split) -> float:
+        device = self.inner.device
         with torch.no_grad():
-            inputs = _flat(split, self.inner.dtype)
-            return float((self.logits(weights, inputs).argmax(1) == split.labels).double().mean())
+            predicted = self.logits(weights, _flat(split, self.inner.dtype, device)).argmax(1)
+            return float((predicted == _labels(split, device)).double().mean())
 
     def error(self, weights: Params, split: Split) -> float:
+        device = self.inner.device
         with torch.no_grad():
-            return float(F.cross_entropy(self.logits(weights, _flat(split, self.inner.dtype)), split.labels.long()))
+            logits = self.logits(weights, _flat(split, self.inner.dtype, device))
+            return float(F.cross_entropy(logits, _labels(split, device)))
 
 
-def _flat(split: Split, dtype: torch.dtype) -> torch.Tensor:
-    return split.flat().to(dtype)
+def _flat(split: Split, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return split.flat().to(dtype=dtype, device=device)
+
+
+def _labels(split: Split, device: torch.device) -> torch.Tensor:
+    """Class indices as int64 on ``device`` (any integer dtype is accepted; indexing needs int64)."""
+    return split.labels.to(dtype=torch.long, device=device)
 
 
 def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200, seed: int = 0,
                            hidden: Sequence[int] = SEED_HIDDEN, update: str = "rfho",
                            dtype: torch.dtype = torch.float32, model: nn.Module | None = None,
-                           vector_penalties: bool = False) -> ClassificationProblem:
+                           vector_penalties: bool = False,
+                           device: str | torch.device = "cpu") -> ClassificationProblem:
     """RFHO's experiment on ``data``: an MLP (or ``model``), per-layer L1/L2 on its weight matrices.
 
-    The model's initial weights and the mini-batch order both come from ``seed``.
+    The model's initial weights and the mini-batch order both come from ``seed``, drawn on
+    the CPU whatever ``device`` is, so a problem on ``cuda`` starts from the same weights and
+    visits the same mini-batches as on the CPU. The splits are copied to ``device`` once;
+    both hypergradient modes then run where the weights are.
     """
+    device = usable_device(device)
     _check_labels(data)
     if model is None:
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, and the caller's generator left as it was
             torch.manual_seed(seed)
             model = mlp(data.features, hidden, data.classes)
-    model = model.to(dtype)
+    model = model.to(dtype=dtype, device=device)
     weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
-    train_x, train_y = _flat(data.train, dtype), data.train.labels.long()  # any integer dtype; indexing needs int64
+    train_x, train_y = _flat(data.train, dtype, device), _labels(data.train, device)
     schedule = epoch_schedule(len(data.train), batch_size, steps, seed)
-    val_x, val_y = _flat(data.validation, dtype), data.validation.labels.long()
+    on_device = schedule.to(device)  # one copy, not one host-to-device index copy per step
+    val_x, val_y = _flat(data.validation, dtype, device), _labels(data.validation, device)
 
     def loss(current: Params, batch: Batch) -> torch.Tensor:
         inputs, labels = batch
         return F.cross_entropy(functional_call(model, {**current, **frozen, **buffers}, (inputs,)), labels)
 
     def batch(step: int) -> Batch:
-        index = schedule[step]
+        index = on_device[step]
         return train_x[index], train_y[index]
 
     def validation_loss(current: Params) -> torch.Tensor:

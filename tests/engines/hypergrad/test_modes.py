@@ -387,3 +387,29 @@ def test_classification_problem_leaves_the_callers_generator_alone():
     torch.manual_seed(7)
     again = classification_problem(data, steps=2, batch_size=20, seed=5, hidden=(8,))
     assert all(torch.equal(first.inner.weights[name], w) for name, w in again.inner.weights.items())
+
+
+@pytest.mark.parametrize("device, message", [("meta", "holds shapes but no data"), ("banana", "is not a device")])
+def test_classification_problem_refuses_a_device_it_cannot_run_on(device, message):
+    with pytest.raises(SipgradError, match=message):
+        classification_problem(synthetic_data(), steps=2, batch_size=8, hidden=(4,), device=device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype, rel", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_both_modes_on_cuda_give_the_cpus_hypergradient(dtype, rel):
+    """The same start weights, mini-batches and hypergradient on the GPU (a device check: CI has no GPU)."""
+    data = load_digits()
+    on = {device: classification_problem(data, steps=20, batch_size=50, seed=1, hidden=(24, 24), dtype=dtype,
+                                         device=device) for device in ("cpu", "cuda")}
+    assert on["cuda"].inner.device.type == "cuda"
+    assert all(torch.equal(w, on["cuda"].inner.weights[name].cpu()) for name, w in on["cpu"].inner.weights.items())
+    hyper = {device: seed_hyperparameters(problem.inner, l1=1e-4, l2=1e-3) for device, problem in on.items()}
+    cpu = forward_hypergradient(on["cpu"].inner, hyper["cpu"]).hypergradient
+    for mode in (forward_hypergradient, reverse_hypergradient):
+        gpu = mode(on["cuda"].inner, hyper["cuda"]).hypergradient
+        for name, value in cpu.items():
+            assert gpu[name].device.type == "cuda"
+            torch.testing.assert_close(gpu[name].cpu(), value, rtol=rel, atol=rel * float(value.abs().max()))
+    test = on["cuda"].data.test
+    assert on["cuda"].accuracy(on["cuda"].inner.weights, test) == on["cpu"].accuracy(on["cpu"].inner.weights, test)
