@@ -17,7 +17,8 @@ batch 64 (float32), the ways to get those eigenvectors:
 
 and checks each against float64 ``eigh`` on the CPU (the projection's relative error). Then
 it times ``explain`` end to end (64 images, ``grad``, ``pca:8``) with each variant swapped
-in, in interleaved rounds. Prints a table and writes JSON.
+in, and with sipgrad's own ``truncate_rank`` (whatever route it takes on CUDA), in
+interleaved rounds. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -103,10 +104,15 @@ def explain_rows(batch: int, rounds: int, usable: list[str]) -> list[dict]:
         finally:
             policies.truncate_rank = original
 
-    variants = {"plain grad": lambda: sipgrad.explain(model, inputs, method="grad", batch_size=batch)}
+    def library_default(images: torch.Tensor) -> torch.Tensor:
+        return sipgrad.explain(model, images, method="grad", sip=f"pca:{RANK}", batch_size=batch).input_saliency
+
+    variants = {"plain grad": lambda: sipgrad.explain(model, inputs, method="grad", batch_size=batch),
+                "sipgrad's truncate_rank": lambda: library_default(inputs)}
     variants.update({how: (lambda how=how: explain_with(how, inputs)) for how in usable})
     seconds = interleaved(variants, rounds)
     maps = {how: explain_with(how, inputs[:8]) for how in usable}
+    maps["sipgrad's truncate_rank"] = library_default(inputs[:8])
     reference = maps[usable[0]]
     return [{"variant": how, "batch": batch, "images/s": batch / s, "x plain": s / seconds["plain grad"],
              "map vs eigh on cuda": (float((maps[how] - reference).abs().max() / reference.abs().max())

@@ -40,7 +40,7 @@ fi
 GPU="$(pin 8-15)"
 if wanted tests; then
   { timeout 90 $GPU python3 -m pytest -q -p no:cacheprovider -rs -k "cuda or device" \
-      tests/engines/hypergrad/test_modes.py tests/models/test_registry.py
+      tests/engines/hypergrad/test_modes.py tests/models/test_registry.py tests/hooks/test_policies.py
     timeout 45 $GPU python3 -m sipgrad_cli hypergrad --device cuda --hyper-steps 1 --json > "$OUT/hypergrad_cli_cuda.json"
     echo "hypergrad --device cuda: exit $?"; } > "$OUT/tests.log" 2>&1
 fi

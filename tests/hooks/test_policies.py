@@ -87,6 +87,63 @@ def test_rank_filter_equals_a_truncated_svd_of_each_samples_gradient(batch, chan
         assert np.allclose(ours[i].reshape(channels, -1).numpy(), expected, atol=1e-10)
 
 
+def _gapped(batch: int, channels: int, positions: int, seed: int = 0) -> torch.Tensor:
+    """Matrices with singular values 1, 1/2, 1/4, ...: every top-k subspace is well defined."""
+    generator = torch.Generator().manual_seed(seed)
+    r = min(channels, positions)
+    u = torch.linalg.qr(torch.randn(batch, channels, r, generator=generator, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(batch, positions, r, generator=generator, dtype=torch.float64))[0]
+    return (u * 2.0 ** -torch.arange(r, dtype=torch.float64)) @ v.transpose(1, 2)
+
+
+def _numpy_truncation(matrix: torch.Tensor, rank: int) -> np.ndarray:
+    u, s, vh = np.linalg.svd(matrix.double().cpu().numpy(), full_matrices=False)
+    return (u[..., :rank] * s[..., None, :rank]) @ vh[..., :rank, :]
+
+
+@pytest.mark.parametrize("channels, positions", [(12, 5), (5, 12)])  # tall (C >= HW) and wide
+def test_the_gpu_route_orients_each_matrix_and_keeps_its_top_subspace(monkeypatch, channels, positions):
+    """``_truncate_rank_cuda``'s orientation and slicing, run on the CPU with a driver-less SVD in its place."""
+    from sipgrad.hooks import policies
+
+    cpu_svd = torch.linalg.svd
+
+    def gesvda_on_the_cpu(a, full_matrices, driver):
+        assert driver == "gesvda" and a.shape[-2] >= a.shape[-1], "gesvda takes tall matrices only"
+        return cpu_svd(a, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", gesvda_on_the_cpu)
+    matrix = _gapped(3, channels, positions)
+    assert np.allclose(policies._truncate_rank_cuda(matrix, 2).numpy(), _numpy_truncation(matrix, 2), atol=1e-12)
+
+
+def test_the_gpu_route_falls_back_to_eigh_when_the_svd_reports_a_failure(monkeypatch):
+    from sipgrad.hooks import policies
+
+    def failing(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "svd", failing)
+    for shape in ((2, 9, 4), (2, 4, 9)):
+        matrix = _gapped(*shape, seed=1)
+        assert np.allclose(policies._truncate_rank_cuda(matrix, 3).numpy(), _numpy_truncation(matrix, 3), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("channels, positions", [(480, 196), (1152, 49), (64, 196)])  # Lite0's shapes, and a wide one
+def test_the_rank_filter_on_cuda_matches_float64_svd(channels, positions):
+    """A device check (CI has no GPU): cuSOLVER's batched gesvda route against numpy's float64 SVD."""
+    from sipgrad.hooks.policies import truncate_rank
+
+    matrix = _gapped(4, channels, positions, seed=2)
+    matrix[1] = 0  # a layer whose gradient is zero for one sample
+    matrix[2, :, 3:] = 0  # rank 3, below the rank kept
+    got = truncate_rank(matrix.float().cuda(), 8).double().cpu().numpy()
+    want = _numpy_truncation(matrix.float(), 8)
+    assert np.isfinite(got).all() and not got[1].any()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
 def test_rank_filter_with_variance_conservation_keeps_the_summed_variance():
     grad = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out = LowRankFilter(2).apply("x", None, grad, None)
