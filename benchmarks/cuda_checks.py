@@ -101,7 +101,8 @@ def main() -> int:
         return 2
     cpu_model = sipgrad.load_model()
     gpu_model = sipgrad.load_model(device="cuda")
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    result = {"command": "python " + " ".join(sys.argv), "device": torch.cuda.get_device_name(),
+              "torch": torch.__version__}
     # Written after every stage, so a run cut short keeps what it finished.
     for stage, run in (("maps", lambda: map_checks(cpu_model, gpu_model)),
                        ("evaluator", lambda: evaluator_check(cpu_model, gpu_model)),

@@ -3,7 +3,7 @@
     python benchmarks/hypergradient.py [--rounds 3] [--m-rounds 2] [--paired-rounds 25]
                                        [--steps 10,100,1000] [--ms 1,8,32] [--threads 1]
                                        [--blocks goal,paired,m,T] [--no-compile]
-                                       [--out docs/data/hypergradient.json]
+                                       [--device cpu|cuda] [--out docs/data/hypergradient.json]
 
 The seed setup: an MLP with two hidden layers of 300 (ReLU), cross-entropy on mini-batches
 of 200, T steps of heavy-ball SGD (eta 0.01, mu 0.5) with per-layer L1 and L2 penalties,
@@ -45,6 +45,9 @@ rebuild without the weight gradient 2 (first: 1), one Hessian-vector product 6 (
 and divides by its time: GFLOP/s, next to the single-thread rate of one 1600 x 300 x 300
 matmul measured in the same run (``matmul_rate``). The ratio of two variants' counts is the
 ratio their times would have if both ran at the same rate.
+
+With ``--device cuda`` the problems live on the GPU and every timer waits for it
+(``_timing.synchronized_clock``); only the paired and m blocks run there.
 
 Every result is also checked: each variant's hypergradient must match forward mode's to
 relative 1e-3 (float32), or the script stops.
