@@ -241,9 +241,14 @@ def _cosine(a: Vectors, b: Vectors) -> torch.Tensor:
     return torch.where(denominator > 0, dot / denominator, torch.full_like(dot, math.nan))
 
 
+def _squared_norm(vectors: Vectors) -> torch.Tensor:
+    """||v||^2 over all layers, in float64, as a 0-d tensor."""
+    return sum(vectors[k].double().square().sum() for k in vectors)
+
+
 def _norm_ratio(a: Vectors, b: Vectors) -> torch.Tensor:
     """||a|| / ||b|| over all layers as a 0-d tensor (NaN when b is zero)."""
-    _, norm_a2, norm_b2 = _dots(a, b)
+    norm_a2, norm_b2 = _squared_norm(a), _squared_norm(b)
     return torch.where(norm_b2 > 0, (norm_a2 / norm_b2).sqrt(), torch.full_like(norm_a2, math.nan))
 
 
