@@ -53,8 +53,8 @@ MUTATIONS = [
     (
         "wrong batch index in the schedule",
         H + "problem.py",
-        "        index = schedule[step]",
-        "        index = schedule[step // 2]",
+        "        index = on_device[step]",
+        "        index = on_device[step // 2]",
         T + "test_modes.py",
     ),
     (
@@ -307,8 +307,8 @@ MUTATIONS = [
     (
         "uint8 labels passed on as they are",
         H + "problem.py",
-        "    train_x, train_y = _flat(data.train, dtype), data.train.labels.long()",
-        "    train_x, train_y = _flat(data.train, dtype), data.train.labels",
+        "    train_x, train_y = _flat(data.train, dtype, device), _labels(data.train, device)",
+        "    train_x, train_y = _flat(data.train, dtype, device), data.train.labels.to(device)",
         T + "test_fused.py",
     ),
     (
@@ -394,6 +394,20 @@ MUTATIONS = [
         "        training_accuracy=problem.accuracy(weights, data.train),",
         "        training_accuracy=problem.accuracy(weights, data.validation),",
         T + "test_report.py",
+    ),
+    (
+        "a device that cannot hold the problem accepted",
+        H + "problem.py",
+        "    device = usable_device(device)\n    _check_labels(data)",
+        "    _check_labels(data)",
+        T + "test_modes.py",
+    ),
+    (
+        "accuracy compared against the first label only",
+        H + "problem.py",
+        "            return float((predicted == _labels(split, device)).double().mean())",
+        "            return float((predicted == split.labels.to(device)[:1]).double().mean())",
+        T + "test_report.py " + T + "test_modes.py",
     ),
 ]
 
