@@ -1,6 +1,7 @@
 """Where should ``pca:K``'s small symmetric eigendecompositions run when the model is on a GPU?
 
     python benchmarks/cuda_eigh.py --out cuda_eigh.json      (needs CUDA; CI has none)
+    python benchmarks/cuda_eigh.py --cpu --batch 16 --out cuda_eigh_cpu.json   (the CPU's routes)
 
 ``pca:K`` (``sipgrad.hooks.policies.truncate_rank``) takes, for each sample and hooked layer,
 the top-K eigenvectors of the N x N Gram matrix of its gradient matrix (C x N, N = H x W:
@@ -92,6 +93,28 @@ def kernel_rows(batch: int, rounds: int) -> list[dict]:
     return rows
 
 
+def cpu_rows(batch: int, rounds: int) -> list[dict]:
+    """The CPU's choice: sipgrad's route (``eigh`` of the Gram matrix) against ``torch.linalg.svd``, side by side."""
+    generator = torch.Generator().manual_seed(0)
+    matrices = [torch.randn(batch, c, n, generator=generator) for c, n in SHAPES]
+    references = [policies.truncate_rank(m.double(), RANK) for m in matrices]
+
+    def by_svd(matrix: torch.Tensor) -> torch.Tensor:
+        top = torch.linalg.svd(matrix, full_matrices=False)[2][:, :RANK].transpose(1, 2)
+        return (matrix @ top) @ top.transpose(1, 2)
+
+    routes = {"eigh of the Gram matrix (sipgrad's CPU route)": lambda m: policies.truncate_rank(m, RANK),
+              "torch.linalg.svd": by_svd}
+    seconds = interleaved({name: (lambda route=route: [route(m) for m in matrices]) for name, route in routes.items()},
+                          rounds)
+    return [{"variant": name, "batch": batch, "threads": torch.get_num_threads(),
+             "ms per batch (9 layers)": 1000 * seconds[name],
+             "x eigh route": seconds[name] / seconds["eigh of the Gram matrix (sipgrad's CPU route)"],
+             "worst relative error vs float64": max(float((route(m).double() - r).norm() / r.norm())
+                                                    for m, r in zip(matrices, references))}
+            for name, route in routes.items()]
+
+
 def explain_rows(batch: int, rounds: int, usable: list[str]) -> list[dict]:
     model = sipgrad.load_model(device="cuda")
     inputs = torch.randn(batch, 3, 224, 224, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
@@ -124,8 +147,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cpu", action="store_true",
+                        help="time the CPU's two routes instead (eigh of the Gram matrix, torch.linalg.svd)")
     parser.add_argument("--out", default="cuda_eigh.json")
     args = parser.parse_args()
+    if args.cpu:
+        rows = cpu_rows(args.batch, args.rounds)
+        print_table(rows, ["variant", "batch", "threads", "ms per batch (9 layers)", "x eigh route",
+                           "worst relative error vs float64"])
+        write_json(args.out, rows, median_note=f"median of {args.rounds} interleaved rounds after one warm-up")
+        return 0
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return 2
