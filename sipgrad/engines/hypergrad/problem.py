@@ -144,11 +144,16 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
 
     The model's initial weights and the mini-batch order both come from ``seed``, drawn on
     the CPU whatever ``device`` is, so a problem on ``cuda`` starts from the same weights and
-    visits the same mini-batches as on the CPU. The splits are copied to ``device`` once;
-    both hypergradient modes then run where the weights are.
+    visits the same mini-batches as on the CPU. The three splits are copied to ``device``
+    once (the problem's ``data`` holds those copies), and both hypergradient modes run where
+    the weights are. A ``model`` passed in is moved to ``dtype`` and ``device`` in place, as
+    ``Module.to`` does.
     """
     device = usable_device(device)
     _check_labels(data)
+    if device.type != "cpu":  # once here, not at every report's accuracies
+        data = replace(data, **{part: Split(getattr(data, part).inputs.to(device), getattr(data, part).labels.to(device))
+                                for part in ("train", "validation", "test")})
     if model is None:
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, and the caller's generator left as it was
             torch.manual_seed(seed)

@@ -403,6 +403,7 @@ def test_both_modes_on_cuda_give_the_cpus_hypergradient(dtype, rel):
     on = {device: classification_problem(data, steps=20, batch_size=50, seed=1, hidden=(24, 24), dtype=dtype,
                                          device=device) for device in ("cpu", "cuda")}
     assert on["cuda"].inner.device.type == "cuda"
+    assert all(getattr(on["cuda"].data, part).inputs.is_cuda for part in ("train", "validation", "test"))
     assert all(torch.equal(w, on["cuda"].inner.weights[name].cpu()) for name, w in on["cpu"].inner.weights.items())
     hyper = {device: seed_hyperparameters(problem.inner, l1=1e-4, l2=1e-3) for device, problem in on.items()}
     cpu = forward_hypergradient(on["cpu"].inner, hyper["cpu"]).hypergradient
