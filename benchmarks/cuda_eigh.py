@@ -6,8 +6,8 @@
 ``pca:K`` (``sipgrad.hooks.policies.truncate_rank``) takes, for each sample and hooked layer,
 the top-K eigenvectors of the N x N Gram matrix of its gradient matrix (C x N, N = H x W:
 196 on Lite0's 14 x 14 layers, 49 on its 7 x 7 ones). On an H200 ``explain`` with ``pca:8``
-ran at 55 images/s against 1108 plain (docs/benchmarks.md): batched ``eigh`` on CUDA works
-through these small matrices one by one. This script times, on Lite0's hooked shapes at
+ran 9x slower than plain ``grad`` while it took them from batched ``eigh``, which on CUDA
+works through these small matrices one by one (docs/benchmarks.md, GPU). This script times, on Lite0's hooked shapes at
 batch 64 (float32), the ways to get those eigenvectors:
 
 * ``eigh on cuda`` (the current code), with PyTorch's default linear-algebra library and

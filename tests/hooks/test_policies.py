@@ -167,7 +167,7 @@ def test_the_rank_filter_on_cuda_matches_float64_svd(channels, positions, dtype,
     got = truncate_rank(matrix.to(dtype).cuda(), rank).double().cpu().numpy()
     want = _numpy_truncation(matrix.to(dtype), rank)
     assert np.isfinite(got).all() and not got[1].any()
-    # float32 products: an H200 run measured 1.4e-5 and 1.8e-5 of the largest entry on Lite0's two shapes
+    # float32: the products sum hundreds of terms, so agreement is to a few 1e-5 of the largest entry, not 1e-7
     assert np.abs(got - want).max() <= (1e-4 if dtype == torch.float32 else 1e-10) * np.abs(want).max()
 
 
