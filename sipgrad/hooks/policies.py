@@ -238,8 +238,9 @@ def truncate_rank(matrix: torch.Tensor, rank: int) -> torch.Tensor:
 
     On the CPU the top singular subspace is the top eigenspace of the Gram matrix on the
     smaller side (N x N when C >= N): one batched product and one small symmetric ``eigh``,
-    then a projection. Exact up to rounding (tested against ``numpy.linalg.svd``) and 2.5-4x
-    faster than ``torch.linalg.svd`` on Lite0's layer shapes on CPU.
+    then a projection. Exact up to rounding (tested against ``numpy.linalg.svd``) and 3.1x
+    faster than ``torch.linalg.svd`` on Lite0's nine hooked shapes on the CPU
+    (``benchmarks/cuda_eigh.py --cpu``, docs/benchmarks.md).
 
     On CUDA, batched ``eigh`` works through these small matrices one by one (``pca:8`` ran at
     a ninth of plain ``grad``'s speed on an H200), so the subspace comes from cuSOLVER's
