@@ -29,7 +29,7 @@ Each outer step trains T steps from the same start, computes the hypergradient o
 validation error in forward mode (tangents for all of them at once) and/or reverse mode (stored
 trajectory), and prints RFHO's report: accuracies, validation error, the method's state
 memory (MiB), counts, each hyperparameter as name: [value after the Adam step,
-hypergradient], elapsed seconds, and peak process memory.
+hypergradient], elapsed seconds, peak process memory, and the device.
 
 Data: digits (offline, 64-300-300-10) or mnist:DIR, the four MNIST IDX files in DIR
 (784-300-300-10, 328,810 weights: the seed's network)."""

@@ -12,7 +12,7 @@ from sipgrad_cli.main import main
 SMALL = ["hypergrad", "--steps", "4", "--hyper-steps", "2", "--batch-size", "50", "--hidden", "8,8"]
 KEYS = {"step", "mode", "test_accuracy", "validation_accuracy", "training_accuracy", "validation_error", "state_mib",
         "weights", "iterations", "seconds", "hyperparameters",
-        "peak_process_mib"}  # the keys, plus the peak process memory that the text report prints too
+        "peak_process_mib", "device"}  # the keys, plus the peak process memory and the device, as in the text
 NAMES = [f"rho_l1_{k}" for k in range(3)] + [f"rho_l2_{k}" for k in range(3)] + ["eta", "mu"]
 
 
@@ -24,6 +24,7 @@ def test_json_lists_both_modes_per_outer_step_with_the_seeds_fields(capsys):
         assert set(record) == KEYS
         assert list(record["hyperparameters"]) == NAMES
         assert record["weights"] == 64 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10 and record["iterations"] == 4
+        assert record["device"] == "cpu"
     forward, reverse = records[0], records[1]
     for name in NAMES:
         f, r = forward["hyperparameters"][name], reverse["hyperparameters"][name]

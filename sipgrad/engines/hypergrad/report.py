@@ -52,6 +52,7 @@ class StepReport:
     seconds: float
     hyperparameters: dict[str, tuple[Value, Value]]
     peak_process_mib: float
+    device: str = "cpu"  # where both modes ran; the peak process memory is the host's either way
 
     def to_json(self) -> dict:
         return {
@@ -61,7 +62,7 @@ class StepReport:
             "iterations": self.iterations, "seconds": self.seconds,
             "hyperparameters": {name: {"value": value, "hypergradient": g}
                                 for name, (value, g) in self.hyperparameters.items()},
-            "peak_process_mib": self.peak_process_mib,
+            "peak_process_mib": self.peak_process_mib, "device": self.device,
         }
 
     def format(self) -> str:
@@ -73,7 +74,8 @@ class StepReport:
                  f"memory usage (MiB): {self.state_mib:.6f}", f"# weights: {self.weights}",
                  f"# hyperparameters: {count}", f"# iterations: {self.iterations}"]
         lines += [f"{name}: [{_fmt(value)}, {_fmt(g)}]" for name, (value, g) in self.hyperparameters.items()]
-        lines += [f"Elapsed time (sec): {self.seconds:.1f}", f"peak process memory (MiB): {self.peak_process_mib:.0f}"]
+        lines += [f"Elapsed time (sec): {self.seconds:.1f}", f"peak process memory (MiB): {self.peak_process_mib:.0f}",
+                  f"device: {self.device}"]
         return "\n".join(lines)
 
 
@@ -99,7 +101,7 @@ def step_report(problem: ClassificationProblem, outer: OuterStep, mode: str, sec
         weights=problem.inner.weight_count, iterations=problem.inner.steps, seconds=seconds,
         hyperparameters={name: (_plain(outer.updated[name]), _plain(outer.result.hypergradient[name]))
                          for name in outer.result.hypergradient},
-        peak_process_mib=peak_process_mib())
+        peak_process_mib=peak_process_mib(), device=str(problem.inner.device))
 
 
 def run_experiment(problem: ClassificationProblem, hyper: Mapping[str, torch.Tensor], outer_steps: int,
