@@ -3,6 +3,7 @@
     python benchmarks/forward_gradient.py [--models mlp,cnn] [--batch-sizes 64] [--directions 1,8,64]
         [--samplers gaussian,...] [--rounds 9] [--threads 1] [--compile] [--chunk-rows 512,...]
         [--out benchmarks/results/forward_gradient.json]
+    python benchmarks/forward_gradient.py --count-ops [--models mlp,cnn] [--batch-sizes 64] [--out FILE]
 
 One "step" is what a training step spends on its gradient: backprop is forward + backward
 (``loss.backward()``) of the model; a forward-gradient step draws K directions with the
@@ -244,6 +245,47 @@ def run_paired(models: list[str], batch_sizes: list[int], rounds: int, out: str,
                command=" ".join(["python", "benchmarks/forward_gradient.py", *sys.argv[1:]]))
 
 
+def count_ops(models: list[str], batch_sizes: list[int], out: str) -> None:
+    """How many aten ops one K = 1 fused step dispatches, against backprop's forward and backward passes.
+
+    Counted with a ``TorchDispatchMode`` (every op that reaches the dispatcher, after one
+    warm-up call). The fused step runs no autograd, so each of its ops is a call made from
+    Python; backprop's backward ops are run by autograd's engine in C++.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket.__name__))
+            return func(*args, **(kwargs or {}))
+
+    def counted(run) -> list[str]:
+        with Counter() as counter:
+            run()
+        return counter.ops
+
+    rows = []
+    for model_name in models:
+        for batch_size in batch_sizes:
+            model, x, y = make(model_name, batch_size)
+            step = forward_step(model, x, y, "gaussian", 1)
+            step()
+            fused = counted(step)
+            model.zero_grad(set_to_none=True)
+            with Counter() as forward_counter:
+                loss = F.cross_entropy(model(x), y)
+            backward = counted(loss.backward)
+            rows.append({"model": model_name, "batch": batch_size, "fused K=1 step ops": len(fused),
+                         "backprop forward ops": len(forward_counter.ops), "backprop backward ops": len(backward),
+                         "fused ops": fused})
+    print_table(rows, ["model", "batch", "fused K=1 step ops", "backprop forward ops", "backprop backward ops"])
+    write_json(out, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mlp,cnn")
@@ -262,8 +304,13 @@ def main() -> None:
                         help="only break a K = 1 step into its parts (sampling, JVP, combining) beside backprop")
     parser.add_argument("--paired", action="store_true",
                         help="only goal 1: paired CPU-time ratios of K = 1 steps to backprop, with 95%% intervals")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="only count the aten ops of a fused K = 1 step and of backprop's two passes")
     parser.add_argument("--out", default="benchmarks/results/forward_gradient.json")
     args = parser.parse_args()
+    if args.count_ops:
+        count_ops(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.out)
+        return
 
     torch.set_num_threads(args.threads)
     clock = 1 if args.threads == 1 else 0  # index into (wall, cpu): CPU time adds threads up
