@@ -2,9 +2,9 @@
 
 A forward and backward pass frees tens of MB of temporaries that glibc's allocator keeps
 for reuse rather than returning (89 MiB after one EfficientNet-Lite0 pass of a 224 x 224
-input, benchmarks/trim_memory.py). Before the
-full-size work on a large photo (the map at the original size, the overlay) that retained
-heap would sit under the run's memory peak, so the explain path hands it back first.
+input, benchmarks/trim_memory.py). Before the full-size work on a large photo (the map at
+the original size, the overlay) that retained heap would sit under the run's memory peak,
+so the explain path hands it back first.
 """
 
 from __future__ import annotations
