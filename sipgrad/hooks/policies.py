@@ -236,18 +236,26 @@ class ActivationPolicy(_TopFractionPolicy):
 def truncate_rank(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     """The rank-``rank`` truncated SVD of each matrix in a batch (B x C x N).
 
-    On the CPU the top singular subspace is the top eigenspace of the Gram matrix on the
-    smaller side (N x N when C >= N): one batched product and one small symmetric ``eigh``,
-    then a projection. Exact up to rounding (tested against ``numpy.linalg.svd``) and 3.1x
-    faster than ``torch.linalg.svd`` on Lite0's nine hooked shapes on the CPU
-    (``benchmarks/cuda_eigh.py --cpu``, docs/benchmarks.md).
-
-    On CUDA, batched ``eigh`` works through these small matrices one by one (``pca:8`` ran at
-    a ninth of plain ``grad``'s speed on an H200), so the subspace comes from cuSOLVER's
-    batched SVD for tall matrices instead (``_truncate_rank_cuda``).
+    On the CPU the top singular subspace comes from a small symmetric ``eigh``
+    (``_truncate_rank_eigh``). On CUDA, batched ``eigh`` works through these small matrices
+    one by one (``pca:8`` ran at a ninth of plain ``grad``'s speed on an H200), so the
+    subspace comes from cuSOLVER's batched SVD for tall matrices instead
+    (``_truncate_rank_cuda``).
     """
     if matrix.is_cuda:
         return _truncate_rank_cuda(matrix, rank)
+    return _truncate_rank_eigh(matrix, rank)
+
+
+def _truncate_rank_eigh(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+    """``truncate_rank`` through the Gram matrix: the CPU's route, and the GPU's fallback.
+
+    The top singular subspace is the top eigenspace of the Gram matrix on the smaller side
+    (N x N when C >= N): one batched product and one small symmetric ``eigh``, then a
+    projection. Exact up to rounding (tested against ``numpy.linalg.svd``) and 3.1x faster
+    than ``torch.linalg.svd`` on Lite0's nine hooked shapes on the CPU
+    (``benchmarks/cuda_eigh.py --cpu``, docs/benchmarks.md).
+    """
     if matrix.shape[1] >= matrix.shape[2]:
         _, vectors = torch.linalg.eigh(matrix.transpose(1, 2) @ matrix)  # ascending eigenvalues
         top = vectors[:, :, -rank:]
@@ -270,20 +278,17 @@ def _truncate_rank_cuda(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     for the GPU to read cuSOLVER's status.
     """
     tall = matrix.shape[1] >= matrix.shape[2]
-    vh = None
-    with warnings.catch_warnings():  # torch advises redoing a failed SVD with another driver: done below
+    with warnings.catch_warnings():  # torch advises redoing a failed SVD with another driver: done here
         warnings.simplefilter("ignore", UserWarning)
         try:
             # The right singular vectors of the tall orientation span the smaller side's top subspace.
             _, _, vh = torch.linalg.svd(matrix if tall else matrix.transpose(1, 2), full_matrices=False,
                                         driver="gesvda")
         except torch.linalg.LinAlgError:
-            pass
-    if vh is not None and bool(torch.isfinite(vh).all()):
-        top = vh[:, :rank].transpose(1, 2)
-    else:
-        gram = matrix.transpose(1, 2) @ matrix if tall else matrix @ matrix.transpose(1, 2)
-        top = torch.linalg.eigh(gram)[1][:, :, -rank:]
+            return _truncate_rank_eigh(matrix, rank)
+    if not bool(torch.isfinite(vh).all()):
+        return _truncate_rank_eigh(matrix, rank)
+    top = vh[:, :rank].transpose(1, 2)
     return (matrix @ top) @ top.transpose(1, 2) if tall else top @ (top.transpose(1, 2) @ matrix)
 
 
