@@ -136,8 +136,7 @@ def peer(library: str, problem, inner: InnerProblem, hyper: dict, steps: int, me
             loss = loss + h[f"rho_l1_{k}"] * w.abs().sum() + h[f"rho_l2_{k}"] * (w * w).sum()
         return loss
 
-    val_x = problem.data.validation.flat().to(DEVICE)
-    val_y = problem.data.validation.labels.long().to(DEVICE)
+    val_x, val_y = problem.data.validation.flat(), problem.data.validation.labels  # already on DEVICE
     if library == "higher":
         import higher
 
