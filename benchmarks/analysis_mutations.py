@@ -25,8 +25,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _mutations import run_mutations  # noqa: E402
 
-COPIED = ("sipgrad/analysis", "sipgrad/evaluation", "sipgrad/models/preprocessing.py", "tests/analysis",
-          "tests/evaluation", "tests/conftest.py")
+COPIED = ("sipgrad/analysis", "sipgrad/evaluation", "sipgrad/models/preprocessing.py", "sipgrad/datasets.py",
+          "tests/analysis", "tests/evaluation", "tests/test_datasets.py", "tests/conftest.py")
 
 MUTATIONS = [
     ('per_example: a layer is the first name segment (nested modules pooled)', 'sipgrad/analysis/per_example.py',
@@ -289,6 +289,24 @@ MUTATIONS = [
      '        self.sketch = shrunk[:, None] * directions[:keep]\n',
      '        self.sketch = (shrunk[:, None] * directions[:keep])[:int((shrunk > 0).sum())]\n',
      'tests/analysis/test_streaming_pca.py tests/analysis/test_projected_training.py'),
+    ('per_example: the root module's parameters a layer each', 'sipgrad/analysis/per_example.py',
+     'layer = name.rsplit(".", 1)[0] if "." in name else ""',
+     'layer = name.rsplit(".", 1)[0] if "." in name else name',
+     'tests/analysis/test_per_example.py'),
+    # The small data sets' readers (added 2026-12-01, after a review found them accepting wrong files).
+    ('data: MNIST files of any IDX data type accepted', 'sipgrad/datasets.py',
+     'if array.dtype != np.uint8:', 'if False:', 'tests/test_datasets.py'),
+    ('data: MNIST test images of another size accepted', 'sipgrad/datasets.py',
+     'if train_size != test_size:', 'if False:', 'tests/test_datasets.py'),
+    ('data: IDX size product in int64 (wraps)', 'sipgrad/datasets.py',
+     'expected = math.prod(shape) * dtype.itemsize', 'expected = int(np.prod(shape)) * dtype.itemsize',
+     'tests/test_datasets.py'),
+    ('data: CIFAR-10 record counts not compared', 'sipgrad/datasets.py',
+     'if count != counts[CIFAR10_TRAIN[0]]:', 'if False:', 'tests/test_datasets.py'),
+    ('data: a download saved before it is checked', 'sipgrad/datasets.py',
+     '        _parse_idx(data, Path(MNIST_URL + target.name))\n', '', 'tests/test_datasets.py'),
+    ('data: an interrupted download escapes as a traceback', 'sipgrad/datasets.py',
+     'OSError, http.client.HTTPException) as error:', 'OSError) as error:', 'tests/test_datasets.py'),
 ]
 
 

@@ -33,8 +33,8 @@ cosine between the batch-mean gradient g and its projection onto the top-k direc
 Writes OUT/spectrum.json and OUT/spectrum.png."""
 
 TRAIN_DESCRIPTION = """Train with SGD, momentum, or pca-sgd (the batch gradient projected onto a
-streaming top-k subspace of the per-example gradients, per layer), with a share of the
-training labels made wrong.
+top-k subspace of the per-example gradients, per layer: a streaming one, or with --subspace
+batch this batch's own), with a share of the training labels made wrong.
 
 Comma-separated --optimizer, --label-noise and --seed values run every combination;
 runs with the same seed share initial weights, corrupted labels and batch order.

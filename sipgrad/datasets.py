@@ -21,6 +21,8 @@ N x D view an MLP wants.
 from __future__ import annotations
 
 import gzip
+import http.client
+import math
 import os
 import struct
 import zlib
@@ -127,6 +129,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             data = handle.read()
     except (OSError, EOFError, zlib.error) as error:  # zlib.error: a damaged deflate body inside a .gz
         raise SipgradError(f"{path}: cannot read IDX file ({error})") from None
+    return _parse_idx(data, path)
+
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """The array in an IDX file's bytes ``data`` (uncompressed); errors name ``path``."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES or data[3] < 1:
         raise SipgradError(f"{path}: not an IDX file (bad magic number)")
     dtype, dims = np.dtype(IDX_TYPES[data[2]]), data[3]
@@ -134,7 +141,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(data) < header:
         raise SipgradError(f"{path}: IDX header is truncated")
     shape = struct.unpack(f">{dims}I", data[4:header])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: numpy's int64 product would wrap
     if len(data) - header != expected:
         raise SipgradError(f"{path}: IDX header says {shape} ({expected} bytes of data) "
                            f"but the file holds {len(data) - header}")
@@ -150,17 +157,31 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def load_mnist(directory: str | os.PathLike, seed: int = 0, validation: int = 10000) -> SmallDataset:
-    """MNIST from the four IDX files in ``directory``; ``validation`` training images are held out."""
+    """MNIST from the four IDX files in ``directory``; ``validation`` training images are held out.
+
+    The files must be MNIST's own kind: unsigned bytes (IDX type 0x08), images of one size in
+    both splits. Anything else would load without complaint and go wrong later (float labels
+    truncated, pixels scaled out of [0, 1], a network sized for the wrong images).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise SipgradError(f"{directory}: no such folder (MNIST needs the four IDX files there)")
-    arrays = {key: read_idx(_find(directory, stem)) for key, stem in MNIST_FILES.items()}
+    paths = {key: _find(directory, stem) for key, stem in MNIST_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    for key, array in arrays.items():
+        if array.dtype != np.uint8:
+            raise SipgradError(f"{paths[key]}: IDX data type {array.dtype}, where MNIST's files hold "
+                               f"unsigned bytes (type 0x08)")
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise SipgradError(f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match")
-        if labels.size and (labels.min() < 0 or labels.max() > 9):
-            raise SipgradError(f"{directory}: {split} labels outside 0..9")
+        if labels.size and labels.max() > 9:
+            raise SipgradError(f"{paths[f'{split}_labels']}: label {labels.max()} outside 0..9")
+    train_size, test_size = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_size != test_size:
+        raise SipgradError(f"{paths['test_images']}: images of {test_size[0]} x {test_size[1]} where the "
+                           f"training images are {train_size[0]} x {train_size[1]}")
     train_images = arrays["train_images"][:, None].astype(np.float32) / 255.0
     train_labels = arrays["train_labels"]
     if not 0 <= validation < len(train_labels):
@@ -195,13 +216,21 @@ def load_cifar10(directory: str | os.PathLike, seed: int = 0, validation: int = 
         raise SipgradError(f"{directory}: no {missing[0]}; CIFAR-10 needs the binary version's "
                            f"data_batch_1.bin .. data_batch_5.bin and test_batch.bin{hint}")
     parts = [_read_cifar_file(directory / name) for name in CIFAR10_TRAIN]
+    test_images, test_labels = _read_cifar_file(directory / CIFAR10_TEST)
+    # CIFAR-10's six files hold 10,000 records each; one cut short at a record boundary is a
+    # whole number of records, so only the count against the others shows it.
+    counts = {name: len(labels) for name, (_, labels) in zip((*CIFAR10_TRAIN, CIFAR10_TEST),
+                                                             (*parts, (test_images, test_labels)))}
+    for name, count in counts.items():
+        if count != counts[CIFAR10_TRAIN[0]]:
+            raise SipgradError(f"{directory / name}: {count} records where {CIFAR10_TRAIN[0]} holds "
+                               f"{counts[CIFAR10_TRAIN[0]]}; is one of them a partial copy?")
     images = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     labels = np.concatenate([p[1] for p in parts])
     if not 0 <= validation < len(labels):
         raise SipgradError(f"validation size {validation} must be below the {len(labels)} training images")
     order = np.random.default_rng(seed).permutation(len(labels))
     val_idx, train_idx = order[:validation], order[validation:]
-    test_images, test_labels = _read_cifar_file(directory / CIFAR10_TEST)
     return SmallDataset("cifar10", _to_split(images[train_idx], labels[train_idx]),
                         _to_split(images[val_idx], labels[val_idx]),
                         _to_split(test_images.astype(np.float32) / 255.0, test_labels))
@@ -223,12 +252,19 @@ def download_mnist(directory: str | os.PathLike) -> Path:
         try:
             with urllib.request.urlopen(MNIST_URL + target.name, timeout=30) as response:
                 payload = response.read()
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # IncompleteRead: an HTTPException
             raise SipgradError(f"cannot download MNIST ({error}); offline, copy the four IDX files into "
                                f"{directory} yourself, or use the digits data set") from None
+        # Check the bytes before they are kept: a wrong or truncated download saved here would be
+        # skipped as done by the next call.
+        try:
+            data = gzip.decompress(payload)
+        except (OSError, EOFError, zlib.error) as error:
+            raise SipgradError(f"{MNIST_URL}{target.name}: the download is not a whole gzip file ({error}); "
+                               f"nothing was saved") from None
+        _parse_idx(data, Path(MNIST_URL + target.name))
         with atomic_write(target) as tmp:
             tmp.write_bytes(payload)
-        read_idx(target)  # refuse a truncated or wrong download now, not later
     return directory
 
 

@@ -9,14 +9,32 @@ import numpy as np
 import pytest
 import torch
 
-from sipgrad.datasets import load_cifar10, load_dataset, load_digits, load_mnist, read_idx
+from sipgrad import datasets
+from sipgrad.datasets import MNIST_FILES, load_cifar10, load_dataset, load_digits, load_mnist, read_idx
 from sipgrad.errors import SipgradError
 
 
-def _write_idx(path, array: np.ndarray, compress: bool = False) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(payload)
+IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">f4"): 0x0D}
+
+
+def _idx_bytes(array: np.ndarray, dtype=np.uint8) -> bytes:
+    dtype = np.dtype(dtype)
+    header = struct.pack(">BBBB", 0, 0, IDX_CODES[dtype], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(dtype).tobytes()
+
+
+def _write_idx(path, array: np.ndarray, compress: bool = False, dtype=np.uint8) -> None:
+    (gzip.open if compress else open)(path, "wb").write(_idx_bytes(array, dtype))
+
+
+def _write_mnist(folder, train=(30, 28, 28), test=(7, 28, 28), dtypes=None) -> None:
+    """Four small IDX files in ``folder``; ``dtypes`` maps a file's key (train_images ...) to its data type."""
+    rng = np.random.default_rng(0)
+    dtypes = dtypes or {}
+    arrays = {"train_images": rng.integers(0, 256, size=train), "train_labels": rng.integers(0, 10, size=train[0]),
+              "test_images": rng.integers(0, 256, size=test), "test_labels": rng.integers(0, 10, size=test[0])}
+    for key, stem in MNIST_FILES.items():
+        _write_idx(folder / stem, arrays[key], dtype=dtypes.get(key, np.uint8))
 
 
 def test_digits_splits_are_disjoint_reproducible_and_scaled():
@@ -97,6 +115,102 @@ def test_idx_header_that_disagrees_with_the_size_is_refused(tmp_path):
         read_idx(tmp_path / "junk")
 
 
+@pytest.mark.parametrize("key, dtype", [("train_labels", ">f4"), ("test_labels", ">i2"), ("train_images", ">f4"),
+                                        ("test_images", ">i2")])
+def test_mnist_files_of_another_data_type_are_refused_naming_the_file(tmp_path, key, dtype):
+    """Float labels would be truncated and float or int16 pixels scaled out of [0, 1]: only unsigned bytes load."""
+    _write_mnist(tmp_path, dtypes={key: dtype})
+    with pytest.raises(SipgradError, match=rf"{MNIST_FILES[key]}: IDX data type .*0x08"):
+        load_mnist(tmp_path, validation=5)
+
+
+def test_mnist_test_images_of_another_size_are_refused(tmp_path):
+    _write_mnist(tmp_path, test=(7, 20, 20))
+    with pytest.raises(SipgradError, match=r"t10k-images-idx3-ubyte: images of 20 x 20 where the training images are 28 x 28"):
+        load_mnist(tmp_path, validation=5)
+    _write_mnist(tmp_path, test=(7, 28, 28))
+    assert load_mnist(tmp_path, validation=5).image_shape == (1, 28, 28)
+
+
+def test_mnist_label_outside_0_to_9_names_the_file(tmp_path):
+    _write_mnist(tmp_path)
+    _write_idx(tmp_path / MNIST_FILES["test_labels"], np.full(7, 10))
+    with pytest.raises(SipgradError, match=r"t10k-labels-idx1-ubyte: label 10 outside 0\.\.9"):
+        load_mnist(tmp_path, validation=5)
+
+
+def test_an_idx_header_whose_size_overflows_int64_is_refused_by_size(tmp_path):
+    """65536^4 elements wrap numpy's int64 product to 0, which matched an empty body: Python ints do not wrap."""
+    path = tmp_path / "huge-idx"
+    path.write_bytes(struct.pack(">BBBB", 0, 0, 0x08, 4) + struct.pack(">4I", *(65536,) * 4))
+    with pytest.raises(SipgradError, match=r"huge-idx: IDX header says .* \(18446744073709551616 bytes of data\) "
+                                           r"but the file holds 0"):
+        read_idx(path)
+
+
+class _Response:
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def read(self) -> bytes:
+        if isinstance(self.payload, Exception):
+            raise self.payload
+        return self.payload
+
+
+def test_a_bad_download_is_refused_and_not_kept(tmp_path, monkeypatch):
+    """A wrong payload (an HTML page) is refused before it is written, so the next call does not skip it as done."""
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _Response(b"<html>rate limited</html>"))
+    for _ in range(2):
+        with pytest.raises(SipgradError, match=r"train-images-idx3-ubyte\.gz: the download is not a whole gzip file"):
+            datasets.download_mnist(tmp_path)
+        assert list(tmp_path.iterdir()) == []
+    wrong = gzip.compress(b"\x89PNG not idx")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _Response(wrong))
+    with pytest.raises(SipgradError, match=r"train-images-idx3-ubyte\.gz: not an IDX file"):
+        datasets.download_mnist(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_download_is_a_clear_error(tmp_path, monkeypatch):
+    import http.client
+    import urllib.request
+
+    cut = http.client.IncompleteRead(b"abc", 100)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _Response(cut))
+    with pytest.raises(SipgradError, match="cannot download MNIST .*IncompleteRead"):
+        datasets.download_mnist(tmp_path)
+
+
+def test_a_good_download_is_kept_and_loads(tmp_path, monkeypatch):
+    import urllib.request
+
+    rng = np.random.default_rng(0)
+    shapes = {"train-images-idx3-ubyte": (12, 28, 28), "train-labels-idx1-ubyte": (12,),
+              "t10k-images-idx3-ubyte": (3, 28, 28), "t10k-labels-idx1-ubyte": (3,)}
+    served = {stem: gzip.compress(_idx_bytes(rng.integers(0, 10, size=shape))) for stem, shape in shapes.items()}
+    urls = []
+
+    def urlopen(url, timeout):
+        urls.append(url)
+        return _Response(served[url.rsplit("/", 1)[1].removesuffix(".gz")])
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    datasets.download_mnist(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{stem}.gz" for stem in shapes)
+    assert len(load_mnist(tmp_path, validation=2).train) == 10
+    datasets.download_mnist(tmp_path)  # everything is there: nothing is fetched again
+    assert len(urls) == 4
+
+
 def test_cifar10_binary_records(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "cifar-10-batches-bin"
@@ -113,6 +227,17 @@ def test_cifar10_binary_records(tmp_path):
     assert len(data.train) == 15 and len(data.validation) == 5 and len(data.test) == 4
     assert int(data.test.labels[0]) == first[0]
     assert torch.allclose(data.test.inputs[0], torch.from_numpy(first[1] / 255.0).float())
+
+
+def test_cifar10_file_cut_at_a_record_boundary_is_refused(tmp_path):
+    """A partial copy that ends between records is a whole number of records: its count against the others shows it."""
+    rng = np.random.default_rng(2)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        count = 3 if name == "data_batch_4.bin" else 4
+        labels = rng.integers(0, 10, size=(count, 1), dtype=np.uint8)
+        np.concatenate([labels, rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)], axis=1).tofile(tmp_path / name)
+    with pytest.raises(SipgradError, match=r"data_batch_4\.bin: 3 records where data_batch_1\.bin holds 4"):
+        load_cifar10(tmp_path, validation=2)
 
 
 def test_cifar10_refuses_the_pickled_python_version(tmp_path):

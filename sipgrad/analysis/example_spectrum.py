@@ -45,7 +45,8 @@ class ExampleGradientSpectrum:
         explained: each direction's share of the gradients' energy (sums to 1).
         effective_rank: exp of the entropy of the normalised singular values.
         ks: the k values of ``mean_projection_cosine``.
-        mean_projection_cosine: cos(g, P_k g) for each k in ``ks`` (1 when k >= rank).
+        mean_projection_cosine: cos(g, P_k g) for each k in ``ks`` (1 when k >= rank, uncentred;
+            centred, g need not lie in the centred rows' span).
     """
 
     batch_size: int

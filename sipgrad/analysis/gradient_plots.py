@@ -24,6 +24,11 @@ def _save(fig, path: str | os.PathLike) -> None:
         fig.savefig(tmp, dpi=100, format="png")
 
 
+def _layer_label(layer: str) -> str:
+    """A legend entry: "all" is the whole model, "" the root module's own parameters (``LayerLayout``)."""
+    return {"all": "whole model", "": "root module"}.get(layer, f"layer {layer}")
+
+
 def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     """Three panels: effective rank vs batch size (one line per layer); cos(g, P_k g) vs k for the
     whole model (one line per batch size); and the cumulative explained energy of the largest batch."""
@@ -34,7 +39,7 @@ def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     for layer in layers:
         mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["batch size"])
         rank_ax.plot([r["batch size"] for r in mine], [r["effective rank"] for r in mine], marker="o",
-                     label=f"layer {layer}" if layer != "all" else "whole model")
+                     label=_layer_label(layer))
     rank_ax.set(xscale="log", xlabel="batch size B", ylabel="effective rank",
                 title="effective rank of the B x P gradients")
     for size in sizes:
@@ -48,7 +53,7 @@ def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
         row = next(r for r in rows if r["layer"] == layer and r["batch size"] == largest)
         explained = np.cumsum(row["explained"])
         energy_ax.plot(np.arange(1, len(explained) + 1), explained,
-                       label=f"layer {layer}" if layer != "all" else "whole model")
+                       label=_layer_label(layer))
     energy_ax.set(xscale="log", xlabel="number of directions", ylabel="share of gradient energy", ylim=(0, 1.02),
                   title=f"cumulative energy, B = {largest}")
     # Log axes label only powers of ten by default: with B = 32, 64 or k = 1, 4 nothing measured would be

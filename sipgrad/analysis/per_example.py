@@ -13,7 +13,8 @@ would depend on the others: such models are refused (switch them to ``eval()``, 
 norm uses its running statistics and every example is independent).
 
 A *layer* is a module that owns parameters directly (``0.weight`` and ``0.bias`` form layer
-``0``). ``LayerLayout`` flattens a parameter dict into one vector per layer and back, so the
+``0``; the parameters of the model's root module itself, say a bare ``nn.Linear``'s, form
+layer ``""``). ``LayerLayout`` flattens a parameter dict into one vector per layer and back, so the
 analyses can treat layers of any shapes as plain vectors of P_layer numbers.
 """
 
@@ -93,7 +94,7 @@ class LayerLayout:
     def of(cls, params: Mapping[str, torch.Tensor]) -> "LayerLayout":
         layers: dict[str, list[str]] = {}
         for name in params:
-            layer = name.rsplit(".", 1)[0] if "." in name else name
+            layer = name.rsplit(".", 1)[0] if "." in name else ""  # the root module's own parameters: layer ""
             layers.setdefault(layer, []).append(name)
         return cls({layer: tuple(names) for layer, names in layers.items()},
                    {name: tuple(p.shape) for name, p in params.items()})

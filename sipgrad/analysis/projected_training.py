@@ -76,7 +76,7 @@ class Subspace:
 
 
 class StreamingSubspace(Subspace):
-    """Frequent Directions over every batch so far, older batches weighted by decay**age."""
+    """Frequent Directions over every batch so far, an older batch's rows counting decay**age in A^T A."""
 
     def __init__(self, sizes: Mapping[str, int], config: "ProjectedTrainConfig") -> None:
         self.sketch = LayerwiseSketch(sizes, config.k, config.sketch_size, config.decay)

@@ -14,7 +14,8 @@ which leaves at most l non-zero rows. Memory is O(l x P), time O(l P) per row.
 
 Gradients drift as a model trains, so ``decay`` < 1 forgets: before each ``update`` the
 sketch is scaled by sqrt(decay), which makes it a sketch of the rows weighted by
-decay**(age in updates / 2); the bound then holds for that weighted A.
+decay**(age in updates / 2), so that a row counts decay**age in A^T A; the bound then holds
+for that weighted A.
 
 Layers have different shapes (the seed's second open problem), so ``LayerwiseSketch`` keeps one
 sketch per layer, of that layer's flattened gradient (P_layer columns), and projects each layer's

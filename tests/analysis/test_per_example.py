@@ -132,14 +132,24 @@ def test_a_layer_is_the_module_that_owns_the_parameter_also_when_nested():
               "blocks.1.conv.weight": torch.zeros(4, 2), "head.weight": torch.zeros(1, 4), "scale": torch.zeros(())}
     layout = LayerLayout.of(params)
     assert layout.layers == {"blocks.0.conv": ("blocks.0.conv.weight", "blocks.0.conv.bias"),
-                             "blocks.1.conv": ("blocks.1.conv.weight",), "head": ("head.weight",), "scale": ("scale",)}
-    assert layout.size("blocks.0.conv") == 8 and layout.size("scale") == 1
+                             "blocks.1.conv": ("blocks.1.conv.weight",), "head": ("head.weight",), "": ("scale",)}
+    assert layout.size("blocks.0.conv") == 8 and layout.size("") == 1
     model = nn.Sequential(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3)), nn.Linear(3, 2))
     inputs, labels = torch.randn(5, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 0, 1])
     rows = layer_gradients(model, inputs, labels)
     assert list(rows) == ["0.0", "0.2", "1"]
     expected = loop_gradients(model, inputs, labels)
     torch.testing.assert_close(rows["0.2"], torch.cat([expected["0.2.weight"].reshape(5, -1), expected["0.2.bias"]], 1))
+
+
+def test_the_root_modules_own_parameters_are_one_layer():
+    """A bare nn.Linear owns weight and bias itself: one layer "", not a layer per parameter."""
+    model = nn.Linear(4, 3)
+    inputs, labels = torch.randn(5, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 0, 1])
+    rows = layer_gradients(model, inputs, labels)
+    assert list(rows) == [""]
+    expected = loop_gradients(model, inputs, labels)
+    torch.testing.assert_close(rows[""], torch.cat([expected["weight"].reshape(5, -1), expected["bias"]], 1))
 
 
 def test_frozen_parameters_are_left_out():
