@@ -289,7 +289,7 @@ MUTATIONS = [
      '        self.sketch = shrunk[:, None] * directions[:keep]\n',
      '        self.sketch = (shrunk[:, None] * directions[:keep])[:int((shrunk > 0).sum())]\n',
      'tests/analysis/test_streaming_pca.py tests/analysis/test_projected_training.py'),
-    ('per_example: the root module's parameters a layer each', 'sipgrad/analysis/per_example.py',
+    ("per_example: the root module's parameters a layer each", 'sipgrad/analysis/per_example.py',
      'layer = name.rsplit(".", 1)[0] if "." in name else ""',
      'layer = name.rsplit(".", 1)[0] if "." in name else name',
      'tests/analysis/test_per_example.py'),
