@@ -13,8 +13,8 @@ with A_t = dPhi_t/ds and B_t = dPhi_t/dh. Neither mode forms A_t or B_t:
   the update, ``vmap``-ed over the m tangents: the primal step runs once, the m
   Hessian-vector products of the inner gradient run as one batched pass. It keeps
   (m + 1) copies of the state whatever T is.
-* **reverse** stores the trajectory s_0 .. s_T and sweeps back with ``torch.func.vjp`` of
-  the same update (one reverse-over-reverse product per step). It keeps T + 2 copies of
+* **reverse** stores the trajectory s_0 .. s_T and sweeps back with the vector-Jacobian
+  product of the same update, through autograd (one reverse-over-reverse product per step). It keeps T + 2 copies of
   the state (trajectory and adjoint), as RFHO's ``ReverseHyperGradient``; with
   ``checkpoint_every=k`` it stores every k-th state and recomputes each segment on the way
   back (about T/k + k + 2 copies, one extra forward sweep).
@@ -253,7 +253,7 @@ def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     (default), each backward step is written out and only its Hessian-vector product goes
     through autograd; when the update carries a recognised ``network`` (a plain
     Linear/ReLU stack, see ``hypergrad/fused.py``) the gradient and that product are
-    written out too. ``fused=False`` takes ``vjp`` of the whole update, for any update.
+    written out too. ``fused=False`` takes the vector-Jacobian product of the whole update, for any update.
     ``store_activations`` (fused only) also keeps, for every stored step, what its
     Hessian-vector product needs (the gradient's graph, or the hand-written pass's
     ``Activations``; counted in ``state_mib``), so that the backward sweep does not redo

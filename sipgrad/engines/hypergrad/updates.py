@@ -8,8 +8,8 @@ reads, in both modes, without further code. An update is any callable
 
 over dicts of tensors (``hyper`` maps names to scalar or vector tensors). It must be built
 from differentiable torch operations, use no in-place writes and call no ``.item()``:
-the forward mode runs it under ``torch.func.jvp`` and ``vmap``, the reverse mode under
-``torch.func.vjp``.
+the forward mode runs it under ``torch.func.jvp`` and ``vmap``, the reverse modes through
+autograd (``torch.autograd.grad``).
 
 The built-in heavy-ball update comes in two conventions (``UPDATES``):
 
@@ -155,6 +155,10 @@ class HeavyBall:
         ``torch.autograd.grad(create_graph=True)`` gives the same gradient about 7% faster
         than ``torch.func.grad`` (benchmarks/hypergradient.py measures the modes).
         """
+        if _tracked_by_autograd(weights):
+            # A weight that no differentiated hyperparameter reaches (a bias when only penalties are
+            # differentiated) does not require grad, yet its gradient is part of the step: make it a leaf.
+            weights = {name: w if w.requires_grad else w.detach().requires_grad_() for name, w in weights.items()}
         extra = (weights, batch) if not self.loss_hyper else (weights, batch, {n: hyper[n] for n in self.loss_hyper})
         if _tracked_by_autograd(weights):
             values = list(weights.values())

@@ -73,6 +73,22 @@ def test_all_modes_and_variants_agree_to_1e_9_in_float64(smooth):
             torch.testing.assert_close(result.weights[name], w, rtol=1e-12, atol=1e-13)
 
 
+def test_every_variant_takes_only_penalty_coefficients_as_wrt():
+    """With eta and mu fixed, the biases (not penalised) depend on no differentiated hyperparameter: their
+    gradient must still reach the step (the whole graph used to refuse them)."""
+    problem = classification_problem(load_digits(), steps=4, batch_size=20, hidden=(8,), dtype=F64)
+    hyper = seed_hyperparameters(problem.inner, eta=0.1, mu=0.5, l1=1e-3, l2=1e-3)
+    wrt = ["rho_l1_0", "rho_l2_1"]
+    reference = forward_hypergradient(problem.inner, hyper, wrt=wrt)
+    assert set(reference.hypergradient) == set(wrt) and all(float(v) != 0 for v in reference.hypergradient.values())
+    for options in ({}, {"checkpoint_every": None}, {"fused": False}, {"checkpoint_every": 3},
+                    {"store_activations": True}):
+        _close(reverse_hypergradient(problem.inner, hyper, wrt=wrt, **options).hypergradient,
+               reference.hypergradient, 1e-9)
+    _close(forward_hypergradient(problem.inner, hyper, wrt=wrt, fused=False).hypergradient,
+           reference.hypergradient, 1e-9)
+
+
 def test_forward_and_reverse_agree_to_1e_4_in_float32_at_t_100():
     problem = classification_problem(load_digits(), steps=100, batch_size=50, seed=1, hidden=(24, 24))
     hyper = seed_hyperparameters(problem.inner, eta=0.05, mu=0.5, l1=1e-4, l2=1e-3)
