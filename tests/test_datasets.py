@@ -13,7 +13,6 @@ from sipgrad import datasets
 from sipgrad.datasets import MNIST_FILES, load_cifar10, load_dataset, load_digits, load_mnist, read_idx
 from sipgrad.errors import SipgradError
 
-
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">f4"): 0x0D}
 
 

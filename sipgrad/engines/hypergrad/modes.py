@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -205,28 +206,52 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     rows = _rows(diff)
     fused_step = getattr(problem.update, "tangent_step", None) if fused else None
     workspace = Workspace()
-    for step in range(problem.steps):
-        batch = problem.batch(step)
-        if fused_step is not None:
-            weights, velocity, tangent_w, tangent_v = fused_step(weights, velocity, batch, {**fixed, **diff},
-                                                                 tangent_w, tangent_v, rows, compiled,
-                                                                 workspace=workspace)
+    with _torch_forward_ad_gaps():
+        for step in range(problem.steps):
+            weights, velocity, tangent_w, tangent_v = _forward_step(problem, problem.batch(step), fused_step, diff,
+                                                                  fixed, basis, weights, velocity, tangent_w,
+                                                                  tangent_v, rows, compiled, workspace)
             watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
-            continue
-
-        def inner(w: Params, v: Params, h: Params, batch=batch) -> tuple[Params, Params]:
-            return problem.update(w, v, batch, {**fixed, **h})
-
-        def push(zw: Params, zv: Params, zh: Params, w=weights, v=velocity) -> tuple:
-            return jvp(inner, (w, v, diff), (zw, zv, zh))
-
-        (weights, velocity), (tangent_w, tangent_v) = vmap(push, out_dims=((None, None), (0, 0)))(
-            tangent_w, tangent_v, basis)
-        watch.add(step, _values(weights, velocity, tangent_w, tangent_v))
     loss, gradient = _final_gradient(problem, weights, watch)
     flat = sum((tangent_w[name] * gradient[name]).reshape(m, -1).sum(1) for name in weights)
     return HypergradientResult(float(loss), _unflatten(flat, diff, "forward"), "forward", problem.steps,
                                state_mib, time.perf_counter() - began, weights, velocity)
+
+
+def _forward_step(problem: InnerProblem, batch, fused_step: Callable | None, diff: Params, fixed: Params,
+                  basis: Params, weights: Params, velocity: Params, tangent_w: Params, tangent_v: Params,
+                  rows: Mapping[str, int], compiled: bool, workspace: Workspace) -> tuple[Params, ...]:
+    """One inner step of the state and of its m tangents, fused or through ``jvp`` of the whole update."""
+    if fused_step is not None:
+        return fused_step(weights, velocity, batch, {**fixed, **diff}, tangent_w, tangent_v, rows, compiled,
+                          workspace=workspace)
+
+    def inner(w: Params, v: Params, h: Params) -> tuple[Params, Params]:
+        return problem.update(w, v, batch, {**fixed, **h})
+
+    def push(zw: Params, zv: Params, zh: Params) -> tuple:
+        return jvp(inner, (weights, velocity, diff), (zw, zv, zh))
+
+    (weights, velocity), (tangent_w, tangent_v) = vmap(push, out_dims=((None, None), (0, 0)))(
+        tangent_w, tangent_v, basis)
+    return weights, velocity, tangent_w, tangent_v
+
+
+@contextmanager
+def _torch_forward_ad_gaps():
+    """Turn the known torch failures of forward-over-reverse into one clear error.
+
+    ``F.mse_loss`` (and a few other losses) write in place into the zero tangent of a target
+    that has none, under ``jvp`` of their gradient (pytorch#123996, open as of torch 2.14).
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        if "ZeroTensors are immutable" not in str(error):
+            raise
+        raise SipgradError("forward mode cannot push tangents through this loss's gradient (a torch bug, "
+                           "pytorch#123996, hit by F.mse_loss with its mean reduction); use mode='reverse', or write the loss "
+                           "out, e.g. ((output - target) ** 2).mean()") from None
 
 
 def _unflatten(flat: torch.Tensor, diff: Mapping[str, torch.Tensor], mode: str) -> dict[str, torch.Tensor]:

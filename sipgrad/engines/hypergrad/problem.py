@@ -79,9 +79,17 @@ class InnerProblem:
         return sum(w.numel() for w in self.weights.values())
 
 
+def _check_count(label: str, value: object) -> None:
+    """A count (steps, a batch size, a layer width) must be a positive int: 2.5 or True is a caller's slip."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SipgradError(f"{label} must be a positive integer, got {value!r}")
+
+
 def epoch_schedule(examples: int, batch_size: int, steps: int, seed: int) -> torch.Tensor:
     """``steps x batch_size`` example indices: reshuffled epochs, consumed in order (RFHO's visiting)."""
-    if batch_size < 1 or batch_size > examples:
+    _check_count("steps", steps)
+    _check_count("batch size", batch_size)
+    if batch_size > examples:
         raise SipgradError(f"batch size {batch_size} must be between 1 and the {examples} training examples")
     generator = torch.Generator().manual_seed(seed)
     per_epoch = examples // batch_size
@@ -93,6 +101,8 @@ def epoch_schedule(examples: int, batch_size: int, steps: int, seed: int) -> tor
 
 def mlp(features: int, hidden: Sequence[int] = SEED_HIDDEN, classes: int = 10) -> nn.Sequential:
     """RFHO's feed-forward net: ReLU hidden layers, linear output (784-300-300-10 on MNIST)."""
+    for width in hidden:
+        _check_count("a hidden layer's width", width)
     layers: list[nn.Module] = []
     sizes = [features, *hidden]
     for a, b in pairwise(sizes):
@@ -158,6 +168,7 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, and the caller's generator left as it was
             torch.manual_seed(seed)
             model = mlp(data.features, hidden, data.classes)
+    _refuse_running_statistics(model)
     model = model.to(dtype=dtype, device=device)
     weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
@@ -185,6 +196,17 @@ def classification_problem(data: SmallDataset, steps: int, batch_size: int = 200
         inner_update = replace(inner_update, network=plan)
     inner = InnerProblem(weights, inner_update, batch, validation_loss, steps)
     return ClassificationProblem(inner, model, data, schedule)
+
+
+def _refuse_running_statistics(model: nn.Module) -> None:
+    """Batch norm in training mode updates its running statistics in place at every call: the unrolled
+    problem would change the caller's model, and forward mode cannot push tangents through an in-place
+    update. In ``eval()`` it is a fixed affine map of the stored statistics, which both modes handle."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.training and module.track_running_stats:
+            raise SipgradError(f"layer {name or type(module).__name__} ({type(module).__name__}) is in training "
+                               f"mode and would update its running statistics at every inner step; call "
+                               f"model.eval() first (it then uses the stored statistics) or leave it out")
 
 
 def _check_labels(data: SmallDataset) -> None:

@@ -405,6 +405,54 @@ def test_classification_problem_leaves_the_callers_generator_alone():
     assert all(torch.equal(first.inner.weights[name], w) for name, w in again.inner.weights.items())
 
 
+def test_a_loss_torch_cannot_push_tangents_through_is_one_clear_error_in_forward_mode():
+    """F.mse_loss's mean reduction fails under jvp of its gradient (pytorch#123996): reverse mode works, and forward
+    mode says so instead of a RuntimeError about ZeroTensors; the loss written out works in both."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, generator=gen, dtype=F64), torch.randn(6, 2, generator=gen, dtype=F64)
+    start = {"w": torch.randn(3, 2, generator=gen, dtype=F64)}
+
+    def problem(loss) -> InnerProblem:
+        return InnerProblem(start, HeavyBall(lambda w, batch: loss(batch[0] @ w["w"], batch[1])),
+                            lambda step: (x, y), lambda w: ((x @ w["w"] - y) ** 2).mean(), 3)
+
+    hyper = {"eta": torch.tensor(0.1, dtype=F64), "mu": torch.tensor(0.5, dtype=F64)}
+    with pytest.raises(SipgradError, match=r"forward mode cannot .*pytorch#123996.*mode='reverse'"):
+        forward_hypergradient(problem(F.mse_loss), hyper)
+    written_out = forward_hypergradient(problem(lambda out, target: ((out - target) ** 2).mean()), hyper)
+    _close(reverse_hypergradient(problem(F.mse_loss), hyper).hypergradient, written_out.hypergradient, 1e-12)
+
+
+def test_batch_norm_is_refused_in_training_mode_and_differentiated_in_eval_mode():
+    """In training mode it would update the caller's running statistics at every inner step (and break forward
+    mode); in eval mode it is a fixed affine map, and every mode agrees without touching the model."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    with pytest.raises(SipgradError, match=r"layer 1 \(BatchNorm1d\) is in training mode .*model\.eval\(\)"):
+        classification_problem(load_digits(), steps=3, batch_size=20, model=model, dtype=F64)
+    problem = classification_problem(load_digits(), steps=3, batch_size=20, model=model.eval(), dtype=F64)
+    hyper = seed_hyperparameters(problem.inner, eta=0.1, mu=0.5, l1=1e-3, l2=1e-3)
+    reference = forward_hypergradient(problem.inner, hyper)
+    for result in (reverse_hypergradient(problem.inner, hyper), reverse_hypergradient(problem.inner, hyper, fused=False),
+                   reverse_hypergradient(problem.inner, hyper, checkpoint_every=None)):
+        _close(result.hypergradient, reference.hypergradient, 1e-9)
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name].to(buffer.dtype)), name
+
+
+@pytest.mark.parametrize("options, message", [({"steps": 0}, "steps must be a positive integer, got 0"),
+                                              ({"steps": 2.5}, "steps must be a positive integer, got 2.5"),
+                                              ({"batch_size": True}, "batch size must be a positive integer"),
+                                              ({"hidden": (8, 0)}, "hidden layer's width must be a positive integer, got 0")])
+def test_classification_problem_refuses_counts_that_are_not_positive_integers(options, message):
+    with pytest.raises(SipgradError, match=message):
+        classification_problem(load_digits(), **{"steps": 3, "batch_size": 20, "hidden": (8,), **options})
+
+
 @pytest.mark.parametrize("device, message", [("meta", "holds shapes but no data"), ("banana", "is not a device")])
 def test_classification_problem_refuses_a_device_it_cannot_run_on(device, message):
     with pytest.raises(SipgradError, match=message):
