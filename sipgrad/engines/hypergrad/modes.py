@@ -127,11 +127,42 @@ def _prepare(problem: InnerProblem, hyper: Mapping[str, torch.Tensor],
         if not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"hyperparameter {name} is not finite ({tensor.tolist()})")
         values[name] = tensor
+    _check_names_and_shapes(problem.update, values)
     wrt = tuple(values) if wrt is None else tuple(wrt)
     unknown = [name for name in wrt if name not in values]
     if unknown or not wrt:
         raise SipgradError(f"wrt must name given hyperparameters; unknown: {', '.join(unknown) or '(none given)'}")
     return {n: values[n] for n in wrt}, {n: v for n, v in values.items() if n not in wrt}
+
+
+def _check_names_and_shapes(update: object, values: Mapping[str, torch.Tensor]) -> None:
+    """A hyperparameter the update does not read would get a hypergradient of 0 and be tuned for nothing, and a
+    per-layer vector of the wrong length would leave entries unread (or index past a scalar): refuse both.
+
+    Only updates that say what they read (``hyperparameters``) are checked; a penalty's coefficient must be a
+    scalar, or a vector of one entry per indexed layer, and the learning rate and momentum scalars.
+    """
+    known = tuple(getattr(update, "hyperparameters", ()))
+    if not known:
+        return
+    unknown = [name for name in values if name not in known]
+    if unknown:
+        raise SipgradError(f"hyperparameter(s) {', '.join(unknown)} not read by this update (it reads "
+                           f"{', '.join(known)})")
+    lengths: dict[str, int | None] = {}
+    for penalty in getattr(update, "penalties", ()):
+        index = penalty.index
+        lengths[penalty.hyper] = None if index is None else max(lengths.get(penalty.hyper) or 0, index + 1)
+    for name in (getattr(update, "learning_rate", None), getattr(update, "momentum", None)):
+        if name is not None:
+            lengths[name] = None
+    for name, length in lengths.items():
+        value = values[name]
+        if length is None and value.numel() != 1:
+            raise SipgradError(f"hyperparameter {name} must be a scalar, got shape {tuple(value.shape)}")
+        if length is not None and tuple(value.shape) != (length,):
+            raise SipgradError(f"hyperparameter {name} must be a vector of {length} (one entry per layer it "
+                               f"penalises), got shape {tuple(value.shape)}")
 
 
 def _carries_derivatives(tensor: torch.Tensor) -> bool:

@@ -74,6 +74,9 @@ class Penalty:
             raise SipgradError(f"penalty kind must be 'l1' or 'l2', got {self.kind!r}")
         if not self.params:
             raise SipgradError(f"penalty {self.hyper!r} applies to no parameter")
+        if self.index is not None and (isinstance(self.index, bool) or not isinstance(self.index, int)
+                                       or self.index < 0):  # -1 would silently read the vector's last entry
+            raise SipgradError(f"penalty {self.hyper!r}: index must be None or an int >= 0, got {self.index!r}")
 
     def coefficient(self, hyper: Mapping[str, torch.Tensor]) -> torch.Tensor:
         value = hyper[self.hyper]

@@ -345,6 +345,23 @@ def test_bad_arguments_are_clear_errors(smooth):
         InnerProblem(smooth.inner.weights, smooth.inner.update, smooth.inner.batch, smooth.inner.validation_loss, 0)
 
 
+def test_hyperparameters_the_update_does_not_read_or_of_the_wrong_shape_are_refused():
+    problem = classification_problem(load_digits(), steps=2, batch_size=20, hidden=(8,), vector_penalties=True)
+    hyper = seed_hyperparameters(problem.inner, l1=1e-3, l2=1e-3)
+    assert tuple(hyper["rho_l1"].shape) == (2,)
+    with pytest.raises(SipgradError, match=r"hyperparameter\(s\) weight_decay not read by this update \(it reads "
+                                           r"rho_l1, rho_l2, eta, mu\)"):
+        hypergradient(problem.inner, {**hyper, "weight_decay": torch.tensor(0.1)})
+    with pytest.raises(SipgradError, match=r"rho_l2 must be a vector of 2 .*got shape \(3,\)"):
+        hypergradient(problem.inner, {**hyper, "rho_l2": torch.zeros(3)})
+    with pytest.raises(SipgradError, match=r"rho_l1 must be a vector of 2 .*got shape \(\)"):
+        hypergradient(problem.inner, {**hyper, "rho_l1": torch.tensor(0.0)})
+    with pytest.raises(SipgradError, match=r"eta must be a scalar, got shape \(2,\)"):
+        hypergradient(problem.inner, {**hyper, "eta": torch.full((2,), 0.01)})
+    with pytest.raises(SipgradError, match="index must be None or an int >= 0, got -1"):
+        Penalty("l1", "rho_l1", ("0.weight",), -1)
+
+
 def test_hyperparameters_inside_the_loss_per_example_weights():
     """RFHO's synthetic hyperparameters: weights of the first examples of every mini-batch, in the loss."""
     base = smooth_problem(steps=6)
