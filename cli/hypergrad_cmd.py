@@ -65,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="precision of weights, data and hypergradients (default float32, the seed's)")
     parser.add_argument("--eta", type=positive_float, default=0.01, help="start learning rate (default 0.01)")
-    parser.add_argument("--mu", type=_momentum, default=0.5, help="start momentum (default 0.5)")
+    parser.add_argument("--mu", type=_momentum, default=0.5,
+                        help="start momentum, at least 0 and at most 0.999999, the outer projection's bound "
+                             "(default 0.5)")
     parser.add_argument("--outer-lr", type=positive_float, default=1e-3,
                         help="Adam's step on the hyperparameters (default 1e-3, RFHO's)")
     parser.add_argument("--hidden", type=_hidden, default=(300, 300), metavar="H1,H2,...",
@@ -100,13 +102,16 @@ def run(args: argparse.Namespace) -> int:
         seed_hyperparameters,
     )
 
+    modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
+    if args.store_activations and args.checkpoint_every == 0 and "reverse" in modes:
+        return fail("--store-activations needs a stored trajectory (--checkpoint-every 1 or more), "
+                    "not --checkpoint-every 0")
     device = checked_device(args)
     data = load_dataset(args.data, seed=args.seed)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     problem = classification_problem(data, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                                      hidden=args.hidden, update=args.update, dtype=dtype, device=device)
     hyper = seed_hyperparameters(problem.inner, eta=args.eta, mu=args.mu)
-    modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
     options = {"reverse": {"checkpoint_every": args.checkpoint_every or None,
                            "store_activations": args.store_activations},
                "forward": {"compiled": args.compile}}

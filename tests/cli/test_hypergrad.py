@@ -86,6 +86,8 @@ def test_mnist_folder_gives_the_seeds_784_300_300_10_network(tmp_path, capsys):
     (["--hidden", "300,,300"], "--hidden: '300,,300' has an empty item between commas"),
     (["--seed", "99999999999999999999999"], "--seed:"),
     (["--eta", "1e308"], "start eta=1e+308 is not a finite float32 number"),
+    (["--checkpoint-every", "0", "--store-activations"],
+     "--store-activations needs a stored trajectory (--checkpoint-every 1 or more), not --checkpoint-every 0"),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(argv, message, capsys):
     try:

@@ -34,6 +34,7 @@ from sipgrad.engines.forward.estimators import model_gradient_estimate
 from sipgrad.engines.forward.models import MODELS, build_model
 from sipgrad.engines.forward.samplers import make_sampler
 from sipgrad.errors import SipgradError
+from sipgrad.validation import check_count, check_finite
 
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float, float], torch.optim.Optimizer]] = {
     "sgd": lambda params, lr, momentum: torch.optim.SGD(params, lr=lr, momentum=momentum),
@@ -80,16 +81,20 @@ class TrainConfig:
             raise SipgradError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         make_sampler(self.sampler)  # validates the name
         for name in ("directions", "steps", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise SipgradError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr is not None and not self.lr > 0:
-            raise SipgradError(f"lr must be positive, got {self.lr}")
+            check_count(name, getattr(self, name))
+        check_count("seed", self.seed, minimum=0)
+        if self.lr is not None:
+            check_finite("lr", self.lr, positive=True)
+        for name in ("momentum", "beta_start", "beta_end"):
+            check_finite(name, getattr(self, name))
         if not 0 <= self.momentum < 1:
             raise SipgradError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.beta_start <= self.beta_end:
             raise SipgradError(f"soft-weight beta must grow: 0 < beta_start ({self.beta_start}) <= beta_end "
                                f"({self.beta_end})")
         binary = self.model.startswith("binary")
+        if self.latent_bits is not None:
+            check_count("latent_bits", self.latent_bits)
         if self.latent_bits is not None and not (binary and 2 <= self.latent_bits <= 16):
             raise SipgradError(f"latent_bits ({self.latent_bits}) needs a binary model and 2..16 bits")
         if self.soft_weights and not binary:

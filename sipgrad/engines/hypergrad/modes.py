@@ -28,6 +28,7 @@ validation loss or a hypergradient raises ``NonFiniteError`` naming the step.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ from sipgrad.engines.hypergrad.graphs import graph_saved_tensors
 from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
 from sipgrad.engines.hypergrad.updates import Params, StepGraph
 from sipgrad.errors import SipgradError
+from sipgrad.validation import check_count
 
 MIB = 2.0 ** 20
 CHECK_EVERY = 10  # steps between finiteness checks (one host sync each); the failing step is still named
@@ -316,16 +318,10 @@ def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
     each step's forward and backward pass. Without it the trajectory keeps T + 2 copies of
     the state.
     """
-    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise SipgradError(f"checkpoint_every must be a positive integer or None, got {checkpoint_every!r}")
+    structured = _check_reverse_options(problem, checkpoint_every, store_activations, fused)
     began = time.perf_counter()
     diff, fixed = _prepare(problem, hyper, wrt)
     step_fn = _step_function(problem, fixed)
-    structured = getattr(problem.update, "adjoint_step", None) is not None and fused
-    if store_activations and (checkpoint_every is None or not structured):
-        raise SipgradError("store_activations needs a stored trajectory (checkpoint_every >= 1) and an update with "
-                           "adjoint_step (the built-in heavy ball) with fused=True")
     if checkpoint_every is None:
         loss, flat, state_mib, weights, velocity = _reverse_through_graph(problem, step_fn, diff, fixed)
     else:
@@ -333,6 +329,18 @@ def reverse_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
         loss, flat, state_mib, weights, velocity = _reverse_by_trajectory(problem, sweep, checkpoint_every)
     return HypergradientResult(float(loss), _unflatten(flat, diff, "reverse"), "reverse", problem.steps,
                                state_mib, time.perf_counter() - began, weights, velocity)
+
+
+def _check_reverse_options(problem: InnerProblem, checkpoint_every: int | None, store_activations: bool,
+                           fused: bool) -> bool:
+    """Refuse option values reverse mode cannot honour; True when the update's own adjoint step is used."""
+    if checkpoint_every is not None:
+        check_count("checkpoint_every (or None)", checkpoint_every)
+    structured = getattr(problem.update, "adjoint_step", None) is not None and fused
+    if store_activations and (checkpoint_every is None or not structured):
+        raise SipgradError("store_activations needs a stored trajectory (checkpoint_every >= 1) and an update with "
+                           "adjoint_step (the built-in heavy ball) with fused=True")
+    return structured
 
 
 class _Sweep:
@@ -483,6 +491,25 @@ MODES: dict[str, Callable[..., HypergradientResult]] = {
 def hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor], mode: str = "reverse",
                   wrt: Sequence[str] | None = None, **options) -> HypergradientResult:
     """d validation_loss(w_T) / d hyper, by ``mode`` (``MODES``: ``forward`` or ``reverse``)."""
+    check_arguments(problem, hyper, mode, wrt, **options)
+    return MODES[mode](problem, hyper, wrt, **options)
+
+
+def check_arguments(problem: InnerProblem, hyper: Mapping[str, torch.Tensor], mode: str = "reverse",
+                    wrt: Sequence[str] | None = None, **options) -> None:
+    """Everything ``hypergradient`` would refuse, checked now, before any inner step runs.
+
+    The outer loop calls it at its own call, so that a bad mode, hyperparameter or option is
+    reported before the first (possibly long) hypergradient, not after the other mode's.
+    """
     if mode not in MODES:
         raise SipgradError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return MODES[mode](problem, hyper, wrt, **options)
+    accepted = [name for name in inspect.signature(MODES[mode]).parameters if name not in ("problem", "hyper", "wrt")]
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        raise SipgradError(f"{mode} mode takes no option {', '.join(unknown)} (its options: {', '.join(accepted)})")
+    _prepare(problem, hyper, wrt)
+    if mode == "reverse":
+        defaults = {name: p.default for name, p in inspect.signature(reverse_hypergradient).parameters.items()}
+        _check_reverse_options(problem, **{name: options.get(name, defaults[name])
+                                           for name in ("checkpoint_every", "store_activations", "fused")})

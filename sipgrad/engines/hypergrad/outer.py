@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from sipgrad.engines.hypergrad.modes import HypergradientResult, hypergradient
+from sipgrad.engines.hypergrad.modes import HypergradientResult, check_arguments, hypergradient
 from sipgrad.engines.hypergrad.problem import InnerProblem
 from sipgrad.errors import SipgradError
+from sipgrad.validation import check_count, check_finite
 
 #: Valid range by name prefix (the longest matching prefix wins): penalties >= 0,
 #: learning rates > 0, momentum in [0, 1).
@@ -46,12 +47,12 @@ class AdamConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SipgradError(f"outer learning rate must be positive and finite, got {self.lr}")
+        check_finite("outer learning rate", self.lr, positive=True)
+        check_finite("Adam eps", self.eps, positive=True)
+        for name in ("beta1", "beta2"):
+            check_finite(f"Adam {name}", getattr(self, name))
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise SipgradError(f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if not self.eps > 0:
-            raise SipgradError(f"Adam eps must be positive, got {self.eps}")
 
 
 class ProjectedAdam:
@@ -107,13 +108,13 @@ def optimize_hyperparameters(problem: InnerProblem, hyper: Mapping[str, torch.Te
     here, at the call, not at the first step: a start outside its range is an error (the
     projection would move it without a word).
     """
-    if isinstance(outer_steps, bool) or not isinstance(outer_steps, int) or outer_steps < 1:
-        raise SipgradError(f"outer_steps must be a positive integer, got {outer_steps!r}")
+    check_count("outer_steps", outer_steps)
     start = {name: torch.as_tensor(v, dtype=problem.dtype, device=problem.device) for name, v in hyper.items()}
     for name, value in start.items():
         low, high = bounds_for(name, bounds)
         if bool(((value < low) | (value > high)).any()):
             raise SipgradError(f"start {name}={value.tolist()} is outside its range [{low:g}, {high:g}]")
+    check_arguments(problem, start, mode, wrt, **mode_options)
     return _outer_steps(problem, start, outer_steps, mode, wrt, ProjectedAdam(adam, bounds), mode_options)
 
 

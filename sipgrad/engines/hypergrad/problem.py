@@ -35,6 +35,7 @@ from sipgrad.engines.hypergrad.updates import (
     penalized_parameters,
 )
 from sipgrad.errors import SipgradError
+from sipgrad.validation import check_count
 
 SEED_HIDDEN = (300, 300)
 
@@ -57,8 +58,7 @@ class InnerProblem:
     steps: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise SipgradError(f"steps must be a positive integer, got {self.steps!r}")
+        check_count("steps", self.steps)
         if not self.weights:
             raise SipgradError("the inner problem has no weights to train")
         object.__setattr__(self, "weights", {name: w.detach() for name, w in self.weights.items()})
@@ -79,16 +79,10 @@ class InnerProblem:
         return sum(w.numel() for w in self.weights.values())
 
 
-def _check_count(label: str, value: object) -> None:
-    """A count (steps, a batch size, a layer width) must be a positive int: 2.5 or True is a caller's slip."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SipgradError(f"{label} must be a positive integer, got {value!r}")
-
-
 def epoch_schedule(examples: int, batch_size: int, steps: int, seed: int) -> torch.Tensor:
     """``steps x batch_size`` example indices: reshuffled epochs, consumed in order (RFHO's visiting)."""
-    _check_count("steps", steps)
-    _check_count("batch size", batch_size)
+    check_count("steps", steps)
+    check_count("batch size", batch_size)
     if batch_size > examples:
         raise SipgradError(f"batch size {batch_size} must be between 1 and the {examples} training examples")
     generator = torch.Generator().manual_seed(seed)
@@ -102,7 +96,7 @@ def epoch_schedule(examples: int, batch_size: int, steps: int, seed: int) -> tor
 def mlp(features: int, hidden: Sequence[int] = SEED_HIDDEN, classes: int = 10) -> nn.Sequential:
     """RFHO's feed-forward net: ReLU hidden layers, linear output (784-300-300-10 on MNIST)."""
     for width in hidden:
-        _check_count("a hidden layer's width", width)
+        check_count("a hidden layer's width", width)
     layers: list[nn.Module] = []
     sizes = [features, *hidden]
     for a, b in pairwise(sizes):

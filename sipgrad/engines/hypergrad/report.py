@@ -108,11 +108,19 @@ def run_experiment(problem: ClassificationProblem, hyper: Mapping[str, torch.Ten
                    modes: Sequence[str] = ("forward", "reverse"), adam: AdamConfig | None = None,
                    mode_options: Mapping[str, dict] | None = None,
                    on_step: Callable[[StepReport], None] | None = None) -> Iterator[StepReport]:
-    """RFHO's experiment: for each mode its own outer loop, interleaved step by step."""
+    """RFHO's experiment: for each mode its own outer loop, interleaved step by step.
+
+    The arguments of every mode are checked here, at the call (the steps are then yielded lazily).
+    """
     loops = {mode: optimize_hyperparameters(problem.inner, hyper, outer_steps, mode, adam=adam or AdamConfig(),
                                             **(mode_options or {}).get(mode, {}))
              for mode in modes}
-    elapsed = dict.fromkeys(modes, 0.0)
+    return _interleaved(problem, loops, outer_steps, on_step)
+
+
+def _interleaved(problem: ClassificationProblem, loops: dict[str, Iterator], outer_steps: int,
+                 on_step: Callable[[StepReport], None] | None) -> Iterator[StepReport]:
+    elapsed = dict.fromkeys(loops, 0.0)
     for _ in range(outer_steps):
         for mode, loop in loops.items():
             began = time.perf_counter()

@@ -43,6 +43,7 @@ from sipgrad.engines.hypergrad.fused import (
 )
 from sipgrad.engines.hypergrad.graphs import graph_saved_tensors
 from sipgrad.errors import SipgradError
+from sipgrad.validation import check_count
 
 Params = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, ...]
@@ -74,9 +75,8 @@ class Penalty:
             raise SipgradError(f"penalty kind must be 'l1' or 'l2', got {self.kind!r}")
         if not self.params:
             raise SipgradError(f"penalty {self.hyper!r} applies to no parameter")
-        if self.index is not None and (isinstance(self.index, bool) or not isinstance(self.index, int)
-                                       or self.index < 0):  # -1 would silently read the vector's last entry
-            raise SipgradError(f"penalty {self.hyper!r}: index must be None or an int >= 0, got {self.index!r}")
+        if self.index is not None:  # -1 would silently read the vector's last entry
+            check_count(f"penalty {self.hyper!r}: index", self.index, minimum=0)
 
     def coefficient(self, hyper: Mapping[str, torch.Tensor]) -> torch.Tensor:
         value = hyper[self.hyper]

@@ -358,7 +358,7 @@ def test_hyperparameters_the_update_does_not_read_or_of_the_wrong_shape_are_refu
         hypergradient(problem.inner, {**hyper, "rho_l1": torch.tensor(0.0)})
     with pytest.raises(SipgradError, match=r"eta must be a scalar, got shape \(2,\)"):
         hypergradient(problem.inner, {**hyper, "eta": torch.full((2,), 0.01)})
-    with pytest.raises(SipgradError, match="index must be None or an int >= 0, got -1"):
+    with pytest.raises(SipgradError, match="index must be an integer of at least 0, got -1"):
         Penalty("l1", "rho_l1", ("0.weight",), -1)
 
 

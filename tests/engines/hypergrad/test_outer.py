@@ -81,7 +81,9 @@ def test_outer_loop_lowers_the_validation_error_and_reports_the_values_it_used()
 
 
 @pytest.mark.parametrize("kwargs, message", [({"lr": 0.0}, "outer learning rate"), ({"beta1": 1.0}, "betas"),
-                                             ({"eps": 0.0}, "eps")])
+                                             ({"eps": 0.0}, "eps"), ({"eps": math.inf}, "Adam eps must be a positive finite"),
+                                             ({"lr": True}, "outer learning rate must be a positive finite number, got True"),
+                                             ({"beta2": math.nan}, "Adam beta2 must be a finite number")])
 def test_adam_config_validates(kwargs, message):
     with pytest.raises(SipgradError, match=message):
         AdamConfig(**kwargs)
@@ -90,3 +92,31 @@ def test_adam_config_validates(kwargs, message):
 def test_outer_steps_must_be_positive(smooth):
     with pytest.raises(SipgradError, match="outer_steps"):
         next(optimize_hyperparameters(smooth.inner, nonzero_hyper(smooth), 0))
+
+
+@pytest.mark.parametrize("mode, options, message", [
+    ("sideways", {}, "mode must be one of"),
+    ("forward", {"checkpoint_every": 2}, "forward mode takes no option checkpoint_every"),
+    ("reverse", {"checkpoint_every": 0}, "checkpoint_every .* must be a positive integer"),
+    ("reverse", {"checkpoint_every": None, "store_activations": True}, "store_activations needs"),
+])
+def test_modes_and_their_options_are_checked_at_the_call_before_any_inner_step(smooth, monkeypatch, mode, options,
+                                                                                message):
+    import sipgrad.engines.hypergrad.outer as outer
+
+    monkeypatch.setattr(outer, "hypergradient", lambda *a, **k: pytest.fail("an inner run started"))
+    with pytest.raises(SipgradError, match=message):
+        optimize_hyperparameters(smooth.inner, nonzero_hyper(smooth), 1, mode, **options)
+
+
+def test_run_experiment_checks_every_modes_arguments_at_the_call():
+    from sipgrad.datasets import load_digits
+    from sipgrad.engines.hypergrad import classification_problem, run_experiment, seed_hyperparameters
+
+    problem = classification_problem(load_digits(), steps=2, batch_size=20, hidden=(4,))
+    hyper = seed_hyperparameters(problem.inner)
+    with pytest.raises(SipgradError, match="forward mode takes no option checkpoint_every"):
+        run_experiment(problem, hyper, 1, mode_options={"forward": {"checkpoint_every": 2}})
+    with pytest.raises(SipgradError, match=r"start mu=1\.5"):
+        run_experiment(problem, {**hyper, "mu": torch.tensor(1.5)}, 1)
+    assert [r.mode for r in run_experiment(problem, hyper, 1)] == ["forward", "reverse"]
