@@ -258,10 +258,13 @@ def plan_for(model: nn.Module, loss_fn: object, inputs: torch.Tensor, labels: to
     inactive ``Dropout``, exact types (subclasses such as the binary layers may change the
     forward pass), no module or global hooks, parameters of the inputs' dtype, inputs of
     B x features or B x C x H x W, ending in B x classes logits, with ``F.cross_entropy`` on
-    class indices. Frozen parameters (``requires_grad=False``) are constants. Built on every
+    class indices (a negative label, such as cross-entropy's ``ignore_index`` of -100, sends
+    the call to the general path, which honours it; checking costs a few microseconds). Frozen parameters (``requires_grad=False``) are constants. Built on every
     call (a few microseconds), so it always sees the model as it is.
     """
     if loss_fn is not F.cross_entropy or labels.dim() != 1 or labels.dtype != torch.long:
+        return None
+    if labels.numel() and int(labels.min()) < 0:  # cross_entropy's ignore_index (-100): the general path skips those
         return None
     if not inputs.is_floating_point() or inputs.dim() not in (2, 4) or global_hooks_present():
         return None

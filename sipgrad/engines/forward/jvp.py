@@ -11,8 +11,8 @@ Backpropagation") turns that into a gradient estimate: with v ~ N(0, I),
     g = (grad f . v) v,   E[g] = E[v v^T] grad f = grad f,
 
 an unbiased estimate from forward passes only; averaging K directions divides its
-variance by K, and K orthonormal directions spanning the space give the gradient
-exactly. This module uses it for input-space saliency estimates (``forward_gradient``);
+variance by K, and a basis of the D-dimensional space, its D orthonormal directions
+scaled by sqrt(D) (so that the average of v v^T is the identity), gives the gradient exactly. This module uses it for input-space saliency estimates (``forward_gradient``);
 ``sipgrad.engines.forward.estimators`` does the same over a model's parameters.
 """
 
@@ -59,8 +59,9 @@ def forward_gradient(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.T
     interact (true for models in eval mode). Each of the ``directions`` draws an independent
     Gaussian direction per row; the estimate is their average of (grad . v) v. All directions
     go through one vmapped JVP (``chunk_size`` directions at a time bounds the memory).
-    ``tangents`` (K x B x ...) replaces the random directions, e.g. an orthonormal basis,
-    which makes the result exact. Reproducible with ``generator``: the same generator state and
+    ``tangents`` (K x B x ...) replaces the random directions, e.g. an orthonormal basis of
+    all D = K dimensions scaled by sqrt(D), which makes the result exact (unscaled, the average
+    (grad . v) v over K orthonormal v is grad / K). Reproducible with ``generator``: the same generator state and
     batch give the same estimate. The directions are drawn for the whole batch at once, so a
     row's estimate also depends on the rows drawn before it (its batch and position); for an
     estimate of each row that is the same in any batch, pass ``tangents`` drawn per row.

@@ -192,6 +192,23 @@ def test_unsupported_models_fall_back_to_the_general_path():
     assert plan_for(hooked, F.cross_entropy, x, y) is not None
 
 
+def test_labels_cross_entropy_ignores_take_the_general_path_and_are_ignored():
+    """-100 (cross_entropy's ignore_index) used to reach the fused pass's gather and fail there."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, -100, 1])
+    assert plan_for(model, F.cross_entropy, x, y) is None
+    directions = make_sampler("gaussian").sample(trainable_parameters(model), 3, torch.Generator().manual_seed(0))
+    estimate = model_gradient_estimate(model, F.cross_entropy, x, y, Fixed(directions), 3)
+    loss, expected = directional_derivatives(loss_function(model, F.cross_entropy, x, y), trainable_parameters(model),
+                                             directions)
+    torch.testing.assert_close(estimate.derivatives, expected)
+    kept = torch.tensor([0, 1, 2, 4])  # the ignored example counts nowhere, not even in the mean's divisor
+    _, without = directional_derivatives(loss_function(model, F.cross_entropy, x[kept], y[kept]),
+                                         trainable_parameters(model), directions)
+    torch.testing.assert_close(estimate.derivatives, without)
+
+
 def test_ties_at_zero_in_relu_then_max_pool_give_torchs_derivatives():
     """Digits have blank patches: conv outputs equal to the bias, ties in every pooling window.
 

@@ -42,9 +42,13 @@ def test_forward_gradient_with_a_basis_is_exact():
     targets = torch.tensor([1, 7])
     dims = inputs[0].numel()
     basis = torch.eye(dims).reshape(dims, 1, *inputs.shape[1:]).expand(dims, *inputs.shape).contiguous()
-    # K orthonormal directions average (g . e_k) e_k / K: the gradient divided by K.
+    expected = _input_gradient(model, inputs, targets)
+    # The basis scaled by sqrt(D) averages v v^T to the identity: the gradient itself (as the docs say).
+    exact = forward_gradient(target_logit(model, targets), inputs, tangents=basis * dims ** 0.5)
+    torch.testing.assert_close(exact, expected, atol=1e-5, rtol=1e-4)
+    # Unscaled, K = D orthonormal directions average (g . e_k) e_k / K: the gradient divided by D.
     estimate = forward_gradient(target_logit(model, targets), inputs, tangents=basis) * dims
-    torch.testing.assert_close(estimate, _input_gradient(model, inputs, targets), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(estimate, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_forward_gradient_is_unbiased_and_reproducible():
