@@ -106,7 +106,7 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings():  # restores the default printer afterwards
-                warnings.showwarning = _one_line_warning
+                warnings.showwarning = _OneLineWarnings()
                 return command(args)
         except SipgradError as error:
             return fail(as_flags(str(error)))
@@ -130,10 +130,21 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Print a library warning as ``sipgrad: warning: ...`` (no source file, no code line)."""
-    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-    print(f"sipgrad: warning: {text}", file=sys.stderr if file is None else file)
+class _OneLineWarnings:
+    """Print each library warning as ``sipgrad: warning: ...`` (no source file, no code line), once per command.
+
+    A command that calls the library batch by batch (explain, evaluate) would otherwise repeat a warning
+    that holds for the whole run, such as SIP doing nothing at a layer, once per batch.
+    """
+
+    def __init__(self) -> None:
+        self.printed: set[str] = set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if text not in self.printed:
+            self.printed.add(text)
+            print(f"sipgrad: warning: {text}", file=sys.stderr if file is None else file)
 
 
 def progress_bar(total: int, description: str, enabled: bool = True, unit: str = "img"):

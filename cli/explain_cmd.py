@@ -86,12 +86,14 @@ def run(args: argparse.Namespace) -> int:
         try:  # Ctrl-C: report the images finished so far (their files are written), then exit 130
             for number, start in enumerate(range(0, len(paths), args.batch_size), 1):
                 bar.set_postfix_str(f"batch {number}/{batches}: reading")
-                batch_paths, batch_stems, images = [], [], []
-                for path, stem in zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]):
+                batch_paths, batch_stems, images, positions = [], [], [], []
+                for position in range(start, min(start + args.batch_size, len(paths))):
+                    path, stem = paths[position], stems[position]
                     try:
                         images.append(load_image_array(path))
                         batch_paths.append(path)
                         batch_stems.append(stem)
+                        positions.append(position)  # seeds its random methods: the same map in any batch
                     except ImageLoadError as error:
                         errors.append({"image": str(path), "error": str(error)})
                         bar.write(f"sipgrad: error: {error}", file=sys.stderr)
@@ -99,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
                 if not images:
                     continue
                 bar.set_postfix_str(f"batch {number}/{batches}: explaining")
-                result = explain(classifier, images, sip=sip, **common)
+                result = explain(classifier, images, sip=sip, indices=positions, **common)
                 result.names = [p.name for p in batch_paths]
-                plain = explain(classifier, images, **common) if args.compare else None
+                plain = explain(classifier, images, indices=positions, **common) if args.compare else None
                 bar.set_postfix_str(f"batch {number}/{batches}: saving")
                 for i, path in enumerate(batch_paths):
                     kept: list[str] = []  # this image's files so far: all of them go if one cannot be written

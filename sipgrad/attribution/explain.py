@@ -94,7 +94,8 @@ def _options(options: MethodOptions | None, overrides: dict[str, Any]) -> Method
 def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = None, method: str = "grad",
             sip: str | SIPConfig | None = None, *, crop: bool = False, batch_size: int = 16,
             reduce: str = "mean", preprocessing: Preprocessing | None = None, options: MethodOptions | None = None,
-            progress: Callable[[int], None] | None = None, **method_options: Any) -> Explanation:
+            progress: Callable[[int], None] | None = None, indices: Sequence[int] | torch.Tensor | None = None,
+            **method_options: Any) -> Explanation:
     """Explain why ``model`` predicts what it does on ``images``.
 
     Args:
@@ -109,6 +110,10 @@ def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = Non
         crop: use the model's resize + centre crop instead of explaining the whole image.
         batch_size: images per forward/backward pass.
         reduce: ``mean`` or ``max`` over colour channels of |attribution|.
+        indices: each image's position in the caller's whole run (default 0..N-1). Random methods
+            (SmoothGrad, IG's noise baseline, random SIP) draw an image's noise from its position, so
+            a run explained in several calls, one per part, gives every image the map one call would
+            when each part passes its images' positions.
         method_options: ``MethodOptions`` fields, e.g. ``ig_steps=32``, ``seed=1``.
 
     Returns:
@@ -125,18 +130,32 @@ def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = Non
     engine = AttributionEngine(classifier, method, sip, _options(options, method_options))
     prepared = prepare_batch(images, classifier.preprocessing, crop)
     targets = resolve_targets(target, classifier.classes, prepared.inputs.shape[0])
+    positions = _run_positions(indices, prepared.inputs.shape[0])
 
     parts: list[BatchAttribution] = []
     seconds: list[float] = []
     for start in range(0, prepared.inputs.shape[0], batch_size):
         rows = torch.arange(start, min(start + batch_size, prepared.inputs.shape[0]))
         began = time.perf_counter()
-        parts.append(engine(prepared.inputs[rows], targets[rows], indices=rows))
+        parts.append(engine(prepared.inputs[rows], targets[rows], indices=positions[rows]))
         seconds += [(time.perf_counter() - began) / len(rows)] * len(rows)
         if progress is not None:
             progress(len(rows))
     release_freed_memory()  # the passes' temporaries, before the full-size maps are made
     return _assemble(classifier, prepared, parts, engine, reduce, seconds)
+
+
+def _run_positions(indices: Sequence[int] | torch.Tensor | None, count: int) -> torch.Tensor:
+    """The images' positions in the caller's run: ``indices`` checked (one int >= 0 per image), or 0..count-1."""
+    if indices is None:
+        return torch.arange(count)
+    values = indices.reshape(-1).tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    if len(values) != count:
+        raise SipgradError(f"{len(values)} indices given for {count} images")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise SipgradError(f"indices must be whole numbers >= 0 (each image's position in the run), got {value!r}")
+    return torch.tensor([int(v) for v in values], dtype=torch.long)
 
 
 def _assemble(classifier: Classifier, prepared: PreparedBatch, parts: list[BatchAttribution],

@@ -31,6 +31,22 @@ def test_batching_does_not_change_results(classifier, small_batch):
     assert torch.allclose(small, whole, atol=1e-6)
 
 
+@pytest.mark.parametrize("method, options", [("smoothgrad", {"smoothgrad_samples": 3}),
+                                             ("ig", {"ig_baseline": "noise", "ig_steps": 3})])
+def test_a_run_explained_in_parts_with_their_positions_equals_one_call(classifier, small_batch, method, options):
+    """Random methods draw an image's noise from its run position: parts that pass theirs give one call's maps."""
+    whole = explain(classifier, small_batch, method=method, **options).attribution
+    parts = torch.cat([explain(classifier, small_batch[start:start + 2], method=method, indices=[start, start + 1],
+                               **options).attribution for start in (0, 2)])
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=1e-5)
+    unplaced = explain(classifier, small_batch[2:], method=method, **options).attribution  # positions 0, 1 again
+    assert not torch.allclose(unplaced, whole[2:], atol=1e-4)
+    with pytest.raises(SipgradError, match="3 indices given for 4 images"):
+        explain(classifier, small_batch, method=method, indices=[0, 1, 2], **options)
+    with pytest.raises(SipgradError, match="indices must be whole numbers >= 0.*got -1"):
+        explain(classifier, small_batch, method=method, indices=[0, 1, 2, -1], **options)
+
+
 def test_smoothgrad_is_reproducible_from_its_seed(classifier, small_batch):
     run = lambda seed: explain(classifier, small_batch, method="smoothgrad", smoothgrad_samples=4, seed=seed)  # noqa
     assert torch.equal(run(3).attribution, run(3).attribution)

@@ -41,6 +41,33 @@ def test_explain_json_on_bundled_assets(capsys, asset_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # no temporary files left behind
 
 
+def test_explain_gives_random_methods_the_same_maps_in_any_batch_size(capsys, asset_dir, tmp_path):
+    """An image's noise comes from its position in the run, not in its batch: --batch-size 1 and 3 agree, and an
+    unreadable file among them moves no other image's position."""
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    images = [asset_dir / "chelsea.jpg", tmp_path / "broken.jpg", asset_dir / "coffee.jpg", asset_dir / "astronaut.jpg"]
+    maps = {}
+    for size in (1, 3):
+        out = tmp_path / f"b{size}"
+        code, _, err = run_cli(capsys, "explain", *images, "--method", "smoothgrad", "--smoothgrad-samples", "2",
+                               "--batch-size", size, "--out", out)
+        assert code == 1 and "broken.jpg" in err  # the unreadable file fails, the rest are explained
+        maps[size] = {path.name: np.load(path) for path in out.glob("*.saliency.npy")}
+    assert sorted(maps[1]) == sorted(maps[3]) and len(maps[1]) == 3
+    for name, saliency in maps[1].items():
+        np.testing.assert_allclose(maps[3][name], saliency, atol=1e-4 * float(saliency.max()), err_msg=name)
+
+
+def test_a_warning_that_holds_for_the_whole_run_is_printed_once_not_once_per_batch(capsys, asset_dir, tmp_path):
+    """SIP on a depthwise layer under Grad-CAM at another layer changes nothing: one warning for 3 batches."""
+    code, _, err = run_cli(capsys, "explain", asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg",
+                           asset_dir / "rocket.jpg", "--method", "gradcam", "--sip", "topq:0.25",
+                           "--sip-layers", "_blocks.8._depthwise_conv", "--batch-size", "1", "--out", tmp_path)
+    assert code == 0, err
+    warnings_printed = [line for line in err.splitlines() if line.startswith("sipgrad: warning: SIP")]
+    assert len(warnings_printed) == 1, err
+
+
 def test_the_compare_figure_names_both_rows_and_says_plain_vs_sip(capsys, asset_dir, tmp_path, monkeypatch):
     from sipgrad.render import figure
 
