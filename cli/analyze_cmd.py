@@ -11,6 +11,7 @@ from sipgrad_cli.common import (
     OUTPUT_IMAGE_SUFFIXES,
     add_image_command,
     add_sip_arguments,
+    check_sip_options,
     fail,
     guarded,
     layer_names,
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     paths = find_images(args.paths, exclude=out, outputs=OUTPUT_IMAGE_SUFFIXES)
     if not paths:
         raise SipgradError("no images found in " + ", ".join(args.paths))
+    check_sip_options(args, args.sip, layers_analysed=True)
     overrides = sip_overrides(args)
     configs = [SIPConfig.parse(spec, **overrides) for spec in args.sip]
     classifier = load_classifier(args)
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     stems = iter(output_stems(paths))
     parts: list[list] = [[] for _ in configs]
     errors, interrupted = [], False
-    with progress_bar(len(paths) * len(configs), "analysing") as bar:
+    with progress_bar(len(paths) * len(configs), "analysing", unit="map") as bar:  # one per image and config
         try:
             for start in range(0, len(paths), args.batch_size):  # one batch in memory at a time
                 images, names, batch_stems = [], [], []

@@ -38,9 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, metavar="DIR|LIST", help="labelled images (see above)")
     parser.add_argument("--out", required=True, metavar="FILE", help="statistics file to write (.npz)")
-    parser.add_argument("--sip-layers", metavar="NAMES", type=layer_names,
+    layers = parser.add_mutually_exclusive_group()
+    layers.add_argument("--sip-layers", metavar="NAMES", type=layer_names,
                         help="comma-separated conv layers (default: per model)")
-    parser.add_argument("--layer-ratio", type=fraction, metavar="R", help="the last int(R*N) of the N convs, R in (0, 1]")
+    layers.add_argument("--layer-ratio", type=fraction, metavar="R",
+                        help="the last int(R*N) of the N convs (at least 1), R in (0, 1]")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--no-crop", action="store_true", help="whole images instead of resize + centre crop")
     parser.add_argument("--seed", type=seed_value, default=0, help="seed of the Shapiro-Wilk reservoir sample")

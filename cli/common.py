@@ -10,7 +10,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,10 +87,11 @@ PARAMETER_FLAGS = {
 
 
 # One pass over the message, longest names first and whole words only: `internal_batch_size` must not be read
-# as `internal_` + `batch_size`, and a flag written in must not be rewritten again by a later entry.
+# as `internal_` + `batch_size`, and a flag written in must not be rewritten again by a later entry. A name
+# inside a path (a folder `ig_steps/`, a file `batch_size.npz`) is the user's file, not a parameter.
 _PARAMETER_PATTERN = re.compile("|".join(
-    (r"(?<![\w-])" if parameter[0].isalnum() or parameter[0] == "_" else "") + re.escape(parameter)
-    + (r"(?![\w])" if parameter[-1].isalnum() or parameter[-1] == "_" else "")
+    (r"(?<![\w/\\.-])" if parameter[0].isalnum() or parameter[0] == "_" else "") + re.escape(parameter)
+    + (r"(?![\w/\\]|\.\w)" if parameter[-1].isalnum() or parameter[-1] == "_" else "")
     for parameter in sorted(PARAMETER_FLAGS, key=len, reverse=True)))
 
 
@@ -428,7 +429,33 @@ def add_sip_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -
     layers.add_argument("--sip-layers", metavar="NAMES", type=layer_names,
                         help="comma-separated conv module names to filter")
     layers.add_argument("--layer-ratio", type=fraction, metavar="R",
-                        help="filter the last int(R*N) of the N convs, R in (0, 1]")
+                        help="filter the last int(R*N) of the N convs (at least 1), R in (0, 1]")
+
+
+def check_sip_options(args: argparse.Namespace, specs: Sequence[str], layers_analysed: bool = False) -> None:
+    """Refuse SIP options that no policy in ``specs`` (the --sip values) would read: silently ignored, they
+    would leave a user believing SIP ran as asked (``--gamma 2`` without ``--sip``, ``--alpha`` with topq).
+
+    ``layers_analysed``: the command reads --sip-layers / --layer-ratio without a policy too (analyze).
+    """
+    from sipgrad.errors import SipgradError
+    from sipgrad.hooks.policies import POLICIES
+
+    names = [str(spec).strip().lower().partition(":")[0] for spec in specs]
+    policies = [name for name in names if name != "none"]
+    statistical = [name for name in policies if name in POLICIES and POLICIES[name].needs_statistics]
+    for flag, given in (("--stats", args.stats is not None), ("--alpha", args.alpha is not None),
+                        ("--quantile", args.quantile is not None), ("--no-shapiro", args.no_shapiro)):
+        if given and not statistical:
+            raise SipgradError(f"{flag} applies to the cls and ins policies only, and --sip names neither")
+    needs_policy = [("--gamma", args.gamma is not None),
+                    ("--no-variance-conservation", args.no_variance_conservation)]
+    if not layers_analysed:
+        needs_policy += [("--sip-layers", args.sip_layers is not None), ("--layer-ratio", args.layer_ratio is not None)]
+    for flag, given in needs_policy:
+        if given and not policies:
+            raise SipgradError(f"{flag} sets how SIP filters, but no SIP policy was given; add one, e.g. "
+                               f"--sip topq:0.25")
 
 
 def sip_overrides(args: argparse.Namespace) -> dict:

@@ -13,6 +13,7 @@ from sipgrad_cli.common import (
     add_model_arguments,
     add_sip_arguments,
     check_sip_layers,
+    check_sip_options,
     guarded,
     load_classifier,
     method_options,
@@ -37,8 +38,9 @@ centre baseline, energy inside the boxes, mu_in/mu_in_w, and (unless --steps 0) 
 and insertion curves (AUC, AOPC), most- and least-relevant first. Record columns:
 {metrics}.
 
-Output (--out DIR): records.jsonl (one line per case and config, written as results come;
-a re-run with the same arguments resumes), summary.json, summary.md (means with bootstrap
+Output (--out DIR): run.json (the run's identity: a re-run is checked against it),
+records.jsonl (one line per case and config, written as results come; a re-run with the
+same arguments resumes), summary.json, summary.md (means with bootstrap
 95% intervals, paired Wilcoxon tests of SIP vs plain), metrics.png, energy_vs_box_area.png
 and report.html (tables and a gallery of best and worst cases).
 Scale out with: torchrun --nproc_per_node N -m sipgrad_cli evaluate ...
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise SipgradError(f"{'--boxes' if args.boxes else '--class-map'} goes with --images; --builtin "
                            f"{args.builtin} brings its own boxes")
     methods, sips = tuple(args.method), tuple(args.sip)
+    check_sip_options(args, sips)
     out = output_folder(args.out)
     args.device = process_device(args.device)  # under torchrun: one GPU per process
     classifier = load_classifier(args)

@@ -13,6 +13,7 @@ from sipgrad_cli.common import (
     add_method_arguments,
     add_sip_arguments,
     check_sip_layers,
+    check_sip_options,
     guarded,
     load_classifier,
     method_options,
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     paths = find_images(args.paths, exclude=out, outputs=OUTPUT_IMAGE_SUFFIXES)
     if not paths:
         raise SipgradError("no images found in " + ", ".join(args.paths))
+    check_sip_options(args, [args.sip])
     sip = SIPConfig.parse(args.sip, **sip_overrides(args))
     if args.compare and sip is None:
         raise SipgradError("--compare needs a SIP policy, e.g. --sip topq:0.25")

@@ -136,6 +136,8 @@ def _load_checkpoint(path: Path, signature: str, layers: Sequence[str]):
     try:
         with np.load(path, allow_pickle=False) as data:
             if str(data["signature"]) != signature:
+                warnings.warn(f"{path}: checkpoint of a run with other arguments (data, model, layers or "
+                              f"options); starting over", stacklevel=3)
                 return None
             accumulators = {name: ChannelAccumulator(*(data[f"{i}/{f}"] for f in (
                 "count", "total", "total_sq", "shift", "reservoir", "priority"))) for i, name in enumerate(layers)}

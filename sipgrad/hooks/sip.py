@@ -242,7 +242,8 @@ class SIP(HookedModel):
 
         Checked by the explain pipeline after a batch, off the hot path: no gradient reached
         a hooked layer (e.g. every SIP layer lies before Grad-CAM's layer, where its gradient never goes), or ``cls``
-        statistics hold no p-values for an explained class (fewer than 2 calibration images).
+        statistics hold no p-values for an explained class (Welch's test needs 2 calibration images of
+        the class and 2 of the others, and some variance among them).
         """
         if self.hook.calls == 0:
             return (f"no gradient reached the SIP layers ({', '.join(self.layers[:2])}...); with Grad-CAM, SIP "
@@ -254,6 +255,7 @@ class SIP(HookedModel):
             empty = [c for c in classes
                      if all(np.isnan(self.statistics.per_layer[name].class_pvalues[:, c]).all() for name in self.layers)]
             if empty:
-                return (f"the cls statistics hold no p-values for class {empty[0]} (fewer than 2 calibration images "
-                        f"of it), so SIP keeps every channel for it")
+                return (f"the cls statistics hold no p-values for class {empty[0]} (its calibration had fewer "
+                        f"than 2 images of it or of the other classes, or no variance in them), so SIP keeps "
+                        f"every channel for it")
         return None

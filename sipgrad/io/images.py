@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sipgrad.errors import ImageLoadError
+from sipgrad.errors import ImageLoadError, SipgradError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -140,7 +140,10 @@ def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | Non
         return True
 
     found: list[Path] = []
-    for entry in map(Path, paths):
+    for given in paths:
+        if not str(given).strip():  # Path("") is ".": an unset variable would explain the whole folder tree
+            raise SipgradError("an image path is empty; name a file or a folder (\".\" for this one)")
+        entry = Path(given)
         if entry.is_dir():
             inside_output = skip is not None and entry.resolve().is_relative_to(skip)
             found.extend(sorted(p for p in entry.rglob("*") if wanted(p, inside_output)))

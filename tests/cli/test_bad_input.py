@@ -55,6 +55,50 @@ def test_an_empty_out_is_refused_not_taken_as_this_folder(capsys, tmp_path, asse
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("command", ["explain", "analyze"])
+def test_an_empty_image_path_is_refused_not_taken_as_this_folder(capsys, tmp_path, monkeypatch, asset_dir, command):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(asset_dir / "chelsea.jpg", tmp_path / "chelsea.jpg")
+    code, out, err = run_cli(capsys, command, "", "--out", "o")
+    assert code == 2 and out == ""
+    assert "an image path is empty; name a file or a folder" in one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.jpg"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "{image}", "--gamma", "2"], "--gamma sets how SIP filters, but no SIP policy was given"),
+    (["explain", "{image}", "--sip-layers", "_conv_head"], "--sip-layers sets how SIP filters, but no SIP policy"),
+    (["explain", "{image}", "--no-variance-conservation"], "--no-variance-conservation sets how SIP filters"),
+    (["explain", "{image}", "--sip", "topq:0.25", "--alpha", "0.01"],
+     "--alpha applies to the cls and ins policies only, and --sip names neither"),
+    (["explain", "{image}", "--sip", "topq:0.25", "--no-shapiro"], "--no-shapiro applies to the cls and ins"),
+    (["explain", "{image}", "--sip", "topq:0.25", "--stats", "s.npz"], "--stats applies to the cls and ins"),
+    (["analyze", "{image}", "--sip", "none,topq:0.1", "--quantile", "0.5"], "--quantile applies to the cls and ins"),
+    (["analyze", "{image}", "--gamma", "2"], "--gamma sets how SIP filters, but no SIP policy"),
+    (["evaluate", "--builtin", "photos", "--layer-ratio", "0.5"], "--layer-ratio sets how SIP filters"),
+    (["evaluate", "--builtin", "photos", "--sip", "none,topq:0.1", "--alpha", "0.1"], "--alpha applies to the cls"),
+])
+def test_sip_options_no_policy_reads_are_refused_not_ignored(capsys, tmp_path, asset_dir, args, message):
+    args = [a.replace("{image}", str(asset_dir / "chelsea.jpg")) for a in args]
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "o")
+    assert code == 2 and out == ""
+    assert message in one_line(err)
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_analyze_reads_sip_layers_as_its_layers_without_a_policy(capsys, tmp_path, asset_dir):
+    code, out, err = run_cli(capsys, "analyze", asset_dir / "chelsea.jpg", "--sip-layers", "_conv_head",
+                             "--out", tmp_path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["layers"] == ["_conv_head"]
+
+
+def test_calibrate_takes_sip_layers_or_a_layer_ratio_not_both(capsys, tmp_path, asset_dir):
+    code, _, err = run_cli(capsys, "calibrate", "--data", asset_dir, "--out", tmp_path / "s.npz",
+                           "--sip-layers", "_conv_head", "--layer-ratio", "0.5")
+    assert code == 2 and "not allowed with argument" in one_line(err)
+
+
 @pytest.mark.parametrize("command", [["explain", "x.png"], ["analyze", "x.png"]])
 def test_a_sip_spec_with_nothing_after_its_colon_is_refused(capsys, tmp_path, asset_dir, command):
     image = asset_dir / "chelsea.jpg"
@@ -488,6 +532,19 @@ def test_calibrate_starts_over_from_a_damaged_checkpoint(capsys, asset_dir, tmp_
     assert "sipgrad: warning: " in err and "stats.npz.partial.npz: unreadable checkpoint" in one_line(err)
     assert "1 images" in out and not (tmp_path / "stats.npz.partial.npz").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt", "stats.npz"]
+
+
+def test_calibrate_says_it_starts_over_from_another_runs_checkpoint(capsys, asset_dir, tmp_path):
+    import numpy as np
+
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{asset_dir / 'chelsea.jpg'} 285\n")
+    np.savez(tmp_path / "stats.npz.partial.npz", signature=np.array("a run with other arguments"))
+    code, out, err = run_cli(capsys, "calibrate", "--data", listing, "--out", tmp_path / "stats.npz",
+                             "--sip-layers", "_conv_head")
+    assert code == 0, err
+    assert "stats.npz.partial.npz: checkpoint of a run with other arguments" in one_line(err)
+    assert "starting over" in one_line(err) and "1 images" in out
 
 
 def test_an_unforeseen_exception_is_still_one_line(capsys, monkeypatch):

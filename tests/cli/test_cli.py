@@ -298,6 +298,15 @@ def test_every_library_parameter_becomes_its_own_flag(parameter):
     others = [p for p in PARAMETER_FLAGS if p != parameter]
     message = "; ".join([parameter, *others])
     assert as_flags(message) == "; ".join(PARAMETER_FLAGS[p] for p in [parameter, *others])
+    assert as_flags(f"{parameter}.") == f"{PARAMETER_FLAGS[parameter]}."  # a sentence's end is no file name
+
+
+@pytest.mark.parametrize("path", ["ig_steps/stats.npz", "runs/batch_size/x.pt", "data/layer_ratio.npz",
+                                  "C:\\ig_steps\\s.npz", "./gradcam_layer"])
+def test_a_parameter_name_inside_a_path_is_left_alone(path):
+    from sipgrad_cli.common import as_flags
+
+    assert as_flags(f"{path}: statistics file not found") == f"{path}: statistics file not found"
 
 
 def test_python_evaluate_and_the_command_compute_the_same_records_by_default(capsys, tmp_path, lite0):

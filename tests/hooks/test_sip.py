@@ -166,6 +166,17 @@ def _fake_statistics(model: nn.Module, layers=LAYERS, classes=10, seed=0) -> SIP
     return SIPStatistics("small", tuple(layers), layer_fingerprint(model, layers), per_layer, classes)
 
 
+def test_a_class_without_p_values_is_named_with_every_reason_it_can_have(classifier, small_cnn, small_batch):
+    """Welch's test has no p-value when the class or the rest has fewer than 2 images (or no variance): the
+    warning must not claim the class itself was short of images when it was the others."""
+    stats = _fake_statistics(small_cnn)
+    for table in stats.per_layer.values():
+        table.class_pvalues[:, 3] = np.nan
+    with pytest.warns(UserWarning, match=r"no p-values for class 3 \(its calibration had fewer than 2 images of it "
+                                         r"or of the other classes, or no variance in them\)"):
+        explain(classifier, small_batch, sip=SIPConfig("cls", stats=stats), target=3)
+
+
 def test_cls_policy_keeps_the_target_classes_significant_channels(classifier, small_cnn, small_batch):
     stats = _fake_statistics(small_cnn)
     targets = torch.tensor([1, 2, 3, 4])
