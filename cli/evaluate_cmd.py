@@ -83,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "machine (cached after), then faster on CPU; pays for long runs only (needs a C++ "
                               "compiler; falls back with a warning)")
     scoring.add_argument("--batch-size", type=positive_int, default=8, help="cases per batch (default: 8)")
-    scoring.add_argument("--save-maps", action="store_true", help="also save every map as OUT/maps/CONFIG/CASE.npy")
+    scoring.add_argument("--save-maps", action="store_true", help="also save every map as OUT/maps/CONFIG/CASE.npy (the case's image path and label: "
+                              "sub/x.jpg#285 gives maps/CONFIG/sub/x.jpg_285.npy)")
     scoring.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(run=run)
 

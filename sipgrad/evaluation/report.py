@@ -23,7 +23,7 @@ from sipgrad.evaluation.catalog import METRICS
 from sipgrad.evaluation.summary import (decimals_for, format_interval, format_number, format_p, markdown,
                                         scored_records, shown_metrics, summarize)
 from sipgrad.io.atomic import atomic_write, write_json
-from sipgrad.io.names import slug
+from sipgrad.io.names import case_file
 from sipgrad.render.figure import pyplot
 from sipgrad.render.overlay import heatmap, overlay
 from sipgrad.render.styles import READABLE_FONTS, series_styles
@@ -293,7 +293,7 @@ def build_gallery(evaluator, cases: list[Case], records: list[dict[str, Any]], m
 def _saved_map(maps_dir: Path | None, config: str, case_id: str) -> np.ndarray | None:
     if maps_dir is None:
         return None
-    path = Path(maps_dir) / slug(config) / f"{slug(case_id)}.npy"
+    path = case_file(maps_dir, config, case_id, ".npy")
     try:
         return np.load(path, allow_pickle=False) if path.is_file() else None
     except (OSError, ValueError):

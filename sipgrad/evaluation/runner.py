@@ -185,10 +185,10 @@ def evaluate(classifier: Classifier, cases: list[Case], settings: EvalSettings, 
 def _save_maps(out: Path, records: list[dict[str, Any]]) -> None:
     import numpy as np
 
-    from sipgrad.io.names import slug
+    from sipgrad.io.names import case_file
 
     for record in records:
-        path = out / "maps" / slug(record["config"]) / f"{slug(record['case'])}.npy"
+        path = case_file(out / "maps", record["config"], record["case"], ".npy")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, suffix=".tmp.npy") as tmp:
             np.save(tmp, record["_map"])

@@ -12,6 +12,29 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
+def case_file(root: str | Path, group: str, case_id: str, suffix: str) -> Path:
+    """Where a case's file goes: ``root/GROUP/FOLDERS/NAME_LABEL{suffix}``, one file per case id.
+
+    A case id is an image's path inside its data set plus ``#label`` (``sub/x.jpg#285``). Its
+    folders are kept as folders, so ``sub/x.jpg#285`` and ``sub_x.jpg#285`` get files of their
+    own; where a folder or file part has characters a file name cannot carry safely (a space,
+    ``..``), the name also gets a short hash of the whole id, so two ids never meet in one file.
+    """
+    import hashlib
+
+    path_part, hash_mark, label = case_id.rpartition("#")
+    if not hash_mark:
+        path_part, label = case_id, ""
+    parts = path_part.split("/")
+    # The label (a class index or name) is slugged alone: class names never differ only by a space.
+    lossy = any(not part or part in (".", "..") or slug(part) != part for part in parts)
+    parts = ["_" if part in ("", ".", "..") else slug(part) for part in parts]
+    name = parts[-1] + (f"_{slug(label)}" if hash_mark else "")
+    if lossy:
+        name += "-" + hashlib.sha1(case_id.encode()).hexdigest()[:10]
+    return Path(root, slug(group), *parts[:-1], name + suffix)
+
+
 def unique_stems(names: Sequence[str]) -> list[str]:
     """File-name-safe stems, one per name; repeated names get ``-2``, ``-3``... so no file is overwritten.
 

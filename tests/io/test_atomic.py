@@ -2,12 +2,13 @@
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from sipgrad.errors import SipgradError
 from sipgrad.io.atomic import atomic_write
-from sipgrad.io.names import output_stems, unique_stems
+from sipgrad.io.names import case_file, output_stems, unique_stems
 
 
 def _mode(path):
@@ -73,3 +74,17 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, error, reason):
             raise error
     assert str(raised.value) == f"{target}: cannot be written {reason}"
     assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_case_files_are_one_per_case_id_and_stay_inside_their_folder():
+    """`sub/x.jpg#285` and `sub_x.jpg#285` used to share one saved map (the slug made both sub_x.jpg_285)."""
+    ids = ["sub/x.jpg#285", "sub_x.jpg#285", "0.png#285", "photos/chelsea#285", "a b.jpg#1", "a_b.jpg#1",
+           "../x.jpg#1", "_/x.jpg#1", "composites/0001#Egyptian cat"]
+    paths = [case_file("maps", "grad/topq:0.25", case, ".npy") for case in ids]
+    assert len(set(paths)) == len(ids)
+    assert paths[0] == Path("maps/grad_topq_0.25/sub/x.jpg_285.npy")
+    assert paths[1] == Path("maps/grad_topq_0.25/sub_x.jpg_285.npy")
+    assert paths[2] == Path("maps/grad_topq_0.25/0.png_285.npy")  # a plain id keeps its plain name
+    assert paths[8] == Path("maps/grad_topq_0.25/composites/0001_Egyptian_cat.npy")
+    assert all(".." not in path.parts for path in paths)
+    assert case_file("m", "c", "a b.jpg#1", ".npy") == case_file("m", "c", "a b.jpg#1", ".npy")  # stable on resume
