@@ -123,6 +123,10 @@ def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | Non
     folder: where it lies inside a searched folder, nothing under it is taken. Where the
     searched folder is the output folder itself or lies inside it (``--out .``), skipping
     everything would find no images at all; there the name rule alone applies.
+
+    A file reached twice (named and inside a named folder, or as ``x.jpg`` and ``./x.jpg``) is
+    taken once, at its first place, with one warning: it would otherwise be explained twice
+    under two output names.
     """
     skip = Path(exclude).resolve() if exclude is not None else None
     outputs = tuple(outputs)
@@ -149,6 +153,13 @@ def find_images(paths: list[str | os.PathLike], exclude: str | os.PathLike | Non
             found.extend(sorted(p for p in entry.rglob("*") if wanted(p, inside_output)))
         else:
             found.append(entry)
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    if len(unique) < len(found):
+        warnings.warn(f"{len(found) - len(unique)} file(s) reached more than once (named twice, or named and "
+                      f"inside a named folder); each is taken once", stacklevel=2)
+        found = list(unique.values())
     if skipped_outputs:
         warnings.warn(f"skipped {skipped_outputs} file(s) named like the images this tool writes "
                       f"({', '.join('*' + s for s in outputs)}); name such a file itself to take it as an input",

@@ -1,5 +1,6 @@
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,16 @@ def test_find_images_walks_folders_sorted(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = find_images([tmp_path, tmp_path / "notes.txt"])
     assert [p.name for p in found] == ["a.jpg", "b.png", "notes.txt"]
+
+
+def test_a_file_reached_twice_is_taken_once_at_its_first_place(tmp_path, monkeypatch):
+    (tmp_path / "imgs").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "imgs" / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"2 file\(s\) reached more than once"):
+        found = find_images(["imgs/b.png", "imgs", "./imgs/b.png"])
+    assert found == [Path("imgs/b.png"), Path("imgs/a.png")]
 
 
 def test_find_images_skips_an_output_folder_inside_the_input_but_not_the_input_itself(tmp_path):
