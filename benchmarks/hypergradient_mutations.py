@@ -335,8 +335,8 @@ MUTATIONS = [
     (
         "forward mode: a fresh workspace at every step",
         H + "modes.py",
-        "                                                                 workspace=workspace)",
-        "                                                                 workspace=None)",
+        "                          workspace=workspace)",
+        "                          workspace=None)",
         T + "test_fused.py",
     ),
     (
@@ -408,6 +408,77 @@ MUTATIONS = [
         "            return float((predicted == _labels(split, device)).double().mean())",
         "            return float((predicted == split.labels.to(device)[:1]).double().mean())",
         T + "test_report.py " + T + "test_modes.py",
+    ),
+    # Added 2026-12-01 after a review of the engine found each of these gaps.
+    (
+        "reverse modes: a weight no differentiated hyperparameter reaches is not made a leaf",
+        H + "updates.py",
+        "            weights = {name: w if w.requires_grad else w.detach().requires_grad_() for name, w in weights.items()}\n",
+        "",
+        T + "test_modes.py",
+    ),
+    (
+        "batch norm in training mode accepted",
+        H + "problem.py",
+        "    _refuse_running_statistics(model)\n",
+        "",
+        T + "test_modes.py",
+    ),
+    (
+        "steps not checked at the schedule",
+        H + "problem.py",
+        '    check_count("steps", steps)\n',
+        "",
+        T + "test_modes.py",
+    ),
+    (
+        "hidden widths not checked",
+        H + "problem.py",
+        "        check_count(\"a hidden layer's width\", width)",
+        "        pass",
+        T + "test_modes.py",
+    ),
+    (
+        "forward mode: torch's ZeroTensor failure passed on raw",
+        H + "modes.py",
+        '        if "ZeroTensors are immutable" not in str(error):',
+        "        if True:",
+        T + "test_modes.py",
+    ),
+    (
+        "a hyperparameter the update does not read accepted",
+        H + "modes.py",
+        "    _check_names_and_shapes(problem.update, values)\n",
+        "",
+        T + "test_modes.py",
+    ),
+    (
+        "a per-layer vector of the wrong length accepted",
+        H + "modes.py",
+        "        if length is not None and tuple(value.shape) != (length,):",
+        "        if False:",
+        T + "test_modes.py",
+    ),
+    (
+        "a vector where a scalar goes accepted",
+        H + "modes.py",
+        "        if length is None and value.numel() != 1:",
+        "        if False:",
+        T + "test_modes.py",
+    ),
+    (
+        "the outer loop checks its mode's options only at the first step",
+        H + "outer.py",
+        "    check_arguments(problem, start, mode, wrt, **mode_options)\n",
+        "",
+        T + "test_outer.py",
+    ),
+    (
+        "a negative penalty index accepted",
+        H + "updates.py",
+        '            check_count(f"penalty {self.hyper!r}: index", self.index, minimum=0)',
+        "            pass",
+        T + "test_modes.py",
     ),
 ]
 

@@ -192,6 +192,16 @@ MUTATIONS = [
     ("SIP: a bad policy value's error without the spec it came from", "sipgrad/hooks/sip.py",
      "            if argument and field_name in str(error):", "            if False:",
      "tests/cli/test_cli.py::test_bad_input_gets_one_line_and_nonzero_exit"),
+    # Added 2026-12-01: a review found random maps changing with --batch-size.
+    ("explain: random methods seeded from the row in its call, not its position in the run",
+     "sipgrad/attribution/explain.py",
+     "parts.append(engine(prepared.inputs[rows], targets[rows], indices=positions[rows]))",
+     "parts.append(engine(prepared.inputs[rows], targets[rows], indices=rows))",
+     "tests/attribution/test_explain.py"),
+    ("explain CLI: each batch's images numbered from 0", "cli/explain_cmd.py",
+     "result = explain(classifier, images, sip=sip, indices=positions, **common)",
+     "result = explain(classifier, images, sip=sip, **common)",
+     "tests/cli/test_cli.py::test_explain_gives_random_methods_the_same_maps_in_any_batch_size"),
 ]
 
 
