@@ -414,7 +414,7 @@ MUTATIONS = [
         "reverse modes: a weight no differentiated hyperparameter reaches is not made a leaf",
         H + "updates.py",
         "            weights = {name: w if w.requires_grad else w.detach().requires_grad_() for name, w in weights.items()}\n",
-        "",
+        "            pass\n",
         T + "test_modes.py",
     ),
     (
