@@ -6,7 +6,11 @@ occur exactly once) becomes ``new``, and the space-separated ``tests`` must then
 The runner mutates a *copy*, never the live tree: a detached git worktree of HEAD in a
 temporary folder, over which the working tree's current versions of ``copied`` are laid,
 so uncommitted edits to those are what gets checked. Tests run there with PYTHONPATH
-pointing at the copy (checked: ``sipgrad.__file__`` must lie inside it). First the guarding
+pointing at the copy, and at a folder where ``sipgrad_cli`` links to the copy's ``cli/``
+(checked: ``sipgrad.__file__`` and ``sipgrad_cli.__file__`` must lie inside it; the
+installed ``sipgrad_cli`` is the live tree's, so a mutation of ``cli/`` would otherwise
+change nothing the tests import). Guard CLI mutations with named tests: the copy on
+PYTHONPATH makes ``import cli`` work, which one packaging test checks does not. First the guarding
 tests run on the unmutated copy (they must pass, or every mutation would look killed);
 then one mutation at a time is applied, its guarding tests run (pytest -x,
 OMP_NUM_THREADS=1), the file is restored, and KILLED (with the first failing test) or
@@ -27,10 +31,19 @@ from collections.abc import Sequence
 Mutation = tuple[str, str, str, str, str]
 
 
+def _environment(tree: pathlib.Path) -> dict[str, str]:
+    """PYTHONPATH for the copy: its packages, and ``sipgrad_cli`` as a link to its ``cli/`` (made once)."""
+    site = tree.parent / "site"
+    if not site.exists():
+        site.mkdir()
+        (site / "sipgrad_cli").symlink_to(tree / "cli", target_is_directory=True)
+    return {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{tree}"}
+
+
 def _pytest(tree: pathlib.Path, tests: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
                           cwd=tree, check=False, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"})
+                          env={**_environment(tree), "OMP_NUM_THREADS": "1"})
 
 
 def _first_failure(done: subprocess.CompletedProcess) -> str:
@@ -66,11 +79,11 @@ def run_mutations(mutations: Sequence[Mutation], copied: Sequence[str], selectio
                 shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
                 shutil.copy2(source, target)
-        where = subprocess.run([sys.executable, "-c", "import sipgrad; print(sipgrad.__file__)"], cwd=tree,
-                               capture_output=True, text=True, check=True,
-                               env={**os.environ, "PYTHONPATH": str(tree)}).stdout.strip()
-        if not pathlib.Path(where).resolve().is_relative_to(tree.resolve()):
-            raise SystemExit(f"the copy imports sipgrad from {where}, not from {tree}")
+        for package in ("sipgrad", "sipgrad_cli"):
+            where = subprocess.run([sys.executable, "-c", f"import {package}; print({package}.__file__)"], cwd=tree,
+                                   capture_output=True, text=True, check=True, env=_environment(tree)).stdout.strip()
+            if not pathlib.Path(where).resolve().is_relative_to(tree.resolve()):
+                raise SystemExit(f"the copy imports {package} from {where}, not from {tree}")
         guards = sorted({m[4] for m in chosen})
         for tests in guards:
             done = _pytest(tree, tests)

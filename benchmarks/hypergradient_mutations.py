@@ -480,6 +480,27 @@ MUTATIONS = [
         "            pass",
         T + "test_modes.py",
     ),
+    (
+        "HeavyBall's shape rules applied to any update's attributes",
+        H + "modes.py",
+        "    if not isinstance(update, HeavyBall):\n        return\n",
+        "",
+        T + "test_modes.py",
+    ),
+    (
+        "a zero Hessian's expanded products updated in place",
+        H + "updates.py",
+        "            hvp = {name: h if h.is_contiguous() else h.contiguous() for name, h in hvp.items()}\n",
+        "",
+        T + "test_modes.py",
+    ),
+    (
+        "forward mode: torch's missing forward rule passed on raw",
+        H + "modes.py",
+        '        if "forward AD" not in str(error):',
+        "        if True:",
+        T + "test_modes.py",
+    ),
 ]
 
 

@@ -436,21 +436,26 @@ def check_sip_options(args: argparse.Namespace, specs: Sequence[str], layers_ana
     """Refuse SIP options that no policy in ``specs`` (the --sip values) would read: silently ignored, they
     would leave a user believing SIP ran as asked (``--gamma 2`` without ``--sip``, ``--alpha`` with topq).
 
-    ``layers_analysed``: the command reads --sip-layers / --layer-ratio without a policy too (analyze).
+    ``layers_analysed``: the command reads --sip-layers / --layer-ratio as its layers when it has no layer
+    option of its own (analyze without --layers).
     """
     from sipgrad.errors import SipgradError
-    from sipgrad.hooks.policies import POLICIES
+    from sipgrad.hooks.policies import POLICIES, ChannelPolicy
 
     names = [str(spec).strip().lower().partition(":")[0] for spec in specs]
     policies = [name for name in names if name != "none"]
     statistical = [name for name in policies if name in POLICIES and POLICIES[name].needs_statistics]
+    channel = [name for name in policies if name in POLICIES and issubclass(POLICIES[name], ChannelPolicy)]
+    if args.gamma is not None and policies and not channel:  # pca filters a rank, not channels: nothing to damp
+        raise SipgradError(f"--gamma damps the channels a channel policy prunes; --sip names none "
+                           f"({', '.join(policies)})")
     for flag, given in (("--stats", args.stats is not None), ("--alpha", args.alpha is not None),
                         ("--quantile", args.quantile is not None), ("--no-shapiro", args.no_shapiro)):
         if given and not statistical:
             raise SipgradError(f"{flag} applies to the cls and ins policies only, and --sip names neither")
     needs_policy = [("--gamma", args.gamma is not None),
                     ("--no-variance-conservation", args.no_variance_conservation)]
-    if not layers_analysed:
+    if not layers_analysed or getattr(args, "layers", None) is not None:
         needs_policy += [("--sip-layers", args.sip_layers is not None), ("--layer-ratio", args.layer_ratio is not None)]
     for flag, given in needs_policy:
         if given and not policies:

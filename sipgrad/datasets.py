@@ -132,8 +132,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return _parse_idx(data, path)
 
 
-def _parse_idx(data: bytes, path: Path) -> np.ndarray:
-    """The array in an IDX file's bytes ``data`` (uncompressed); errors name ``path``."""
+def _parse_idx(data: bytes, path: Path | str) -> np.ndarray:
+    """The array in an IDX file's bytes ``data`` (uncompressed); errors name ``path`` (a file or a URL)."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES or data[3] < 1:
         raise SipgradError(f"{path}: not an IDX file (bad magic number)")
     dtype, dims = np.dtype(IDX_TYPES[data[2]]), data[3]
@@ -262,7 +262,7 @@ def download_mnist(directory: str | os.PathLike) -> Path:
         except (OSError, EOFError, zlib.error) as error:
             raise SipgradError(f"{MNIST_URL}{target.name}: the download is not a whole gzip file ({error}); "
                                f"nothing was saved") from None
-        _parse_idx(data, Path(MNIST_URL + target.name))
+        _parse_idx(data, MNIST_URL + target.name)
         with atomic_write(target) as tmp:
             tmp.write_bytes(payload)
     return directory

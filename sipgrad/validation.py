@@ -14,8 +14,8 @@ from sipgrad.errors import SipgradError
 
 
 def check_count(label: str, value: object, minimum: int = 1) -> None:
-    """``value`` must be an int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` must be an integer (a Python or numpy one, not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
         raise SipgradError(f"{label} must be {wanted}, got {value!r}")
 

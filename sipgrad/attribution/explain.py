@@ -111,7 +111,7 @@ def explain(model: Classifier | nn.Module, images: Any, target: TargetSpec = Non
         batch_size: images per forward/backward pass.
         reduce: ``mean`` or ``max`` over colour channels of |attribution|.
         indices: each image's position in the caller's whole run (default 0..N-1). Random methods
-            (SmoothGrad, IG's noise baseline, random SIP) draw an image's noise from its position, so
+            (SmoothGrad, IG's noise baseline) draw an image's noise from its position, so
             a run explained in several calls, one per part, gives every image the map one call would
             when each part passes its images' positions.
         method_options: ``MethodOptions`` fields, e.g. ``ig_steps=32``, ``seed=1``.

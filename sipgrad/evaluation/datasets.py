@@ -262,8 +262,8 @@ def _table_rows(annotations: Path):
         raise SipgradError(f"{annotations}: line 1: the header lacks {', '.join(absent)} "
                            f"(need image,label,x0,y0,x1,y1; read {','.join(read)})")
     for row in reader:
-        if None in row:  # more fields than the header names: a label with an unquoted comma shifts every column
-            raise SipgradError(f"{annotations}: line {reader.line_num}: {len(row[None])} more field(s) than the "
+        if any(str(extra).strip() for extra in row.pop(None, ())):  # an unquoted comma in a label shifts the rest
+            raise SipgradError(f"{annotations}: line {reader.line_num}: more fields than the "
                                f"header's {len(read)} ({','.join(read)}); quote a label that holds a comma")
         yield f"{annotations}: line {reader.line_num}", row
 

@@ -17,8 +17,9 @@ def case_file(root: str | Path, group: str, case_id: str, suffix: str) -> Path:
 
     A case id is an image's path inside its data set plus ``#label`` (``sub/x.jpg#285``). Its
     folders are kept as folders, so ``sub/x.jpg#285`` and ``sub_x.jpg#285`` get files of their
-    own; where a folder or file part has characters a file name cannot carry safely (a space,
-    ``..``), the name also gets a short hash of the whole id, so two ids never meet in one file.
+    own; where a part has characters a file name cannot carry safely (a space, ``..``), or
+    the label holds a ``_`` (which would blur where the name ends), the name also gets a
+    short hash of the whole id, so two ids never meet in one file.
     """
     import hashlib
 
@@ -26,8 +27,10 @@ def case_file(root: str | Path, group: str, case_id: str, suffix: str) -> Path:
     if not hash_mark:
         path_part, label = case_id, ""
     parts = path_part.split("/")
-    # The label (a class index or name) is slugged alone: class names never differ only by a space.
-    lossy = any(not part or part in (".", "..") or slug(part) != part for part in parts)
+    # The label joins the name after a "_": one holding "_" or a character slug replaces ("Egyptian cat") would make
+    # the split ambiguous (x#1_2 and x_1#2), so it takes the hash too.
+    lossy = any(not part or part in (".", "..") or slug(part) != part for part in parts) \
+        or slug(label) != label or "_" in label
     parts = ["_" if part in ("", ".", "..") else slug(part) for part in parts]
     name = parts[-1] + (f"_{slug(label)}" if hash_mark else "")
     if lossy:

@@ -75,6 +75,9 @@ def test_an_empty_image_path_is_refused_not_taken_as_this_folder(capsys, tmp_pat
     (["explain", "{image}", "--sip", "topq:0.25", "--stats", "s.npz"], "--stats applies to the cls and ins"),
     (["analyze", "{image}", "--sip", "none,topq:0.1", "--quantile", "0.5"], "--quantile applies to the cls and ins"),
     (["analyze", "{image}", "--gamma", "2"], "--gamma sets how SIP filters, but no SIP policy"),
+    (["analyze", "{image}", "--layers", "_conv_head", "--sip-layers", "_blocks.15._project_conv"],
+     "--sip-layers sets how SIP filters, but no SIP policy"),
+    (["explain", "{image}", "--sip", "pca:8", "--gamma", "2"], "--gamma damps the channels a channel policy prunes"),
     (["evaluate", "--builtin", "photos", "--layer-ratio", "0.5"], "--layer-ratio sets how SIP filters"),
     (["evaluate", "--builtin", "photos", "--sip", "none,topq:0.1", "--alpha", "0.1"], "--alpha applies to the cls"),
 ])

@@ -50,10 +50,10 @@ def test_explain_gives_random_methods_the_same_maps_in_any_batch_size(capsys, as
     for size in (1, 3):
         out = tmp_path / f"b{size}"
         code, _, err = run_cli(capsys, "explain", *images, "--method", "smoothgrad", "--smoothgrad-samples", "2",
-                               "--batch-size", size, "--out", out)
+                               "--sip", "topq:0.25", "--compare", "--batch-size", size, "--out", out)
         assert code == 1 and "broken.jpg" in err  # the unreadable file fails, the rest are explained
         maps[size] = {path.name: np.load(path) for path in out.glob("*.saliency.npy")}
-    assert sorted(maps[1]) == sorted(maps[3]) and len(maps[1]) == 3
+    assert sorted(maps[1]) == sorted(maps[3]) and len(maps[1]) == 6  # plain and SIP (--compare) for each of 3
     for name, saliency in maps[1].items():
         np.testing.assert_allclose(maps[3][name], saliency, atol=1e-4 * float(saliency.max()), err_msg=name)
 

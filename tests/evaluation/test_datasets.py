@@ -82,11 +82,13 @@ def test_a_csv_row_with_more_fields_than_the_header_is_refused_naming_its_line(i
     """An unquoted comma in a label shifts every later column: the row is refused, not read with the box moved."""
     (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\nb.png,285,0,0,10,10\n"
                                         "a.jpg,Egyptian, cat,1,2,3,4\n")
-    with pytest.raises(SipgradError, match=r"boxes\.csv: line 3: 1 more field\(s\) than the header's 6 "
+    with pytest.raises(SipgradError, match=r"boxes\.csv: line 3: more fields than the header's 6 "
                                            r"\(image,label,x0,y0,x1,y1\); quote a label"):
         load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)
     (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1,difficult\nb.png,285,0,0,10,10,0\n")
     assert len(load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)) == 1  # a named extra column is fine
+    (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\nb.png,285,0,0,10,10,\n")  # a trailing comma
+    assert load_box_dataset("csv", images, tmp_path / "boxes.csv", CLASSES)[0].boxes == ((0.0, 0.0, 10.0, 10.0),)
 
 
 @pytest.mark.parametrize("path", ["../outside.jpg", "/etc/passwd", "sub/../../x.png"])

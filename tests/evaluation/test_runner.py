@@ -126,3 +126,17 @@ def test_each_torchrun_process_gets_its_own_gpu_and_the_right_backend(monkeypatc
     assert backend_for("cuda:2") == "nccl" and backend_for("cpu") == "gloo"
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert backend_for("cpu") == "gloo"  # a CPU run on a GPU machine still uses gloo
+
+
+def test_saved_maps_of_case_ids_that_slug_alike_stay_apart_and_the_gallery_reads_each_back(tmp_path):
+    """`sub/x.jpg#285` and `sub_x.jpg#285` used to be saved to one file, the second overwriting the first."""
+    from sipgrad.evaluation.report import _saved_map
+    from sipgrad.evaluation.runner import _save_maps
+
+    ids = ["sub/x.jpg#285", "sub_x.jpg#285", "a b.jpg#1", "a_b.jpg#1"]
+    records = [{"config": "grad/none", "case": case, "_map": np.full((2, 3), i, np.float32)}
+               for i, case in enumerate(ids)]
+    _save_maps(tmp_path, records)
+    assert len(list((tmp_path / "maps").rglob("*.npy"))) == len(ids)
+    for i, case in enumerate(ids):
+        np.testing.assert_array_equal(_saved_map(tmp_path / "maps", "grad/none", case), np.full((2, 3), i))

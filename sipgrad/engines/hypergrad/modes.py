@@ -40,7 +40,7 @@ from torch.func import jvp, vmap
 from sipgrad.engines.hypergrad.fused import Activations, Workspace
 from sipgrad.engines.hypergrad.graphs import graph_saved_tensors
 from sipgrad.engines.hypergrad.problem import InnerProblem, check_hyperparameters
-from sipgrad.engines.hypergrad.updates import Params, StepGraph
+from sipgrad.engines.hypergrad.updates import HeavyBall, Params, StepGraph
 from sipgrad.errors import SipgradError
 from sipgrad.validation import check_count
 
@@ -141,8 +141,10 @@ def _check_names_and_shapes(update: object, values: Mapping[str, torch.Tensor]) 
     """A hyperparameter the update does not read would get a hypergradient of 0 and be tuned for nothing, and a
     per-layer vector of the wrong length would leave entries unread (or index past a scalar): refuse both.
 
-    Only updates that say what they read (``hyperparameters``) are checked; a penalty's coefficient must be a
-    scalar, or a vector of one entry per indexed layer, and the learning rate and momentum scalars.
+    Only updates that say what they read (``hyperparameters``) are checked for names. Shapes are checked for
+    the built-in ``HeavyBall``, whose layout is known: a penalty's coefficient must be a scalar, or a vector of
+    one entry per indexed layer, and the learning rate and momentum scalars (another update may give the same
+    attribute names other meanings, such as a fixed momentum of 0.9).
     """
     known = tuple(getattr(update, "hyperparameters", ()))
     if not known:
@@ -151,13 +153,12 @@ def _check_names_and_shapes(update: object, values: Mapping[str, torch.Tensor]) 
     if unknown:
         raise SipgradError(f"hyperparameter(s) {', '.join(unknown)} not read by this update (it reads "
                            f"{', '.join(known)})")
-    lengths: dict[str, int | None] = {}
-    for penalty in getattr(update, "penalties", ()):
+    if not isinstance(update, HeavyBall):
+        return
+    lengths: dict[str, int | None] = {update.learning_rate: None, update.momentum: None}
+    for penalty in update.penalties:
         index = penalty.index
         lengths[penalty.hyper] = None if index is None else max(lengths.get(penalty.hyper) or 0, index + 1)
-    for name in (getattr(update, "learning_rate", None), getattr(update, "momentum", None)):
-        if name is not None:
-            lengths[name] = None
     for name, length in lengths.items():
         value = values[name]
         if length is None and value.numel() != 1:
@@ -274,17 +275,24 @@ def _forward_step(problem: InnerProblem, batch, fused_step: Callable | None, dif
 def _torch_forward_ad_gaps():
     """Turn the known torch failures of forward-over-reverse into one clear error.
 
-    ``F.mse_loss`` (and a few other losses) write in place into the zero tangent of a target
-    that has none, under ``jvp`` of their gradient (pytorch#123996, open as of torch 2.14).
+    ``F.mse_loss`` with its mean reduction writes in place into the zero tangent of a target
+    that has none, under ``jvp`` of its gradient (pytorch#123996, open as of torch 2.14); some
+    ops' backward has no forward-mode rule at all (``F.huber_loss``'s, for one).
     """
     try:
         yield
+    except NotImplementedError as error:  # before RuntimeError, of which it is a subclass
+        if "forward AD" not in str(error):
+            raise
+        operation = str(error).split(" with ", 1)[1].split(" that ", 1)[0] if " with " in str(error) else "an op"
+        raise SipgradError(f"forward mode cannot push tangents through {operation}: torch has no forward-mode "
+                           f"rule for it; use mode='reverse'") from None
     except RuntimeError as error:
         if "ZeroTensors are immutable" not in str(error):
             raise
         raise SipgradError("forward mode cannot push tangents through this loss's gradient (a torch bug, "
-                           "pytorch#123996, hit by F.mse_loss with its mean reduction); use mode='reverse', or write the loss "
-                           "out, e.g. ((output - target) ** 2).mean()") from None
+                           "pytorch#123996, hit by F.mse_loss with its mean reduction); use mode='reverse', or "
+                           "write the loss out, e.g. ((output - target) ** 2).mean()") from None
 
 
 def _unflatten(flat: torch.Tensor, diff: Mapping[str, torch.Tensor], mode: str) -> dict[str, torch.Tensor]:

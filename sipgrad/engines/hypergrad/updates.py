@@ -233,6 +233,9 @@ class HeavyBall:
                     object.__setattr__(self, "_compiled", torch.compile(self._hvp_batch, dynamic=False))
                 hvp_batch = self._compiled
             gradient, hvp = hvp_batch(weights, tangent_w, loss_hyper, loss_directions, batch)
+            # A loss whose Hessian is zero (piecewise linear, such as F.l1_loss) gets its products back from
+            # vmap as one expanded zero; the in-place updates below need tensors of their own.
+            hvp = {name: h if h.is_contiguous() else h.contiguous() for name, h in hvp.items()}
         # The state steps by the same code as the reverse modes' forward sweep (``_apply_fused``).
         new_weights, new_velocity = self._apply_fused(weights, velocity, gradient, hyper)
         eta, mu = hyper[self.learning_rate], hyper[self.momentum]

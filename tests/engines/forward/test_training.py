@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,7 @@ def test_configs_validate():
         with pytest.raises(SipgradError, match=message):
             TrainConfig(**bad)
     assert TrainConfig().learning_rate == 1e-3 and TrainConfig(lr=0.3).learning_rate == 0.3
+    assert TrainConfig(seed=np.int64(3), steps=np.int32(10)).seed == 3  # numpy integers are integers
 
 
 def test_forward_adam_learns_digits_and_backprop_is_the_reference(digits):

@@ -362,6 +362,30 @@ def test_hyperparameters_the_update_does_not_read_or_of_the_wrong_shape_are_refu
         Penalty("l1", "rho_l1", ("0.weight",), -1)
 
 
+def test_a_custom_update_with_a_fixed_momentum_attribute_is_not_read_as_heavy_balls_layout():
+    """Only HeavyBall's `momentum` names a hyperparameter: another update's `momentum = 0.9` is its own constant."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, generator=gen, dtype=F64), torch.randn(6, 2, generator=gen, dtype=F64)
+
+    class FixedMomentumSGD:
+        hyperparameters = ("lr",)
+        momentum = 0.9
+
+        def __call__(self, w, v, batch, hyper):
+            loss = lambda w: ((batch[0] @ w["w"] - batch[1]) ** 2).sum()  # noqa: E731
+            g = torch.func.grad(loss)(w)
+            new_v = {k: self.momentum * v[k] + g[k] for k in w}
+            return {k: w[k] - hyper["lr"] * new_v[k] for k in w}, new_v
+
+    problem = InnerProblem({"w": torch.randn(3, 2, generator=gen, dtype=F64)}, FixedMomentumSGD(),
+                           lambda step: (x, y), lambda w: ((x @ w["w"] - y) ** 2).mean(), 3)
+    hyper = {"lr": torch.tensor(0.01, dtype=F64)}
+    forward = hypergradient(problem, hyper, "forward", fused=False)
+    _close(hypergradient(problem, hyper, "reverse", fused=False).hypergradient, forward.hypergradient, 1e-10)
+    with pytest.raises(SipgradError, match=r"hyperparameter\(s\) mu not read by this update \(it reads lr\)"):
+        hypergradient(problem, {**hyper, "mu": torch.tensor(0.5, dtype=F64)}, "forward", fused=False)
+
+
 def test_hyperparameters_inside_the_loss_per_example_weights():
     """RFHO's synthetic hyperparameters: weights of the first examples of every mini-batch, in the loss."""
     base = smooth_problem(steps=6)
@@ -438,6 +462,13 @@ def test_a_loss_torch_cannot_push_tangents_through_is_one_clear_error_in_forward
         forward_hypergradient(problem(F.mse_loss), hyper)
     written_out = forward_hypergradient(problem(lambda out, target: ((out - target) ** 2).mean()), hyper)
     _close(reverse_hypergradient(problem(F.mse_loss), hyper).hypergradient, written_out.hypergradient, 1e-12)
+    with pytest.raises(SipgradError, match=r"through huber_loss_backward: torch has no forward-mode rule"):
+        forward_hypergradient(problem(F.huber_loss), hyper)
+    # A piecewise-linear loss has a zero Hessian, which vmap hands back as one expanded zero: the fused step's
+    # in-place updates used to refuse it.
+    for fused in (True, False):
+        _close(forward_hypergradient(problem(F.l1_loss), hyper, fused=fused).hypergradient,
+               reverse_hypergradient(problem(F.l1_loss), hyper).hypergradient, 1e-12)
 
 
 def test_batch_norm_is_refused_in_training_mode_and_differentiated_in_eval_mode():
