@@ -410,8 +410,9 @@ MUTATIONS = [
      '        if any(str(extra).strip() for extra in row.pop(None, ())):', '        if False:',
      'tests/evaluation/test_datasets.py'),
     ("calibrate: another run's checkpoint dropped without a word", 'sipgrad/calibration/calibrate.py',
-     '                warnings.warn(f"{path}: checkpoint of a run with other arguments',
-     '                (f"{path}: checkpoint of a run with other arguments', 'tests/cli/test_bad_input.py'),
+     '                warnings.warn(f"{path}: checkpoint of a run with other arguments (data, model, layers or "\n'
+     '                              f"options); starting over", stacklevel=3)\n',
+     '                pass\n', 'tests/cli/test_bad_input.py'),
     ('CLI: a warning printed once per batch', 'cli/common.py',
      '        if text not in self.printed:', '        if True:',
      'tests/cli/test_cli.py::test_a_warning_that_holds_for_the_whole_run_is_printed_once_not_once_per_batch'),

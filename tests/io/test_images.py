@@ -95,9 +95,11 @@ def test_a_file_reached_twice_is_taken_once_at_its_first_place(tmp_path, monkeyp
     (tmp_path / "imgs").mkdir()
     for name in ("a.png", "b.png"):
         (tmp_path / "imgs" / name).write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "imgs")
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"2 file\(s\) reached more than once"):
-        found = find_images(["imgs/b.png", "imgs", "./imgs/b.png"])
+    # The same file as a relative path, inside a named folder, as an absolute path and through a link.
+    with pytest.warns(UserWarning, match=r"3 file\(s\) reached more than once"):
+        found = find_images(["imgs/b.png", "imgs", str(tmp_path / "imgs" / "b.png"), "link/b.png"])
     assert found == [Path("imgs/b.png"), Path("imgs/a.png")]
 
 
