@@ -183,11 +183,8 @@ def test_unsupported_models_fall_back_to_the_general_path():
     hooked.load_state_dict(plain.state_dict())
     handle = hooked[0].register_forward_hook(lambda _m, _a, out: out * 3)
     assert plan_for(hooked, F.cross_entropy, x, y) is None
-    directions = make_sampler("gaussian").sample(trainable_parameters(hooked), 2, torch.Generator().manual_seed(0))
-    estimate = model_gradient_estimate(hooked, F.cross_entropy, x, y, Fixed(directions), 2)
-    _, expected = directional_derivatives(loss_function(hooked, F.cross_entropy, x, y), trainable_parameters(hooked),
-                                          directions)
-    torch.testing.assert_close(estimate.derivatives, expected)
+    estimate, expected, _ = _estimate_and_general_path(hooked, x, y, 2)
+    torch.testing.assert_close(estimate, expected)
     handle.remove()
     assert plan_for(hooked, F.cross_entropy, x, y) is not None
 
@@ -198,15 +195,21 @@ def test_labels_cross_entropy_ignores_take_the_general_path_and_are_ignored():
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, -100, 1])
     assert plan_for(model, F.cross_entropy, x, y) is None
-    directions = make_sampler("gaussian").sample(trainable_parameters(model), 3, torch.Generator().manual_seed(0))
-    estimate = model_gradient_estimate(model, F.cross_entropy, x, y, Fixed(directions), 3)
-    loss, expected = directional_derivatives(loss_function(model, F.cross_entropy, x, y), trainable_parameters(model),
-                                             directions)
-    torch.testing.assert_close(estimate.derivatives, expected)
+    estimate, expected, directions = _estimate_and_general_path(model, x, y, 3)
+    torch.testing.assert_close(estimate, expected)
     kept = torch.tensor([0, 1, 2, 4])  # the ignored example counts nowhere, not even in the mean's divisor
     _, without = directional_derivatives(loss_function(model, F.cross_entropy, x[kept], y[kept]),
                                          trainable_parameters(model), directions)
-    torch.testing.assert_close(estimate.derivatives, without)
+    torch.testing.assert_close(estimate, without)
+
+
+def _estimate_and_general_path(model: nn.Module, x: torch.Tensor, y: torch.Tensor, count: int):
+    """(model_gradient_estimate's derivatives, the general path's, the directions) along seeded Gaussian ones."""
+    directions = make_sampler("gaussian").sample(trainable_parameters(model), count, torch.Generator().manual_seed(0))
+    estimate = model_gradient_estimate(model, F.cross_entropy, x, y, Fixed(directions), count)
+    _, expected = directional_derivatives(loss_function(model, F.cross_entropy, x, y), trainable_parameters(model),
+                                          directions)
+    return estimate.derivatives, expected, directions
 
 
 def test_ties_at_zero_in_relu_then_max_pool_give_torchs_derivatives():
