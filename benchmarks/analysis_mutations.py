@@ -307,6 +307,17 @@ MUTATIONS = [
      '        _parse_idx(data, MNIST_URL + target.name)\n', '', 'tests/test_datasets.py'),
     ('data: an interrupted download escapes as a traceback', 'sipgrad/datasets.py',
      'OSError, http.client.HTTPException) as error:', 'OSError) as error:', 'tests/test_datasets.py'),
+    # Added 2026-12-01 after a review of the box evaluation.
+    ('summary: the normal approximation whenever a pair ties', 'sipgrad/evaluation/summary.py',
+     '    if len(untied) > 50:', '    if True:', 'tests/evaluation/test_summary.py'),
+    ('summary: a 0/1 metric through the exact signed-rank table, not the sign test', 'sipgrad/evaluation/summary.py',
+     '    if np.all(np.abs(untied) == np.abs(untied[0])):', '    if False:', 'tests/evaluation/test_summary.py'),
+    ('summary: one case gets a zero-width interval', 'sipgrad/evaluation/summary.py',
+     '        return float("nan"), float("nan")', '        return float(values.mean()), float(values.mean())',
+     'tests/evaluation/test_summary.py'),
+    ('metrics: a flat map points at its first pixel', 'sipgrad/evaluation/metrics.py',
+     '    return _hits_at(points, boxes, valid, height, width, tolerance) & informative',
+     '    return _hits_at(points, boxes, valid, height, width, tolerance)', 'tests/evaluation/test_metrics.py'),
 ]
 
 

@@ -277,6 +277,9 @@ MUTATIONS = [
     ('training: an infinite learning rate accepted', 'sipgrad/engines/forward/training.py',
      '            check_finite("lr", self.lr, positive=True)', '            pass',
      'tests/engines/forward/test_training.py'),
+    ('samplers: the orthogonal trick wraps activity', 'sipgrad/engines/forward/samplers.py',
+     '    if sampler.needs_layer_inputs:  # e.g. activity', '    if False:  # e.g. activity',
+     'tests/engines/forward/test_samplers.py'),
 ]
 
 

@@ -42,7 +42,7 @@ Output (--out DIR): run.json (the run's identity: a re-run is checked against it
 records.jsonl (one line per case and config, written as results come; a re-run with the
 same arguments resumes), summary.json, summary.md (means with bootstrap
 95% intervals, paired Wilcoxon tests of SIP vs plain), metrics.png, energy_vs_box_area.png
-and report.html (tables and a gallery of best and worst cases).
+and report.html (tables and a gallery of the cases where the configs differ most).
 Scale out with: torchrun --nproc_per_node N -m sipgrad_cli evaluate ...
 (with --device cuda, each process takes the GPU of its LOCAL_RANK and nccl; on CPU, gloo)."""
 

@@ -8,8 +8,8 @@ Determinism: given the same maps, every score here is bit-identical whatever the
 count and whatever other images share the batch. Sums over pixels accumulate in float64
 (so the order a parallel reduction happens to use cannot show in the float32 result), the
 deletion/insertion order is a stable sort (ties keep pixel order), and the model sees every
-perturbation chunk at its full size (the last one padded), so a row never meets a
-differently shaped kernel call. What remains is the model's own rounding; see
+perturbation chunk at its full size (the last one padded; only the zero baseline, one
+row, is always its own call), so a row never meets a differently shaped kernel call. What remains is the model's own rounding; see
 docs/evaluation.md ("Determinism").
 """
 
@@ -53,11 +53,17 @@ def _hits_at(points: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, hei
 
 
 def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, tolerance: float = 15.0) -> torch.Tensor:
-    """Hit (B,) if the disc of ``tolerance`` px around the map's maximum touches a target box (TorchRay/EBP)."""
+    """Hit (B,) if the disc of ``tolerance`` px around the map's maximum touches a target box (TorchRay/EBP).
+
+    A flat map (every pixel equal, an all-zero map among them) points nowhere and is a miss: its
+    argmax, the first pixel, would otherwise hit any box near the top-left corner.
+    """
     batch, height, width = maps.shape
-    flat_index = maps.reshape(batch, -1).argmax(dim=1)
+    flat = maps.reshape(batch, -1)
+    flat_index = flat.argmax(dim=1)
     points = torch.stack((flat_index // width, flat_index % width), dim=1)
-    return _hits_at(points, boxes, valid, height, width, tolerance)
+    informative = flat.amax(dim=1) > flat.amin(dim=1)
+    return _hits_at(points, boxes, valid, height, width, tolerance) & informative
 
 
 def centre_baseline(boxes: torch.Tensor, valid: torch.Tensor, height: int, width: int,

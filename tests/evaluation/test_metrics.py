@@ -34,6 +34,15 @@ def test_pointing_game_tolerance_is_a_disc():
     assert not metrics.pointing_game(maps, boxes, valid, tolerance=6.9)[0]
 
 
+def test_a_flat_map_points_nowhere():
+    """Its argmax is the first pixel, which used to hit any box near the top-left corner."""
+    boxes, valid = pad_boxes([[(0.0, 0.0, 4.0, 4.0)]] * 3)
+    maps = torch.zeros(3, 20, 20)
+    maps[1] = 0.5  # flat but not zero
+    maps[2, 1, 1] = 1.0  # a real maximum in the box
+    assert metrics.pointing_game(maps, boxes, valid, tolerance=15.0).tolist() == [False, False, True]
+
+
 def test_pointing_hits_any_of_several_boxes_and_ignores_padding():
     boxes, valid = pad_boxes([[(0.0, 0.0, 2.0, 2.0), (15.0, 15.0, 20.0, 20.0)], [(0.0, 0.0, 2.0, 2.0)]])
     maps = torch.zeros(2, 20, 20)

@@ -55,6 +55,26 @@ def test_paired_comparison_counts_in_the_metrics_direction():
     assert flipped["win_rate"] == 0.0 and flipped["effect_size"] == -1.0
 
 
+def test_few_untied_pairs_get_an_exact_p_even_when_most_pairs_tie():
+    """scipy's default falls back to the normal approximation at the first tied pair, which made a 0/1 metric's
+    5 wins of 5 untied pairs look significant (p = 0.025); the exact p is 0.0625."""
+    plain = np.zeros(20)
+    sip = np.r_[np.ones(5), np.zeros(15)]
+    assert paired_comparison(plain, sip)["wilcoxon_p"] == pytest.approx(0.0625)
+    sip = np.r_[np.ones(12), -np.ones(3), np.zeros(225)]  # a 0/1 metric: the ranks all tie, so the sign test
+    assert paired_comparison(np.zeros(240), sip)["wilcoxon_p"] == pytest.approx(stats.binomtest(12, 15).pvalue)
+    rng = np.random.default_rng(0)
+    continuous = np.r_[rng.normal(0.2, 1.0, 12), np.zeros(8)]
+    assert paired_comparison(np.zeros(20), continuous)["wilcoxon_p"] == pytest.approx(
+        stats.wilcoxon(continuous, method="exact").pvalue)
+
+
+def test_one_case_has_no_interval():
+    assert all(np.isnan(bootstrap_interval(np.array([0.7]))))
+    result = paired_comparison(np.array([0.4]), np.array([0.7]))
+    assert np.isnan(result["difference_low"]) and np.isnan(result["difference_high"])
+
+
 def test_identical_results_are_named_as_such():
     a = np.array([0.1, 0.2, 0.3])
     result = paired_comparison(a, a.copy())

@@ -3,7 +3,9 @@
 A binary network computes with weights sign(w) in {-1, +1} while training real-valued
 *latent* weights w (BinaryConnect, Courbariaux et al. 2015). sign has zero derivative
 almost everywhere, so training uses the straight-through estimator (STE): the derivative
-of the surrogate hardtanh(w), i.e. 1 where |w| <= 1 and 0 elsewhere. Forward-gradient
+of the surrogate hardtanh(w), taken as 1 where |w| <= 1, the boundary included (torch's own
+hardtanh gives 0 at +-1; BinaryConnect's rule keeps clipped weights, which sit at +-1, trainable),
+and 0 elsewhere. Forward-gradient
 training needs that rule in forward mode too, so ``SignSTE`` defines ``jvp`` beside
 ``backward`` (and a vmap rule, so K tangents batch).
 

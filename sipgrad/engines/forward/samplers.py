@@ -21,9 +21,10 @@ directions must cover. Each sampler here is one strategy, registered by name in
   directions. The gain shrinks as the batch grows and the span fills the input space.
 * ``orthogonal`` (the research notes' orthogonal trick): each step's K directions are made
   orthogonal to the previous step's (projected out after a QR) and rescaled by
-  sqrt(m / (m - K)) (m: the dimension the base sampler covers, n for all but
-  ``activity``), on top of any base sampler (``orthogonal:rademacher``; plain
-  ``orthogonal`` means Gaussian). Conditionally on the previous step the estimate misses the
+  sqrt(m / (m - K)) (m: the dimension the base sampler covers), on top of a base sampler
+  that draws in one fixed space (``orthogonal:rademacher``; plain ``orthogonal`` means
+  Gaussian). ``activity`` cannot be wrapped: its space is each batch's input span, which
+  moves between steps, and the previous step's directions do not lie in the new one. Conditionally on the previous step the estimate misses the
   previous span; averaged over steps it is unbiased for an isotropic base.
 
 Every sampler returns the K directions as a dict of stacked tensors (K x the parameter's
@@ -202,7 +203,12 @@ class OrthogonalSampler(DirectionSampler):
 
 
 def _orthogonal(base: str | None) -> DirectionSampler:
-    return OrthogonalSampler(make_sampler(base or "gaussian"))
+    sampler = make_sampler(base or "gaussian")
+    if sampler.needs_layer_inputs:  # e.g. activity: each step draws in that batch's input span
+        raise SipgradError(f"the orthogonal trick cannot wrap {sampler.name}: its directions lie in each batch's "
+                           f"input span, which changes from step to step, so projecting out the previous step's "
+                           f"directions would bias the estimate")
+    return OrthogonalSampler(sampler)
 
 
 SAMPLERS: dict[str, Callable[[str | None], DirectionSampler]] = {
