@@ -218,7 +218,7 @@ MUTATIONS = [
      'paired = list(zip(by_config[base_key], rows))',
      'tests/evaluation/test_summary.py tests/evaluation/test_report.py'),
     ('summary: Mann-Whitney (unpaired) instead of Wilcoxon', 'sipgrad/evaluation/summary.py',
-     'p = float(stats.wilcoxon(improvement).pvalue)',
+     'p = _signed_rank_p(improvement, stats)',
      'p = float(stats.mannwhitneyu(np.asarray(a, np.float64), np.asarray(b, np.float64)).pvalue)',
      'tests/evaluation/test_summary.py tests/evaluation/test_report.py'),
     ('summary: interval of the improvement, not the difference', 'sipgrad/evaluation/summary.py',
