@@ -318,6 +318,8 @@ MUTATIONS = [
     ('metrics: a flat map points at its first pixel', 'sipgrad/evaluation/metrics.py',
      '    return _hits_at(points, boxes, valid, height, width, tolerance) & informative',
      '    return _hits_at(points, boxes, valid, height, width, tolerance)', 'tests/evaluation/test_metrics.py'),
+    ('evaluator: a map holding NaN scored', 'sipgrad/evaluation/evaluator.py',
+     '                if not finite[j]:', '                if False:', 'tests/evaluation/test_evaluator.py'),
 ]
 
 

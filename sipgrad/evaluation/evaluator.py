@@ -170,7 +170,8 @@ class Evaluator:
         """Records (one per case and config) for a batch of cases, each image prepared once.
 
         ``skip`` holds (case id, config key) pairs already done. An unreadable image gives,
-        per config, a record with its ``error`` instead of scores.
+        per config, a record with its ``error`` instead of scores, and so does a map holding
+        NaN or inf (scored, NaN would pass as a miss and an energy of 0).
         """
         prepared = cases if isinstance(cases, PreparedCases) else self.prepare(cases)
         skip = skip or set()
@@ -205,8 +206,14 @@ class Evaluator:
             seconds = (time.perf_counter() - began) / len(rows)
             columns = {name: value.detach().cpu().tolist() for name, value in scores.items()}
             probabilities = result.logits.float().softmax(dim=1).cpu()
+            finite = torch.isfinite(maps).flatten(1).all(dim=1).tolist()  # one check per batch, not per row
             for j, i in enumerate(rows):
                 case = prepared.cases[i]
+                if not finite[j]:  # NaN would score as a miss or an energy of 0, inf as NaN: not a result
+                    records.append({"case": case.case_id, "config": config.key, "method": config.method,
+                                    "sip": config.sip.label if config.sip else "none",
+                                    "error": "the map holds NaN or inf values, so it was not scored"})
+                    continue
                 record = {"case": case.case_id, "image": str(case.image) if case.image else case.case_id,
                           "target": case.target, "target_name": self.classifier.classes[case.target],
                           "config": config.key, "method": config.method,

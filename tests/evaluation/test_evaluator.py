@@ -67,6 +67,27 @@ def test_an_unreadable_image_is_recorded_and_the_rest_evaluated(small_classifier
     assert not any("error" in r for r in again) and len(again) == 8
 
 
+def test_a_map_holding_nan_is_recorded_as_an_error_not_scored(small_classifier, tmp_path, monkeypatch):
+    from sipgrad.attribution.engine import BatchAttribution
+    from sipgrad.evaluation import EvalSettings, evaluate
+
+    plain_maps = BatchAttribution.maps
+
+    def poisoned(self, *args, **kwargs):
+        maps = plain_maps(self, *args, **kwargs).clone()
+        maps[0, 0, 0] = float("nan")  # the first row of every batch
+        return maps
+
+    monkeypatch.setattr(BatchAttribution, "maps", poisoned)
+    settings = EvalSettings(methods=("grad",), sips=("none",), steps=2)
+    records = evaluate(small_classifier, _small_cases(tmp_path), settings, tmp_path / "out", dataset="t",
+                       batch_size=2)
+    failed = [r for r in records if "error" in r]
+    assert {r["case"] for r in failed} == {"c0", "c2"}  # the first of each batch of 2
+    assert failed[0]["error"] == "the map holds NaN or inf values, so it was not scored"
+    assert all(np.isfinite(r["energy"]) and np.isfinite(r["deletion_auc"]) for r in records if "error" not in r)
+
+
 def test_resume_refuses_records_of_other_weights(small_classifier, tmp_path):
     import torch
 
