@@ -252,7 +252,7 @@ def forward_hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tenso
                                state_mib, time.perf_counter() - began, weights, velocity)
 
 
-def _forward_step(problem: InnerProblem, batch, fused_step: Callable | None, diff: Params, fixed: Params,
+def _forward_step(problem: InnerProblem, batch: tuple, fused_step: Callable | None, diff: Params, fixed: Params,
                   basis: Params, weights: Params, velocity: Params, tangent_w: Params, tangent_v: Params,
                   rows: Mapping[str, int], compiled: bool, workspace: Workspace) -> tuple[Params, ...]:
     """One inner step of the state and of its m tangents, fused or through ``jvp`` of the whole update."""
@@ -499,8 +499,18 @@ MODES: dict[str, Callable[..., HypergradientResult]] = {
 def hypergradient(problem: InnerProblem, hyper: Mapping[str, torch.Tensor], mode: str = "reverse",
                   wrt: Sequence[str] | None = None, **options) -> HypergradientResult:
     """d validation_loss(w_T) / d hyper, by ``mode`` (``MODES``: ``forward`` or ``reverse``)."""
-    check_arguments(problem, hyper, mode, wrt, **options)
+    _check_mode_and_options(mode, options)  # the mode itself checks the hyperparameters and option values
     return MODES[mode](problem, hyper, wrt, **options)
+
+
+def _check_mode_and_options(mode: str, options: Mapping[str, object]) -> None:
+    """A known mode, and only options that mode takes (a TypeError from Python otherwise)."""
+    if mode not in MODES:
+        raise SipgradError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    accepted = [name for name in inspect.signature(MODES[mode]).parameters if name not in ("problem", "hyper", "wrt")]
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        raise SipgradError(f"{mode} mode takes no option {', '.join(unknown)} (its options: {', '.join(accepted)})")
 
 
 def check_arguments(problem: InnerProblem, hyper: Mapping[str, torch.Tensor], mode: str = "reverse",
@@ -510,12 +520,7 @@ def check_arguments(problem: InnerProblem, hyper: Mapping[str, torch.Tensor], mo
     The outer loop calls it at its own call, so that a bad mode, hyperparameter or option is
     reported before the first (possibly long) hypergradient, not after the other mode's.
     """
-    if mode not in MODES:
-        raise SipgradError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    accepted = [name for name in inspect.signature(MODES[mode]).parameters if name not in ("problem", "hyper", "wrt")]
-    unknown = [name for name in options if name not in accepted]
-    if unknown:
-        raise SipgradError(f"{mode} mode takes no option {', '.join(unknown)} (its options: {', '.join(accepted)})")
+    _check_mode_and_options(mode, options)
     _prepare(problem, hyper, wrt)
     if mode == "reverse":
         defaults = {name: p.default for name, p in inspect.signature(reverse_hypergradient).parameters.items()}
