@@ -30,6 +30,17 @@ def _pixel_ranges(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.T
     return c0, c1, r0, r1
 
 
+def _check_maps(maps: torch.Tensor, batch: int, height: int, width: int, against: str) -> None:
+    """Refuse maps that are not (batch, H, W) at the size of ``against``.
+
+    A map at another resolution (or transposed) would otherwise be scored on the wrong pixels,
+    silently when the pixel counts happen to agree; resize maps to the input first.
+    """
+    if maps.dim() != 3 or tuple(maps.shape) != (batch, height, width):
+        raise ValueError(f"maps must have shape {(batch, height, width)} to match the {against}, "
+                         f"got {tuple(maps.shape)}")
+
+
 def box_mask(boxes: torch.Tensor, valid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Union of each image's boxes as a (B, H, W) boolean mask."""
     c0, c1, r0, r1 = _pixel_ranges(boxes, height, width)
@@ -75,6 +86,7 @@ def centre_baseline(boxes: torch.Tensor, valid: torch.Tensor, height: int, width
 
 def energy_pointing_game(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of the map's positive mass inside the boxes (Score-CAM's energy-based pointing game)."""
+    _check_maps(maps, *mask.shape, against="box mask")
     positive = maps.clamp_min(0).double()
     total = positive.sum(dim=(1, 2))
     inside = (positive * mask).sum(dim=(1, 2))
@@ -87,6 +99,7 @@ def mu_in(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
     mu_in_w is 1 for a uniform map and above 1 when the map concentrates on the boxes.
     """
+    _check_maps(maps, *mask.shape, against="box mask")
     magnitude = maps.abs().double()
     total = magnitude.sum(dim=(1, 2)).clamp_min(1e-300)
     share = (magnitude * mask).sum(dim=(1, 2)) / total
@@ -154,6 +167,7 @@ def perturbation_curves(predict: Callable[[torch.Tensor], torch.Tensor], inputs:
     ``torch.inference_mode``. For all four curves at once, ``perturbation_curve_set`` is faster.
     """
     batch, _, height, width = inputs.shape
+    _check_maps(maps, batch, height, width, against="inputs")
     rank = _pixel_ranks(maps, most_relevant_first)
     counts = _step_counts(height * width, steps, inputs.device)
     if mode == "deletion":
@@ -192,6 +206,7 @@ def perturbation_curve_set(predict: Callable[[torch.Tensor], torch.Tensor], inpu
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     batch, _, height, width = inputs.shape
+    _check_maps(maps, batch, height, width, against="inputs")
     device = inputs.device
     blurred = _blur(inputs)
     # Model rows: the images, their blurred copies, then the inner steps of each curve.

@@ -180,3 +180,19 @@ def test_scores_do_not_depend_on_the_thread_count(threads):
         assert torch.equal(scores(), reference)
     finally:
         torch.set_num_threads(before)
+
+
+def test_maps_of_another_size_than_the_image_are_refused():
+    """A transposed map has the right pixel count; scoring it would silently use the wrong pixels."""
+    inputs, targets = torch.zeros(1, 3, 4, 6), torch.tensor([0])
+    boxes, valid = _single((0.0, 0.0, 2.0, 2.0))
+    mask = metrics.box_mask(boxes, valid, 4, 6)
+    transposed = torch.rand(1, 6, 4)
+    with pytest.raises(ValueError, match=r"maps must have shape \(1, 4, 6\) to match the inputs, got \(1, 6, 4\)"):
+        metrics.perturbation_curves(_toy_model, inputs, transposed, targets, steps=2)
+    with pytest.raises(ValueError, match="to match the inputs"):
+        metrics.perturbation_curve_set(_toy_model, inputs, transposed, targets, steps=2)
+    with pytest.raises(ValueError, match="to match the box mask"):
+        metrics.energy_pointing_game(transposed, mask)
+    with pytest.raises(ValueError, match="to match the box mask"):
+        metrics.mu_in(torch.rand(2, 4, 6), mask)
