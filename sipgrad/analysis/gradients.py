@@ -37,6 +37,8 @@ _SPECTRUM_FIELDS = ("singular_values", "explained", "effective_rank", "component
 class GradientRecorder(GradientHook):
     """Keeps the gradient that arrives at each hooked layer's output (detached)."""
 
+    reads_output = False
+
     def __init__(self) -> None:
         self.gradients: dict[str, torch.Tensor] = {}
 

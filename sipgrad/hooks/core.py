@@ -7,6 +7,15 @@ receives the gradient at the output and may return a replacement, so autograd
 computes the module's input gradient once, from the replaced gradient. A tensor hook
 registered before an in-place op still sees the gradient w.r.t. the original output.
 
+The *value* a hook saw at forward time is another matter: ``output.detach()`` shares
+storage with the output, so an in-place op after the module (``LeakyReLU(inplace=True)``,
+``SiLU(inplace=True)``, a residual ``out += identity``) would change what the hook reads at
+backward time. Once the forward pass is over, each hooked output is checked: if its version
+counter moved through anything but in-place ReLUs (which every SIP score tolerates, see
+``sipgrad.hooks.policies``), the module is run again on its saved inputs and the hook gets
+the output it really produced. Models with no in-place op after a hooked layer (BatchNorm
+follows the conv in ResNet and EfficientNet) pay nothing.
+
 The design follows zennit's Hook/Composite split: a ``GradientHook`` says what to do
 with one layer's gradient; ``HookedModel`` attaches a set of them to named modules,
 reads each forward pass's explained targets from the gradient at its logits, and removes everything on exit,
@@ -17,8 +26,8 @@ from __future__ import annotations
 
 import abc
 import warnings
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -42,10 +51,66 @@ class ForwardRecord:
     """
 
     targets: torch.Tensor | None = None
+    pending: list["_HookedOutput"] = field(default_factory=list, repr=False)
+
+    def settle(self) -> None:
+        """Settle every hooked output of this pass (the pass is over: no in-place op can follow)."""
+        for hooked in self.pending:
+            hooked.settle()
+        self.pending.clear()
+
+
+# In-place ops after which a hook may keep reading the output as it is (see the module docstring).
+_HARMLESS_IN_PLACE = frozenset({"ReluBackward0"})
+
+
+class _HookedOutput:
+    """One hooked module output of one forward pass, and the state its hook made of it.
+
+    Holds the output, the module and its inputs only until the pass is over (``settle``);
+    then it keeps just the hook's state, recomputed first if an in-place op changed the output.
+    """
+
+    def __init__(self, name: str, module: nn.Module, args: tuple, output: torch.Tensor,
+                 make_state: Callable[[torch.Tensor], Any], reads_output: bool) -> None:
+        self.name = name
+        self.state = make_state(output)
+        self._make_state = make_state
+        self._check = (module, args, output, output._version, output.grad_fn,
+                       [a._version if isinstance(a, torch.Tensor) else None for a in args]) if reads_output else None
+
+    def settle(self) -> None:
+        if self._check is None:
+            return
+        module, args, output, version, node, arg_versions = self._check
+        self._check = None
+        if output._version == version or _only_harmless_since(output.grad_fn, node):
+            return
+        if any(isinstance(a, torch.Tensor) and a._version != v for a, v in zip(args, arg_versions)):
+            raise SipgradError(f"layer {self.name!r}: both its output and its input were changed in place "
+                               "after it ran, so what the layer produced cannot be recovered; make the "
+                               "in-place operations after it out of place (inplace=False)")
+        with torch.no_grad():
+            self.state = self._make_state(module.forward(*args))
+
+
+def _only_harmless_since(current: Any, start: Any) -> bool:
+    """Whether the autograd nodes from ``current`` back to ``start`` are all harmless in-place ops."""
+    while current is not start:
+        if current is None or current.name() not in _HARMLESS_IN_PLACE or not current.next_functions:
+            return False
+        current = current.next_functions[0][0]
+    return True
 
 
 class GradientHook(abc.ABC):
-    """Sees, and may replace, the gradient arriving at one module's output."""
+    """Sees, and may replace, the gradient arriving at one module's output.
+
+    ``reads_output``: whether the state ``forward`` returns depends on the output's values.
+    Such state is recomputed when an in-place op changes the output later in the pass.
+    """
+
+    reads_output: bool = True
 
     def forward(self, name: str, output: torch.Tensor, record: ForwardRecord) -> Any:
         """Called after the module's forward; returns the state handed to ``backward``."""
@@ -92,6 +157,8 @@ class HookedModel:
 
     def _root_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         record = self._record
+        if record is not None:
+            record.settle()
         if record is None or not (isinstance(output, torch.Tensor) and output.dim() == 2 and output.requires_grad):
             return
 
@@ -108,12 +175,15 @@ class HookedModel:
             if not (self._active and isinstance(output, torch.Tensor) and output.requires_grad):
                 return
             record = self._record if self._record is not None else ForwardRecord()
-            state = hook.forward(name, output, record)
+            hooked = _HookedOutput(name, module, args, output, lambda out: hook.forward(name, out, record),
+                                   hook.reads_output)
+            record.pending.append(hooked)
 
             def tensor_hook(grad: torch.Tensor) -> torch.Tensor | None:
                 if not self._active:  # a graph built inside the block, backpropagated after it
                     return None
-                return hook.backward(name, grad, state, record)
+                hooked.settle()  # already done at the end of the pass, unless the root never finished one
+                return hook.backward(name, grad, hooked.state, record)
 
             output.register_hook(tensor_hook)
 

@@ -13,10 +13,11 @@ One convention for shares of channels everywhere: a share ``q`` of ``C`` channel
 ``channel_count(q, C) = max(1, floor(q * C))`` channels (the ParchGrad reference's
 ``int(q * C)``), for data-free fractions and for the quantile of ``cls``/``ins`` alike.
 
-Note on in-place activations: ``A`` is the conv output as autograd keeps it. When an
-in-place ReLU follows the conv directly (torchvision VGG), negative entries read as 0;
-every score below either applies ReLU to A or multiplies A by G, which is already 0
-wherever the ReLU clipped, so the scores are the same as with an out-of-place ReLU.
+Note on in-place activations: ``A`` is the conv output. When an in-place ReLU follows
+the conv directly (torchvision VGG), negative entries read as 0; every score below either
+applies ReLU to A or multiplies A by G, which is already 0 wherever the ReLU clipped, so the
+scores are the same as with an out-of-place ReLU. After any other in-place op on the conv
+output (LeakyReLU, SiLU, a residual ``+=``) the hooks recompute A (``sipgrad.hooks.core``).
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ class GradientFilter(abc.ABC):
 
     Class attributes describe the filter for the registry: ``name`` (its spec name),
     ``argument`` (what ``name:X`` sets: ``fraction``, ``quantile``, ``rank`` or ``None``),
-    ``needs_statistics`` (calibration statistics required) and ``needs_targets`` (reads
-    each row's explained class).
+    ``needs_statistics`` (calibration statistics required), ``needs_targets`` (reads
+    each row's explained class) and ``reads_activation`` (reads A, not only G).
     """
 
     name: ClassVar[str] = "filter"
     argument: ClassVar[str | None] = None
     needs_statistics: ClassVar[bool] = False
     needs_targets: ClassVar[bool] = False
+    reads_activation: ClassVar[bool] = True
 
     @abc.abstractmethod
     def apply(self, layer: str, activation: torch.Tensor, grad: torch.Tensor,
@@ -306,6 +308,7 @@ class LowRankFilter(GradientFilter):
 
     name = "pca"
     argument = "rank"
+    reads_activation = False
 
     def __init__(self, rank: int, variance_conservation: bool = True, eps: float = 1e-13) -> None:
         if rank < 1 or rank != int(rank):

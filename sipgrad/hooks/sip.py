@@ -185,6 +185,7 @@ class SIPHook(GradientHook):
 
     def __init__(self, policy: GradientFilter) -> None:
         self.policy = policy
+        self.reads_output = policy.reads_activation
         self.calls = 0
 
     @property

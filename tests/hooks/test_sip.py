@@ -101,6 +101,80 @@ def test_inplace_relu_gives_the_same_result_as_out_of_place(small_batch):
         assert torch.allclose(a, b, atol=1e-6)
 
 
+class _InPlaceAfterConv(nn.Module):
+    """conv -> an in-place op on the conv output (the hooked layer) -> conv -> logits."""
+
+    def __init__(self, after: str, inplace: bool) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+        self.after, self.inplace = after, inplace
+        self.act = {"leaky": nn.LeakyReLU(0.1, inplace=inplace), "silu": nn.SiLU(inplace=inplace),
+                    "relu": nn.ReLU(inplace=inplace), "relu6": nn.ReLU6(inplace=inplace)}.get(after)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        if self.after == "residual":
+            skip = x.mean(dim=1, keepdim=True).expand_as(h)
+            h = h.add_(skip) if self.inplace else h + skip
+        else:
+            h = self.act(h)
+        return self.head(self.conv2(h).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("after", ["leaky", "silu", "relu6", "residual"])
+@pytest.mark.parametrize("spec", ["topq:0.25", "absq:0.25", "act:0.25"])
+def test_an_in_place_op_after_the_hooked_conv_does_not_change_what_sip_reads(small_batch, after, spec):
+    """The hooks read the conv's own output, not what an in-place op made of it afterwards."""
+    maps = []
+    for inplace in (True, False):
+        model = _InPlaceAfterConv(after, inplace).eval()
+        wrapped = Classifier.wrap(model, Preprocessing(input_size=32), ClassNames.generic(10), sip_layers=("conv1",))
+        maps.append(explain(wrapped, small_batch, method="grad", sip=spec, target=[1, 2, 3, 4]).attribution)
+    assert torch.allclose(maps[0], maps[1], atol=1e-6), (after, spec)
+
+
+def test_an_in_place_relu_costs_no_second_conv_pass(small_batch):
+    """ReLU is harmless to every score, so the hooked conv runs once per pass; LeakyReLU makes it run twice."""
+    for after, passes in (("relu", 1), ("leaky", 2)):
+        model = _InPlaceAfterConv(after, inplace=True).eval()
+        calls = []
+        model.conv1.forward = lambda x, conv=model.conv1: calls.append(1) or nn.Conv2d.forward(conv, x)
+        with SIP(model, "topq:0.25", layers=("conv1",)):
+            model(small_batch)[:, 1].sum().backward()
+        assert len(calls) == passes, after
+
+
+def test_an_output_and_input_both_changed_in_place_is_refused(small_batch):
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            x = x.clone()
+            h = self.conv(x)
+            h.mul_(2.0)
+            x.add_(1.0)  # the conv's input: its output cannot be recomputed any more
+            return (h + x).mean(dim=(2, 3))
+
+    model = Both().eval()
+    with pytest.raises(SipgradError, match="layer 'conv': both its output and its input were changed in place"):
+        with SIP(model, "topq:0.5", layers=("conv",)):
+            model(small_batch)[:, 1].sum().backward()
+
+
+def test_pca_and_recorders_never_recompute(small_batch):
+    """pca reads only the gradient: an in-place op on the output costs it nothing."""
+    model = _InPlaceAfterConv("leaky", inplace=True).eval()
+    calls = []
+    model.conv1.forward = lambda x, conv=model.conv1: calls.append(1) or nn.Conv2d.forward(conv, x)
+    with SIP(model, "pca:2", layers=("conv1",)):
+        model(small_batch)[:, 1].sum().backward()
+    assert len(calls) == 1
+
+
 def test_inplace_relu_in_torchvision_resnet_and_vgg():
     """Real torchvision models use ReLU(inplace=True) right after BN (ResNet) or the conv itself (VGG)."""
     torch.manual_seed(0)
