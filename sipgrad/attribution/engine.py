@@ -82,6 +82,24 @@ def full_precision(device: torch.device) -> Iterator[None]:
             torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+def _check_input_shape(inputs: object) -> None:
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
+        got = f"shape {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) else f"a {type(inputs).__name__}"
+        raise SipgradError(f"inputs must be a B x C x H x W tensor with B >= 1, got {got}")
+    if not inputs.is_floating_point():
+        raise SipgradError(f"inputs must be floating point (preprocessed images), got {inputs.dtype}")
+
+
+def _checked_values(inputs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``inputs``, if every value is finite: a NaN would give NaN logits whose argmax is class 0."""
+    finite = torch.isfinite(inputs).flatten(1).all(dim=1).cpu()
+    if not bool(finite.all()):
+        bad = indices[~finite].tolist()
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise SipgradError(f"input {bad[0]} holds NaN or infinite values{more}")
+    return inputs
+
+
 class AttributionEngine:
     """One method, one SIP configuration, one model: attributions for batches of tensors.
 
@@ -130,18 +148,22 @@ class AttributionEngine:
         """
         classifier = self.classifier
         device = classifier.device
-        inputs = inputs.to(device)
+        _check_input_shape(inputs)
         batch = inputs.shape[0]
+        indices = torch.arange(batch) if indices is None else torch.as_tensor(indices).reshape(-1).cpu()
+        inputs = _checked_values(inputs, indices).to(device=device, dtype=next(classifier.module.parameters()).dtype)
         targets = torch.full((batch,), PREDICTED, dtype=torch.long) if targets is None else targets
         targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).to(device)
         if targets.numel() != batch:
             raise SipgradError(f"{targets.numel()} targets given for a batch of {batch} inputs")
-        indices = torch.arange(batch) if indices is None else torch.as_tensor(indices).reshape(-1).cpu()
         module = classifier.module
         clean_logits: list[torch.Tensor] = []
 
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return self._checked_logits(module(x), x.shape[0])
+
         def forward(x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-            logits = module(x)
+            logits = run(x)
             if not clean_logits:
                 clean_logits.append(logits.detach())
             return logits.gather(1, resolve_predicted(chosen, logits)[:, None])
@@ -149,7 +171,7 @@ class AttributionEngine:
         with evaluation_mode(module), full_precision(device), contextlib.ExitStack() as stack:
             if not self.method.single_pass:  # many noisy/interpolated passes: predict on the clean input first
                 with torch.no_grad():
-                    clean_logits.append(module(inputs))
+                    clean_logits.append(run(inputs))
                 targets = resolve_predicted(targets, clean_logits[0])
             sip = self._sip
             if sip is not None:
@@ -157,6 +179,8 @@ class AttributionEngine:
                 stack.enter_context(sip)
             if observers:
                 stack.enter_context(HookedModel(module, observers))
+            if self.layer is not None:
+                stack.callback(self.layer.register_forward_hook(self._check_layer_output).remove)
             black = classifier.preprocessing.normalize(torch.zeros(inputs.shape[1], 1, 1, device=device)) \
                 if inputs.shape[1] == len(classifier.preprocessing.mean) else None
             attribution = attribute(self.method.name, forward, inputs, targets, options=self.options,
@@ -166,6 +190,23 @@ class AttributionEngine:
             if sip is not None:
                 self._warn_if_inactive(sip, targets)
         return BatchAttribution(attribution.detach(), logits.detach(), targets)
+
+    def _checked_logits(self, logits: object, rows: int) -> torch.Tensor:
+        """The model's output, if it is the rows x K logits the classifier's K classes name."""
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != rows:
+            got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+            raise SipgradError(f"{self.classifier.name} must return a B x K tensor of logits "
+                               f"(B = {rows} here), got {got}")
+        if logits.shape[1] != len(self.classifier.classes):
+            raise SipgradError(f"{self.classifier.name} returns {logits.shape[1]} logits per image but its "
+                               f"classes name {len(self.classifier.classes)}; wrap it with classes of that length")
+        return logits
+
+    def _check_layer_output(self, module: object, args: tuple, output: object) -> None:
+        if not (isinstance(output, torch.Tensor) and output.dim() == 4):
+            got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
+            raise SipgradError(f"Grad-CAM layer {self.layer_name!r} outputs {got}; Grad-CAM needs a "
+                               f"B x C x H x W feature map")
 
     def _warn_if_inactive(self, sip: SIP, targets: torch.Tensor) -> None:
         """Say once per engine when SIP changed nothing (off the hot path: after the batch)."""

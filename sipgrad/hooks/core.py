@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from sipgrad.errors import SipgradError
+from sipgrad.models.registry import is_compiled
 
 
 @dataclass
@@ -126,6 +127,13 @@ def targets_from_logit_gradient(grad: torch.Tensor) -> torch.Tensor:
     return grad.detach().abs().argmax(dim=1)
 
 
+def refuse_compiled(model: nn.Module) -> None:
+    """Hooks on a ``torch.compile``'d model would silently never run (compiled code skips them)."""
+    if is_compiled(model):
+        raise SipgradError("a torch.compile'd model runs compiled code that skips module hooks; hook and "
+                           "call the original module (model._orig_mod) instead")
+
+
 class HookedModel:
     """Context manager that attaches ``GradientHook``s to named modules of ``model``.
 
@@ -134,6 +142,7 @@ class HookedModel:
     """
 
     def __init__(self, model: nn.Module, hooks: Mapping[str, GradientHook]) -> None:
+        refuse_compiled(model)
         modules = dict(model.named_modules())
         missing = [name for name in hooks if name not in modules]
         if missing:

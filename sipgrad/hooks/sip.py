@@ -18,7 +18,7 @@ from torch import nn
 
 from sipgrad.calibration.stats import SIPStatistics
 from sipgrad.errors import SipgradError
-from sipgrad.hooks.core import ForwardRecord, GradientHook, HookedModel
+from sipgrad.hooks.core import ForwardRecord, GradientHook, HookedModel, refuse_compiled
 from sipgrad.hooks.policies import POLICIES, GradientFilter
 from sipgrad.models.registry import Classifier, conv_names
 
@@ -193,6 +193,12 @@ class SIPHook(GradientHook):
         """The last boolean keep mask (B x C) of each layer (channel policies only)."""
         return getattr(self.policy, "last_keep", {})
 
+    def forward(self, name: str, output: torch.Tensor, record: ForwardRecord) -> Any:
+        if output.dim() != 4:
+            raise SipgradError(f"SIP layer {name!r} outputs shape {tuple(output.shape)}; SIP filters the "
+                               f"channels of B x C x H x W conv outputs")
+        return output.detach()
+
     def backward(self, name: str, grad: torch.Tensor, state: Any, record: ForwardRecord) -> torch.Tensor:
         self.calls += 1
         return self.policy.apply(name, state, grad, record.targets)
@@ -219,6 +225,7 @@ class SIP(HookedModel):
         if parsed is None:
             raise SipgradError("SIP needs a policy; use no SIP context for plain gradients")
         module = model.module if isinstance(model, Classifier) else model
+        refuse_compiled(module)
         default = model.sip_layers if isinstance(model, Classifier) else None
         statistics = parsed.stats
         if isinstance(statistics, (str, os.PathLike)):
@@ -247,8 +254,9 @@ class SIP(HookedModel):
         the class and 2 of the others, and some variance among them).
         """
         if self.hook.calls == 0:
-            return (f"no gradient reached the SIP layers ({', '.join(self.layers[:2])}...); with Grad-CAM, SIP "
-                    f"acts only on the Grad-CAM layer and the layers after it, between it and the logits")
+            return (f"no gradient reached the SIP layers ({', '.join(self.layers[:2])}...): with Grad-CAM this "
+                    f"happens when every SIP layer lies before the Grad-CAM layer (SIP acts only on that layer "
+                    f"and those after it, between it and the logits)")
         if self.config.policy == "cls" and self.statistics is not None:
             import numpy as np
 

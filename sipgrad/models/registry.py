@@ -47,6 +47,8 @@ class Classifier:
     sip_layers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if is_compiled(self.module):  # compiled code skips module hooks: explain the module itself
+            self.module = self.module._orig_mod
         if self.gradcam_layer is None:
             self.gradcam_layer = default_gradcam_layer(self.module, self.preprocessing.input_size)
 
@@ -67,13 +69,55 @@ class Classifier:
              gradcam_layer: str | None = None, sip_layers: tuple[str, ...] | None = None) -> "Classifier":
         """Wrap any ``nn.Module`` classifier (logits out) for use with sipgrad.
 
-        The module is not modified; ``explain`` switches it to eval mode only while it runs.
+        The module is not modified; ``explain`` switches it to eval mode only while it runs. A
+        ``torch.compile``'d module is explained through its original module (``_orig_mod``, the
+        same parameters): compiled code does not run the hooks SIP and Grad-CAM rely on. Without
+        ``classes``, the classes are ImageNet's when the model has 1000 outputs, else generic
+        names; the output count is the last ``nn.Linear``'s, or read from one blank pass.
         """
         if classes is None:
-            out_features = getattr(_last_linear(module), "out_features", None)
+            size = (preprocessing or Preprocessing()).input_size
+            out_features = getattr(_last_linear(module), "out_features", None) or _output_width(module, size)
             classes = imagenet_classes() if out_features in (None, 1000) else ClassNames.generic(out_features)
         return cls(module, name or type(module).__name__, preprocessing or Preprocessing(),
                    classes, gradcam_layer, sip_layers)
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is ``torch.compile``'s wrapper (without importing torch._dynamo)."""
+    return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
+
+
+def _blank_pass(module: nn.Module, input_size: int) -> object:
+    """The module's output on one all-zero image, in eval mode without gradients; train flags restored.
+
+    Raises whatever the model raises (a model that needs another input shape, say).
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    parameter = next(module.parameters())
+    channels = convs[0].in_channels if convs else 3
+    blank = torch.zeros(1, channels, input_size, input_size, device=parameter.device, dtype=parameter.dtype)
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            return module(blank)
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _output_width(module: nn.Module, input_size: int) -> int | None:
+    """K for a model whose blank-image output is a 1 x K tensor, else ``None``."""
+    try:
+        output = _blank_pass(_unwrapped(module), input_size)
+    except Exception:  # a model that cannot run on a blank input: fall back to ImageNet's classes
+        return None
+    return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module._orig_mod if is_compiled(module) else module
 
 
 def _last_linear(module: nn.Module) -> nn.Module | None:
@@ -114,21 +158,13 @@ def default_gradcam_layer(module: nn.Module, input_size: int = 224) -> str | Non
             finished.append(name)
 
     handles = [m.register_forward_hook(watch) for m in names]
-    flags = [(m, m.training) for m in module.modules()]
     try:
-        parameter = next(module.parameters())
-        blank = torch.zeros(1, convs[0].in_channels, input_size, input_size, device=parameter.device,
-                            dtype=parameter.dtype)
-        module.eval()
-        with torch.no_grad():
-            module(blank)
+        _blank_pass(module, input_size)
     except Exception:  # any model that cannot run on a blank input: keep the old rule
         return last_conv_name(module)
     finally:
         for handle in handles:
             handle.remove()
-        for m, flag in flags:
-            m.training = flag
     once = [name for name in finished if calls[name] == 1]
     return once[-1] if once else last_conv_name(module)
 

@@ -227,3 +227,94 @@ def test_an_empty_or_non_text_gradcam_layer_is_refused(layer):
     with pytest.raises(SipgradError, match="gradcam_layer must name a module"):
         MethodOptions(gradcam_layer=layer)
     assert MethodOptions(gradcam_layer=None).gradcam_layer is None and MethodOptions(gradcam_layer="layer3")
+
+
+class _Outputs(torch.nn.Module):
+    """A small CNN whose output is reshaped into what a user's model might return instead of B x K logits."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.net, self.kind = make_small_cnn(), kind
+
+    def forward(self, x):
+        logits = self.net(x)
+        return {"tuple": lambda: (logits,), "dict": lambda: {"logits": logits}, "3d": lambda: logits[..., None],
+                "1d": lambda: logits[:, 0]}[self.kind]()
+
+
+@pytest.mark.parametrize("kind, got", [("tuple", "a tuple"), ("dict", "a dict"), ("3d", r"shape \(2, 10, 1\)"),
+                                       ("1d", r"shape \(2,\)")])
+@pytest.mark.parametrize("method", ["grad", "ig"])
+def test_a_model_that_does_not_return_logits_is_refused_in_one_line(inputs, kind, got, method):
+    wrapped = Classifier.wrap(_Outputs(kind), Preprocessing(input_size=32), ClassNames.generic(10), name="mine")
+    with pytest.raises(SipgradError, match=rf"mine must return a B x K tensor of logits \(B = 2 here\), got {got}"):
+        explain(wrapped, inputs[:2], method=method, ig_steps=2)
+
+
+def test_logits_and_class_names_of_different_lengths_are_refused(model, inputs):
+    wrapped = Classifier.wrap(model, Preprocessing(input_size=32), ClassNames.generic(12), name="small")
+    with pytest.raises(SipgradError, match="small returns 10 logits per image but its classes name 12"):
+        explain(wrapped, inputs[:2])
+
+
+def test_a_fully_convolutional_model_gets_its_own_class_count():
+    """No nn.Linear to read: the output width of one blank pass, not ImageNet's 1000 classes."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 10, 1),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).train()
+    wrapped = Classifier.wrap(net, Preprocessing(input_size=32))
+    assert len(wrapped.classes) == 10 and wrapped.classes[1] != "goldfish"
+    assert net.training  # the blank pass left the train flag as it was
+    with pytest.raises(SipgradError, match="target"):
+        explain(wrapped, torch.randn(1, 3, 32, 32), target=500)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(0, 3, 32, 32), r"B >= 1, got shape \(0, 3, 32, 32\)"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "must be floating point"),
+])
+def test_unusable_input_tensors_are_refused_in_one_line(classifier, bad, message):
+    with pytest.raises(SipgradError, match=message):
+        explain(classifier, bad)
+    with pytest.raises(SipgradError, match="inputs must be"):
+        AttributionEngine(classifier, "grad")(bad)
+
+
+def test_a_nan_input_is_refused_naming_its_position(classifier, inputs):
+    bad = inputs.clone()
+    bad[3, 1, 5, 5] = float("nan")
+    bad[4, 0, 0, 0] = float("inf")
+    with pytest.raises(SipgradError, match=r"input 3 holds NaN or infinite values \(and 1 more\)"):
+        explain(classifier, bad)
+    with pytest.raises(SipgradError, match="input 13 holds NaN"):
+        explain(classifier, bad[3:4], indices=[13])
+
+
+def test_float64_inputs_are_cast_to_the_models_precision(classifier, inputs):
+    ours = explain(classifier, inputs.double(), target=TARGETS).attribution
+    assert ours.dtype == torch.float32
+    assert torch.equal(ours, explain(classifier, inputs, target=TARGETS).attribution)
+
+
+def test_sip_or_gradcam_on_a_layer_without_a_feature_map_is_refused(inputs):
+    net = make_small_cnn()
+    wrapped = Classifier.wrap(net, Preprocessing(input_size=32), ClassNames.generic(10))
+    linear = next(name for name, m in net.named_modules() if isinstance(m, torch.nn.Linear))
+    with pytest.raises(SipgradError, match=rf"SIP layer '{linear}' outputs shape \(2, 10\); SIP filters"):
+        explain(wrapped, inputs[:2], sip=_sip(fraction=0.5, layers=(linear,)))
+    with pytest.raises(SipgradError, match=rf"Grad-CAM layer '{linear}' outputs shape \(2, 10\)"):
+        explain(wrapped, inputs[:2], method="gradcam", gradcam_layer=linear)
+
+
+def test_a_compiled_model_is_explained_through_its_original_module(model, inputs):
+    """Compiled code skips module hooks: SIP would silently do nothing after a first plain call."""
+    compiled = torch.compile(model, backend="eager")
+    wrapped = Classifier.wrap(compiled, Preprocessing(input_size=32), ClassNames.generic(10), sip_layers=LAYERS)
+    assert wrapped.module is model
+    plain = explain(wrapped, inputs[:2], target=[1, 2]).attribution
+    filtered = explain(wrapped, inputs[:2], sip="topq:0.25", target=[1, 2]).attribution
+    reference = explain(Classifier.wrap(model, Preprocessing(input_size=32), ClassNames.generic(10),
+                                        sip_layers=LAYERS), inputs[:2], sip="topq:0.25", target=[1, 2]).attribution
+    assert not torch.allclose(plain, filtered) and torch.equal(filtered, reference)
+    with pytest.raises(SipgradError, match=r"torch.compile'd model .* \(model._orig_mod\)"):
+        SIP(compiled, "topq:0.25", layers=LAYERS)
