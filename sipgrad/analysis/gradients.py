@@ -148,6 +148,8 @@ class GradientAnalysis:
         names: image names.
         layers: analysed layers, in model order.
         sip: SIP label or ``None``.
+        images: the part of each original image the model saw (its centre crop with ``crop``),
+            which the components cover, for figures.
     """
 
     spectra: dict[str, GradientSpectrum]
@@ -251,8 +253,9 @@ def analyze_gradients(model: Classifier | nn.Module, images: Any, target: Target
             spectra[name] = GradientSpectrum(*(getattr(spectrum, key).cpu() for key in _SPECTRUM_FIELDS))
             vectors[name] = grad.mean(dim=(2, 3)).cpu()
         chunk = slice(start, start + len(rows))
+        shown = [geometry.covered(image) for geometry, image in zip(prepared.geometries[chunk], prepared.images[chunk])]
         parts.append(GradientAnalysis(spectra, vectors, chosen.cpu(), prepared.names[chunk], chosen_layers,
-                                      engine.sip_label, prepared.images[chunk]))
+                                      engine.sip_label, shown))
         if progress is not None:
             progress(len(rows))
     return concat_analyses(parts)

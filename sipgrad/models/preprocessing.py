@@ -38,15 +38,24 @@ class Geometry:
         x0, y0, x1, y1 = box
         return ((x0 - rx0) * sx, (y0 - ry0) * sy, (x1 - rx0) * sx, (y1 - ry0) * sy)
 
+    def _pixel_region(self) -> tuple[int, int, int, int]:
+        """``region`` rounded to whole pixels (x0, y0, x1, y1), at least one pixel wide and tall."""
+        rx0, ry0, rx1, ry1 = self.region
+        x0, y0 = int(round(rx0)), int(round(ry0))
+        return x0, y0, max(x0 + 1, int(round(rx1))), max(y0 + 1, int(round(ry1)))
+
+    def covered(self, image: np.ndarray) -> np.ndarray:
+        """The part of the original ``image`` (H x W[ x C]) that the model input shows (all of it without crop)."""
+        x0, y0, x1, y1 = self._pixel_region()
+        return image[max(y0, 0):y1, max(x0, 0):x1]
+
     def map_to_original(self, saliency: torch.Tensor) -> torch.Tensor:
         """Resize a 2-D map at input resolution back onto the original image grid.
 
         Outside the covered region (crop mode) the map is zero.
         """
         height, width = self.original_size
-        rx0, ry0, rx1, ry1 = self.region
-        x0, y0 = int(round(rx0)), int(round(ry0))
-        x1, y1 = max(x0 + 1, int(round(rx1))), max(y0 + 1, int(round(ry1)))
+        x0, y0, x1, y1 = self._pixel_region()
         resized = F.interpolate(saliency[None, None].float(), size=(y1 - y0, x1 - x0), mode="bilinear",
                                 align_corners=False)[0, 0]
         if (x0, y0, x1, y1) == (0, 0, width, height):

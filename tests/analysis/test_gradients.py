@@ -150,3 +150,19 @@ def test_a_layer_without_a_spatial_map_is_named(small_batch):
     # named neither the layer nor what to do.
     with pytest.raises(SipgradError, match=r"layer 'fc' gives a \(4, 10\) gradient, not a B x C x H x W map"):
         analyze_gradients(make_small_cnn(), small_batch, layers=("conv3", "fc"))
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_the_figures_image_is_the_part_the_components_cover(crop):
+    """With crop the components cover the centre crop; the figure must not stretch them over the whole photo."""
+    from sipgrad import Preprocessing
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    classifier = Classifier.wrap(make_small_cnn(), Preprocessing(input_size=32, resize_size=36))
+    analysis = analyze_gradients(classifier, [photo], layers=("conv3",), components=1, crop=crop)
+    # 60 x 90 resized to 36 x 54 (x 0.6), centre crop 32 x 32 at left 11, top 2: in the original,
+    # columns 11 / 0.6 = 18.3 to 43 / 0.6 = 71.7 and rows 3.3 to 56.7, rounded to whole pixels.
+    expected = photo[3:57, 18:72] if crop else photo
+    assert analysis.images[0].shape == expected.shape
+    assert np.array_equal(analysis.images[0], expected)
