@@ -13,6 +13,7 @@ import numpy as np
 
 from sipgrad.io.atomic import atomic_write
 from sipgrad.render.figure import pyplot
+from sipgrad.render.styles import series_styles
 
 _FONT = 11
 COLOURS = {"sgd": "C0", "momentum": "C1", "pca-sgd": "C2"}  # one colour per optimizer in every figure
@@ -29,6 +30,29 @@ def _layer_label(layer: str) -> str:
     return {"all": "whole model", "": "root module"}.get(layer, f"layer {layer}")
 
 
+def _spaced_ticks(values: Sequence[int], axis_inches: float, font_points: float) -> list[int]:
+    """The values to label on a log axis spanning them (padded by 1.25 each side), so that no two
+    labels overlap: each needs its width (about 0.6 em a digit) plus a gap. The largest is always kept."""
+    if len(values) < 2:
+        return list(values)
+    span = np.log10(values[-1] * 1.25) - np.log10(values[0] / 1.25)
+    inches_per_decade = axis_inches / span
+
+    def half_width(value: int) -> float:  # in decades
+        return (0.6 * font_points / 72 * len(str(value)) + 0.1) / 2 / inches_per_decade
+
+    def apart(a: int, b: int) -> bool:
+        return np.log10(b) - np.log10(a) >= half_width(a) + half_width(b)
+
+    kept = [values[0]]
+    for value in values[1:-1]:
+        if apart(kept[-1], value) and apart(value, values[-1]):
+            kept.append(value)
+    if not apart(kept[-1], values[-1]) and len(kept) > 1:
+        kept.pop()
+    return kept + [values[-1]]
+
+
 def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     """Three panels: effective rank vs batch size (one line per layer); cos(g, P_k g) vs k for the
     whole model (one line per batch size); and the cumulative explained energy of the largest batch."""
@@ -36,35 +60,43 @@ def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     fig, (rank_ax, cos_ax, energy_ax) = plt.subplots(1, 3, figsize=(15, 4.4))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     sizes = sorted({r["batch size"] for r in rows})
+    layer_styles = series_styles([("layer", layer) for layer in layers])
+    size_styles = series_styles([("size", size) for size in sizes])  # a colour, marker and dash per line
     for layer in layers:
         mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["batch size"])
-        rank_ax.plot([r["batch size"] for r in mine], [r["effective rank"] for r in mine], marker="o",
-                     label=_layer_label(layer))
+        rank_ax.plot([r["batch size"] for r in mine], [r["effective rank"] for r in mine],
+                     label=_layer_label(layer), **layer_styles[("layer", layer)].kwargs())
     rank_ax.set(xscale="log", xlabel="batch size B", ylabel="effective rank",
                 title="effective rank of the B x P gradients")
     for size in sizes:
         row = next(r for r in rows if r["layer"] == "all" and r["batch size"] == size)
         ks = [int(k) for k in row["cosine"]]
-        cos_ax.plot(ks, list(row["cosine"].values()), marker="o", label=f"B = {size}")
+        cos_ax.plot(ks, list(row["cosine"].values()), label=f"B = {size}", **size_styles[("size", size)].kwargs())
     cos_ax.set(xscale="log", xlabel="k (top directions kept)", ylabel="cos(g, P_k g)", ylim=(0, 1.02),
                title="batch-mean gradient inside the top-k (whole model)")
     largest = sizes[-1]
     for layer in layers:
         row = next(r for r in rows if r["layer"] == layer and r["batch size"] == largest)
         explained = np.cumsum(row["explained"])
-        energy_ax.plot(np.arange(1, len(explained) + 1), explained,
-                       label=_layer_label(layer))
+        energy_ax.plot(np.arange(1, len(explained) + 1), explained, label=_layer_label(layer),
+                       color=layer_styles[("layer", layer)].color, linestyle=layer_styles[("layer", layer)].linestyle)
     energy_ax.set(xscale="log", xlabel="number of directions", ylabel="share of gradient energy", ylim=(0, 1.02),
                   title=f"cumulative energy, B = {largest}")
     # Log axes label only powers of ten by default: with B = 32, 64 or k = 1, 4 nothing measured would be
-    # labelled. Tick exactly the measured batch sizes and k, written plainly.
+    # labelled. Tick the measured batch sizes and k, written plainly, leaving out those whose label
+    # would run into its neighbour's (96, 128, 192, ... on one axis).
     ks = sorted({int(k) for r in rows if r["layer"] == "all" for k in r["cosine"]})
     for ax, ticks in ((rank_ax, sizes), (cos_ax, ks)):
-        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
+        kept = _spaced_ticks(ticks, ax.get_position().width * fig.get_figwidth(), _FONT - 1)
+        ax.set_xticks(kept, [str(t) for t in kept])
         ax.xaxis.set_minor_locator(plt.NullLocator())
     for ax in (rank_ax, cos_ax, energy_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=_FONT - 1)
+        if len(ax.get_legend_handles_labels()[1]) > 6:  # below the panel, where it hides no line
+            ax.legend(fontsize=_FONT - 1, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        else:
+            ax.legend(fontsize=_FONT - 1)
         ax.title.set_fontsize(_FONT)
         ax.xaxis.label.set_fontsize(_FONT)
         ax.yaxis.label.set_fontsize(_FONT)
