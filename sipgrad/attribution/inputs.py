@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from sipgrad.errors import SipgradError
-from sipgrad.io.images import load_image, to_rgb
+from sipgrad.io.images import array_to_rgb, load_image, to_rgb
 from sipgrad.models.preprocessing import Geometry, Preprocessing
 
 
@@ -30,21 +30,6 @@ def _is_rgb_uint8(item: Any) -> bool:
     return isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[-1] == 3
 
 
-def _array_to_pil(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first array
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise SipgradError(f"cannot use an array of shape {array.shape} as an image (want H x W or H x W x 3)")
-    if array.dtype != np.uint8:
-        array = np.asarray(array, dtype=np.float64)
-        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
-        array = np.clip(array * scale, 0, 255).astype(np.uint8)
-    image = Image.fromarray(array)
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
 def to_pil(item: Any) -> tuple[Image.Image, str]:
     """One image (path, PIL image or array) as RGB PIL plus a display name."""
     if isinstance(item, (str, os.PathLike)):
@@ -52,7 +37,7 @@ def to_pil(item: Any) -> tuple[Image.Image, str]:
     if isinstance(item, Image.Image):
         return to_rgb(item), "image"
     if isinstance(item, np.ndarray):
-        return _array_to_pil(item), "array"
+        return Image.fromarray(array_to_rgb(item)), "array"
     raise SipgradError(f"cannot explain an object of type {type(item).__name__}; "
                        f"pass paths, PIL images, numpy arrays or a tensor")
 
@@ -61,12 +46,15 @@ def prepare_batch(images: Any, preprocessing: Preprocessing, crop: bool = False)
     """Prepare ``images``: a tensor (taken as the model input as it is) or a sequence of images."""
     if isinstance(images, torch.Tensor):
         inputs = images if images.dim() == 4 else images[None]
-        if inputs.dim() != 4:
-            raise SipgradError(f"expected an input tensor B x C x H x W, got shape {tuple(images.shape)}")
+        if inputs.dim() != 4 or inputs.shape[0] == 0:
+            raise SipgradError(f"expected an input tensor B x C x H x W with B >= 1, got shape {tuple(images.shape)}")
+        if not inputs.is_floating_point():
+            raise SipgradError(f"an input tensor is taken as preprocessed model input and must be floating "
+                               f"point, got {inputs.dtype} (pass images as arrays or PIL images instead)")
         height, width = inputs.shape[-2:]
         geometry = Geometry((height, width), (0.0, 0.0, float(width), float(height)), (height, width))
         pixels = preprocessing.denormalize(inputs.detach().float().cpu()) if inputs.shape[1] == 3 else None
-        shown = [(np.clip(p.permute(1, 2, 0).numpy(), 0, 1) * 255).astype(np.uint8) for p in pixels] \
+        shown = [(np.clip(np.nan_to_num(p.permute(1, 2, 0).numpy()), 0, 1) * 255).astype(np.uint8) for p in pixels] \
             if pixels is not None else [np.zeros((height, width, 3), np.uint8)] * inputs.shape[0]
         return PreparedBatch(inputs, [geometry] * inputs.shape[0], shown, [f"input{i}" for i in range(len(shown))])
     if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):

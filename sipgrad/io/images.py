@@ -46,6 +46,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
 PIXEL_LIMIT_VARIABLE = "SIPGRAD_MAX_PIXELS"
 
 
+def array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """An image array as H x W x 3 uint8, the one convention for arrays everywhere.
+
+    Accepts H x W (grey), H x W x 1/3/4 and channels-first 1/3/4 x H x W. A uint8 RGB array is
+    returned as it is (no copy); other dtypes are read on [0, 1] when no value exceeds 1, else on
+    0..255 (clipped and rounded; NaN counts as 0). A fourth (alpha) channel is dropped.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first array
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise SipgradError(f"cannot use an array of shape {array.shape} as an image (want H x W or H x W x 3)")
+    if array.dtype != np.uint8:
+        values = np.nan_to_num(np.asarray(array, dtype=np.float64))
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+        array = np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8)  # rounded: x / 255 * 255 gives x back
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    return array[..., :3] if array.shape[-1] == 4 else array
+
+
 def pixel_limit() -> int:
     """The most pixels an image may have: Pillow's guard against decompression bombs (about 89.5 MP), or
     the environment variable ``SIPGRAD_MAX_PIXELS`` where it is set (then applied to Pillow too)."""

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from sipgrad.io.atomic import atomic_write
+from sipgrad.io.images import array_to_rgb
 from sipgrad.render.overlay import heatmap, overlay
 
 
@@ -91,7 +92,7 @@ def panels_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequenc
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    image, maps = fit_for_figure(image, maps)
+    image, maps = fit_for_figure(array_to_rgb(image), maps)
     plt = pyplot()
     rows = len(maps)
     panel_width, panel_height = panel_size(*image.shape[:2])

@@ -14,6 +14,7 @@ import numpy as np
 
 from sipgrad.errors import SipgradError
 from sipgrad.io.atomic import atomic_write
+from sipgrad.io.images import array_to_rgb
 from sipgrad.io.png import write_png_rows
 from sipgrad.render.selection import CHUNK, all_finite, percentile
 
@@ -68,11 +69,11 @@ def overlay_blocks(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, 
     One colour scale for the whole map, so the blocks put together are exactly ``overlay``;
     consumers that write as they go (``save_overlay_png``) never hold the full-size overlay.
     """
+    image = array_to_rgb(image)  # grey, RGBA or float [0, 1] images as explain reads them
     if image.shape[:2] != saliency.shape[:2]:
         saliency = cv2.resize(np.asarray(saliency, np.float32), (image.shape[1], image.shape[0]),
                               interpolation=cv2.INTER_LINEAR)
     scale = map_scale(saliency, clip_percentile)
-    image = np.asarray(image, dtype=np.uint8)
     for start in range(0, image.shape[0], ROWS_PER_CHUNK):
         rows = slice(start, start + ROWS_PER_CHUNK)
         colored = heatmap(saliency[rows], colormap, clip_percentile, scale=scale)
@@ -81,12 +82,14 @@ def overlay_blocks(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, 
 
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
             clip_percentile: float = 99.0) -> np.ndarray:
-    """Blend the heatmap of ``saliency`` over ``image`` (RGB uint8, same height and width).
+    """Blend the heatmap of ``saliency`` over ``image``: RGB uint8, or any array ``explain`` reads
+    (grey, RGBA, floats in [0, 1]; ``sipgrad.io.images.array_to_rgb``). A map of another size is resized.
 
     Works in row blocks (``overlay_blocks``), so a 6000 x 4000 photo needs the output and a few
     small temporaries, not several full-size copies.
     """
-    blended = np.empty(np.shape(image)[:2] + (3,), np.uint8)
+    image = array_to_rgb(image)
+    blended = np.empty(image.shape[:2] + (3,), np.uint8)
     for rows, block in overlay_blocks(image, saliency, alpha, colormap, clip_percentile):
         blended[rows] = block
     return blended
@@ -99,7 +102,8 @@ def save_overlay_png(path: str | os.PathLike, image: np.ndarray, saliency: np.nd
     The same pixels as saving ``overlay``'s result, without the full-size overlay or an
     encoder buffer of its size: for a large photo that is the difference at the memory peak.
     """
-    height, width = np.shape(image)[:2]
+    image = array_to_rgb(image)
+    height, width = image.shape[:2]
     write_png_rows(path, width, height,
                    (block for _, block in overlay_blocks(image, saliency, alpha, colormap, clip_percentile)))
 

@@ -46,3 +46,21 @@ def test_the_blend_weights_image_by_1_minus_alpha():
     # cold pixel: 0.75 * 200 + 0.25 * (0, 0, 128); hot pixel: 0.75 * 200 + 0.25 * (128, 0, 0)
     assert np.abs(blended[1, 1] - [150, 150, 182]).max() <= 1
     assert np.abs(blended[0, 0] - [182, 150, 150]).max() <= 1
+
+
+def test_overlay_reads_grey_rgba_float_and_channels_first_images_as_explain_does(tmp_path):
+    """A float image in [0, 1] came out black; grey and RGBA images crashed in OpenCV."""
+    from sipgrad.render import save_panels
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    saliency = np.zeros((12, 16))
+    saliency[:4, :5] = 1.0
+    reference = overlay(rgb, saliency, alpha=0.3)
+    rgba = np.dstack([rgb, np.full((12, 16), 255, np.uint8)])
+    for variant in (rgb / 255.0, rgba, np.moveaxis(rgb, -1, 0)):
+        assert np.array_equal(overlay(variant, saliency, alpha=0.3), reference)
+    grey = rgb[..., 0]
+    assert np.array_equal(overlay(grey, saliency, alpha=0.0), np.repeat(grey[..., None], 3, axis=2))
+    save_panels(tmp_path / "panels.png", rgb / 255.0, [saliency], ["x"])
+    assert (tmp_path / "panels.png").stat().st_size > 1000
