@@ -452,7 +452,7 @@ def _how_to_read(summary: dict[str, Any]) -> str:
         f"count in the metric's better direction, so r &gt; 0 favours SIP. 'better'/'worse' means p &lt; "
         f"{SIGNIFICANCE} for that one test, not corrected for the number of tests on this page.",
         "Thumbnails: the model input with the target boxes in white, then each config's map over it (red = "
-        "strongest, each map scaled to its own 99th percentile). Captions give that case's energy inside the "
+        "strongest, each map scaled to its own 99th percentile, or its maximum where that is 0). Captions give that case's energy inside the "
         "boxes and whether the pointing game hit.",
     ]
     for name, other in summary.get("same_as", {}).items():
@@ -475,7 +475,7 @@ def _gallery_html(gallery: Gallery | None) -> str:
     parts = [f"<h2>Cases</h2><p class='note'>Showing {_e(gallery.chosen_because)}; maps {_e(gallery.source)}.</p>",
              "<div class='colorbar'><span>map: low</span>"
              f"<img src='{_colorbar_uri()}' alt='colour scale from low (blue) to high (red)'>"
-             "<span>high (each map scaled to its 99th percentile)</span></div>"]
+             "<span>high (each map scaled to its 99th percentile, or its maximum where that is 0)</span></div>"]
     for case in gallery.cases:
         parts.append(f"<h3>{_e(case.case_id)} \u2014 target <i>{_e(case.target_name)}</i></h3><div class='case'>")
         parts.append(f"<figure><img src='{image_data_uri(case.image, THUMBNAIL_STORED_PX)}' alt='{_e(case.case_id)}'>"

@@ -75,7 +75,8 @@ def save_panels(path: str | os.PathLike, image: np.ndarray, maps: Sequence[np.nd
 
     Panels follow the image's aspect ratio (``panel_size``). One colour bar under the panels
     shows what the heatmap colours mean: each map is divided by its own ``clip_percentile``-th
-    value and clipped to [0, 1] (``normalize_map``), so 1 is "at or above that percentile".
+    value (its maximum when that value is 0, as in a sparse map) and clipped to [0, 1]
+    (``normalize_map``), so 1 is "at or above that percentile".
     """
     plt = pyplot()
     fig = panels_figure(image, maps, titles, suptitle, colormap, alpha, clip_percentile)
@@ -129,7 +130,8 @@ def panels_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequenc
     bar = fig.colorbar(scale, cax=fig.add_subplot(grid[rows, 1:]), orientation="horizontal")
     bar.ax.set_label("<colorbar>")
     # "[0,\u00a01]" keeps the interval on one line when the label wraps.
-    label = f"saliency / its {clip_percentile:g}th percentile, clipped to [0,\u00a01] (each map its own scale)"
+    label = (f"saliency / its {clip_percentile:g}th percentile (its maximum if that is 0), clipped to "
+             f"[0,\u00a01] (each map its own scale)")
     bar_chars = max(24, int(0.66 * size[0] * 72 / (9 * 0.6)))  # the bar spans two of the three columns
     bar.set_label(textwrap.fill(label, bar_chars), fontsize=9)
     bar.ax.tick_params(labelsize=9)
