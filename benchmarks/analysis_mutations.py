@@ -324,6 +324,14 @@ MUTATIONS = [
      '    return _hits_at(points, boxes, valid, height, width, tolerance)', 'tests/evaluation/test_metrics.py'),
     ('evaluator: a map holding NaN scored', 'sipgrad/evaluation/evaluator.py',
      '                if not finite[j]:', '                if False:', 'tests/evaluation/test_evaluator.py'),
+    ('analyze: the figure gets the whole photo under crop', 'sipgrad/analysis/gradients.py',
+     'shown = [geometry.covered(image) for geometry, image in zip(prepared.geometries[chunk], prepared.images[chunk])]',
+     'shown = list(prepared.images[chunk])',
+     'tests/analysis/test_gradients.py'),
+    ('spectrum figure: every measured size labelled', 'sipgrad/analysis/gradient_plots.py',
+     '        if apart(kept[-1], value) and apart(value, values[-1]):',
+     '        if True:',
+     'tests/analysis/test_gradient_plots.py'),
 ]
 
 

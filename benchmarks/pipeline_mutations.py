@@ -430,6 +430,13 @@ MUTATIONS = [
      'tests/cli/test_bad_input.py'),
     ('names: a label holding _ without the hash', 'sipgrad/io/names.py',
      ' or slug(label) != label or "_" in label', ' or slug(label) != label', 'tests/io/test_atomic.py'),
+    ('wrap: a compiled model kept as it is', 'sipgrad/models/registry.py',
+     '        if is_compiled(self.module):', '        if False:',
+     'tests/attribution/test_engine.py'),
+    ('wrap: a fully convolutional model gets 1000 classes', 'sipgrad/models/registry.py',
+     'out_features = getattr(_last_linear(module), "out_features", None) or _output_width(module, size)',
+     'out_features = getattr(_last_linear(module), "out_features", None)',
+     'tests/attribution/test_engine.py'),
 ]
 
 

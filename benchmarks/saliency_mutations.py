@@ -214,6 +214,23 @@ MUTATIONS = [
      "result = explain(classifier, images, sip=sip, indices=positions, **common)",
      "result = explain(classifier, images, sip=sip, **common)",
      "tests/cli/test_cli.py::test_explain_gives_random_methods_the_same_maps_in_any_batch_size"),
+    ("array_to_rgb: float images truncated, not rounded", "sipgrad/io/images.py",
+     "array = np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8)",
+     "array = np.clip(values * scale, 0, 255).astype(np.uint8)", "tests/render/test_overlay_values.py"),
+    ("engine: NaN inputs not refused", A + "engine.py",
+     "    if not bool(finite.all()):", "    if False:", "tests/attribution/test_engine.py"),
+    ("engine: logits not compared with the class names", A + "engine.py",
+     "        if logits.shape[1] != len(self.classifier.classes):", "        if False:",
+     "tests/attribution/test_engine.py"),
+    ("engine: inputs not cast to the model's dtype", A + "engine.py",
+     ".to(device=device, dtype=next(classifier.module.parameters()).dtype)", ".to(device=device)",
+     "tests/attribution/test_engine.py"),
+    ("engine: a model returning a tuple is not refused", A + "engine.py",
+     "        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != rows:",
+     "        if isinstance(logits, torch.Tensor) and logits.dim() != 2:", "tests/attribution/test_engine.py"),
+    ("SIP: a layer without a feature map not refused", H + "sip.py",
+     "        if output.dim() != 4:\n            raise SipgradError(f\"SIP layer", "        if False:\n            raise SipgradError(f\"SIP layer",
+     "tests/attribution/test_engine.py"),
 ]
 
 
