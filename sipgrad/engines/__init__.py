@@ -2,8 +2,10 @@
 
 from sipgrad.engines.forward import (forward_gradient, forward_gradient_step, model_jvp, quiet_forward_ad,
                                      target_logit)
-from sipgrad.engines.hypergradient import (  # deprecated names; new code: sipgrad.engines.hypergrad
-    Hypergradient, hypergradient, module_losses, tune_hyperparameters)
+# Deprecated names; new code: sipgrad.engines.hypergrad. ``hypergradient`` is the module, callable
+# as the old function (importing the function here would hide the module from ``import ... as``).
+from sipgrad.engines import hypergradient
+from sipgrad.engines.hypergradient import Hypergradient, module_losses, tune_hyperparameters
 
 __all__ = [
     "HYPERPARAMETERS", "Hypergradient", "forward_gradient", "forward_gradient_step", "hypergradient", "model_jvp",

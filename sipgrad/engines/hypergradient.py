@@ -23,6 +23,8 @@ New code: ``from sipgrad.engines.hypergrad import ...`` (see docs/engines.md).
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -152,3 +154,19 @@ def tune_hyperparameters(train_loss: Callable[[Params, int], torch.Tensor], val_
         if progress is not None:
             progress(1)
     return history
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as the deprecated ``hypergradient`` function.
+
+    ``from sipgrad.engines import hypergradient`` has always given the function, while
+    ``import sipgrad.engines.hypergradient as legacy`` must give this module (with
+    ``tune_hyperparameters`` and the rest). Both names are the same attribute of the package,
+    so the module is the one object and calling it calls the function.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return hypergradient(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -151,3 +151,16 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
     arguments = {"hyper": {"lr": 0.1}, "steps": 2, "mode": "reverse", **kwargs}
     with pytest.raises(SipgradError, match=message):
         hypergradient(train_loss, val_loss, start, **arguments)
+
+
+def test_the_old_module_is_a_module_and_still_callable_as_the_old_function():
+    """``import sipgrad.engines.hypergradient as legacy`` gave the function, hiding the module's names."""
+    import sipgrad.engines.hypergradient as legacy
+    from sipgrad.engines import hypergradient
+
+    assert legacy is hypergradient and callable(legacy.tune_hyperparameters) and callable(legacy.module_losses)
+    train_loss, val_loss, start = _logistic_problem()
+    with pytest.warns(DeprecationWarning, match="hypergradient is deprecated"):
+        result = legacy(train_loss, val_loss, start, {"lr": 0.5}, steps=3)
+    direct = legacy.hypergradient(train_loss, val_loss, start, {"lr": 0.5}, steps=3)
+    assert result.val_loss == direct.val_loss and result.grads == direct.grads and result.grads["lr"] != 0
