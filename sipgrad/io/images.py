@@ -28,11 +28,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and not np.isfinite(array).all():  # one inf would set the scale: all black
+            raise ImageLoadError("image holds NaN or infinite values")
         if image.mode == "F" and array.size and np.nanmin(array) >= 0 and np.nanmax(array) <= 1:
             high = 1.0
         else:
             high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / high * 255.0, 0, 255).astype(np.uint8)
+        array = np.rint(np.clip(array / high * 255.0, 0, 255)).astype(np.uint8)  # rounded, as array_to_rgb
         return Image.fromarray(array, mode="L").convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
@@ -51,7 +53,7 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
 
     Accepts H x W (grey), H x W x 1/3/4 and channels-first 1/3/4 x H x W. A uint8 RGB array is
     returned as it is (no copy); other dtypes are read on [0, 1] when no value exceeds 1, else on
-    0..255 (clipped and rounded; NaN counts as 0). A fourth (alpha) channel is dropped.
+    0..255 (clipped and rounded); NaN or inf is refused. A fourth (alpha) channel is dropped.
     """
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
@@ -61,7 +63,9 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise SipgradError(f"cannot use an array of shape {array.shape} as an image (want H x W or H x W x 3)")
     if array.dtype != np.uint8:
-        values = np.nan_to_num(np.asarray(array, dtype=np.float64))
+        values = np.asarray(array, dtype=np.float64)
+        if not np.isfinite(values).all():  # one inf would set the scale and turn the image black
+            raise SipgradError("the image array holds NaN or infinite values")
         scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
         array = np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8)  # rounded: x / 255 * 255 gives x back
     if array.ndim == 2:
@@ -109,7 +113,10 @@ def load_image(path: str | os.PathLike) -> Image.Image:
                 image = Image.open(stream)
                 image.load()
             ImageOps.exif_transpose(image, in_place=True)
-            return to_rgb(image)
+            try:
+                return to_rgb(image)
+            except ImageLoadError as error:
+                raise ImageLoadError(f"{path}: {error}") from None
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

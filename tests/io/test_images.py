@@ -173,9 +173,9 @@ def test_float_images_in_0_1_are_read_on_that_scale(tmp_path):
     from sipgrad.io.images import load_image_array, to_rgb
 
     unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
-    assert [to_rgb(unit).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
+    assert [to_rgb(unit).getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]  # 127.5 rounded, as for arrays
     unit.save(tmp_path / "unit.tif")
-    assert load_image_array(tmp_path / "unit.tif")[0].tolist() == [[0, 0, 0], [127, 127, 127], [255, 255, 255]]
+    assert load_image_array(tmp_path / "unit.tif")[0].tolist() == [[0, 0, 0], [128, 128, 128], [255, 255, 255]]
     wide = Image.fromarray(np.array([[0.0, 2.0, 255.0]], dtype=np.float32), mode="F")  # beyond 1: the 0..255 scale
     assert [to_rgb(wide).getpixel((x, 0))[0] for x in range(3)] == [0, 2, 255]
 
@@ -184,3 +184,19 @@ def test_find_images_takes_upper_case_extensions_in_folders(tmp_path):
     for name in ("B.JPG", "a.Png", "c.TIFF", "notes.TXT"):
         (tmp_path / name).write_bytes(b"x")
     assert find_images([tmp_path]) == [tmp_path / "B.JPG", tmp_path / "a.Png", tmp_path / "c.TIFF"]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -float("inf")])
+def test_a_float_image_or_array_with_a_non_finite_value_is_refused(tmp_path, bad):
+    """One +inf set the scale (0..65535 or 0..255 instead of [0, 1]) and the whole image came out black."""
+    from sipgrad.errors import SipgradError
+    from sipgrad.io.images import array_to_rgb
+
+    values = np.full((4, 5), 0.5, dtype=np.float32)
+    values[0, 0] = bad
+    Image.fromarray(values, mode="F").save(tmp_path / "bad.tif")
+    with pytest.raises(ImageLoadError, match=r"bad.tif: image holds NaN or infinite values"):
+        load_image(tmp_path / "bad.tif")
+    with pytest.raises(SipgradError, match="the image array holds NaN or infinite values"):
+        array_to_rgb(np.dstack([values] * 3))
+    assert array_to_rgb(np.full((4, 5, 3), 0.5))[0, 0].tolist() == [128, 128, 128]
