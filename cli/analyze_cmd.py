@@ -109,19 +109,18 @@ def run(args: argparse.Namespace) -> int:
                                            components=args.components, centre=not args.no_centre, crop=args.crop,
                                            batch_size=args.batch_size, progress=bar.update)
                          for config in configs]
-                for analysis in batch:
+                shown = batch[0].images
+                for analysis, kept in zip(batch, parts):
                     analysis.names = names
+                    analysis.images = []  # keep only the numbers; the figures below draw ``shown``
+                    kept.append(analysis)  # before the figures: a Ctrl-C among them keeps this batch's numbers
                 if not args.no_figures:
                     for i, stem in enumerate(batch_stems):
                         try:
-                            save_components_figure(out / f"{stem}.components.png", batch[0].images[i], batch, i,
-                                                   figure_layer)
+                            save_components_figure(out / f"{stem}.components.png", shown[i], batch, i, figure_layer)
                         except SipgradError as error:  # e.g. a folder in the way: its numbers are still kept
                             errors.append(str(error))
                             bar.write(f"sipgrad: error: {error}", file=sys.stderr)
-                for analysis, kept in zip(batch, parts):
-                    analysis.images = []  # figures are written; keep only the numbers
-                    kept.append(analysis)
         except KeyboardInterrupt:
             interrupted = True  # keep every finished batch: write them below
     if not parts[0]:

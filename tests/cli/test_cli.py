@@ -163,6 +163,20 @@ def test_analyze_streams_batches_skips_bad_images_and_keeps_finished_work(capsys
     assert list(stored["names"]) == ["a.jpg"] and stored["none/_conv_head/singular_values"].shape[0] == 1
 
 
+def test_ctrl_c_among_a_batchs_figures_keeps_that_batchs_numbers(capsys, asset_dir, tmp_path, monkeypatch):
+    """The numbers of a batch are complete before its figures are drawn: a Ctrl-C there must not drop them."""
+    import sipgrad.render.spectrum
+
+    monkeypatch.setattr(sipgrad.render.spectrum, "save_components_figure",
+                        interrupted_on_call(sipgrad.render.spectrum.save_components_figure, 2))
+    out = tmp_path / "cut"
+    code, _, err = run_cli(capsys, "analyze", asset_dir / "chelsea.jpg", asset_dir / "coffee.jpg", "--layers",
+                           "_conv_head", "--batch-size", "2", "--out", out)
+    assert code == 130 and "wrote the 2 image(s) finished of 2" in err
+    assert list(np.load(out / "gradients.npz")["names"]) == ["chelsea.jpg", "coffee.jpg"]
+    assert (out / "chelsea.components.png").is_file()
+
+
 def test_ctrl_c_during_explain_reports_the_images_it_finished(capsys, asset_dir, tmp_path, monkeypatch):
     import sipgrad
 
