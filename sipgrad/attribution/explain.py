@@ -68,6 +68,8 @@ def _target_index(entry: object, row: str, classes: ClassNames) -> int:
     """One target as a class index or -1 (predicted), or a ``SipgradError`` naming ``row``."""
     if entry is None:
         return -1
+    if isinstance(entry, str) and entry.strip().startswith("-") and entry.strip()[1:].isdigit():
+        entry = int(entry)  # "-1" (a command line's "predicted"), checked as an index below
     if isinstance(entry, str):
         try:
             return classes.index(entry)

@@ -164,6 +164,17 @@ def test_targets_below_minus_one_are_refused_naming_value_and_row(classifier, sm
                                                  "array": np.array([10, 1, 1, 1])}[kind])
 
 
+def test_minus_one_as_text_is_the_predicted_class_as_on_the_command_line(classifier, small_cnn, small_batch):
+    """``--target -1`` reaches the library as the string "-1"; it was looked up as a class name."""
+    with torch.no_grad():
+        predicted = small_cnn(small_batch).argmax(1)
+    assert explain(classifier, small_batch, target="-1").targets.tolist() == predicted.tolist()
+    assert explain(classifier, small_batch, target=["2", " -1", "4", "-1"]).targets.tolist()[:3] == \
+        [2, int(predicted[1]), 4]
+    with pytest.raises(SipgradError, match=r"^target -5 for every image is out of range"):
+        explain(classifier, small_batch, target="-5")
+
+
 @pytest.mark.parametrize("kind", ["list", "tensor", "array"])
 def test_minus_one_is_the_predicted_class_in_every_form(classifier, small_cnn, small_batch, kind):
     with torch.no_grad():
