@@ -14,6 +14,7 @@ from sipgrad_cli.common import (
     add_sip_arguments,
     check_sip_layers,
     check_sip_options,
+    fail,
     guarded,
     load_classifier,
     method_options,
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         load_box_dataset,
         write_reports,
     )
-    from sipgrad.evaluation.runner import distributed_context, process_device
+    from sipgrad.evaluation.records import read_records
+    from sipgrad.evaluation.runner import distributed_context, process_device, record_files
 
     if args.images and not args.boxes:
         raise SipgradError("--images needs --boxes")
@@ -127,10 +129,17 @@ def run(args: argparse.Namespace) -> int:
                             method_options=_recorded_method_options(args))
     rank, world = distributed_context(classifier.device)
     total = len(cases[:args.limit] if args.limit else cases)
-    with progress_bar((total + world - 1 - rank) // world, f"evaluating[{rank}]" if world > 1 else "evaluating",
-                      unit="case") as bar:
-        records = evaluate(classifier, cases, settings, out, dataset=dataset, batch_size=args.batch_size,
-                           limit=args.limit, save_maps=args.save_maps, progress=bar.update)
+    try:
+        with progress_bar((total + world - 1 - rank) // world,
+                          f"evaluating[{rank}]" if world > 1 else "evaluating", unit="case") as bar:
+            records = evaluate(classifier, cases, settings, out, dataset=dataset, batch_size=args.batch_size,
+                               limit=args.limit, save_maps=args.save_maps, progress=bar.update)
+    except KeyboardInterrupt:  # say what is on disk: the records of finished cases, or nothing
+        kept = len(read_records(record_files(Path(out))))
+        if not kept:
+            return fail("interrupted before any case was finished; no records were written", 130)
+        return fail(f"interrupted; {kept} record(s) of finished cases are in {out}: the same command resumes "
+                    f"from them", 130)
     if records is None:
         return 0
     stage(f"writing the summary, plots and report to {out}/")

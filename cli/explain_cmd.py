@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default: 16)")
     add_method_arguments(group, ig_steps=50, smoothgrad_samples=25)
     add_sip_arguments(parser)
-    parser.add_argument("--compare", action="store_true", help="also render plain vs SIP side by side")
+    parser.add_argument("--compare", action="store_true",
+                        help="also explain without SIP and render plain vs SIP side by side (NAME...compare.png); "
+                             "the plain map's overlay and .npy are written under their own names too")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="sipgrad-out", metavar="DIR", help="output folder (default: sipgrad-out)")
     out.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
@@ -110,10 +112,12 @@ def run(args: argparse.Namespace) -> int:
                 for i, path in enumerate(batch_paths):
                     kept: list[str] = []  # this image's files so far: all of them go if one cannot be written
                     try:  # image by image: one file that cannot be written (a folder in its way) costs only its image
+                        plain_files = {}
                         if plain is not None:
                             plain.names = result.names
-                            kept += plain.save_image(i, out, batch_stems[i], figure=False,
-                                                     saliency_dtype=args.saliency_dtype).values()
+                            plain_files = plain.save_image(i, out, batch_stems[i], figure=False,
+                                                           saliency_dtype=args.saliency_dtype)
+                            kept += plain_files.values()
                         written = result.save_image(i, out, batch_stems[i], saliency_dtype=args.saliency_dtype)
                         kept += written.values()
                         record = {"image": str(path), "model": classifier.name, "method": args.method,
@@ -127,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
                             save_panels(compare, result.images[i], [plain.saliency[i], result.saliency[i]],
                                         [plain.label, result.label],
                                         result.title(i, f"{plain.label} vs {result.label}"))
-                            record["compare"] = compare
+                            record.update(compare=compare, plain_overlay=plain_files["overlay"],
+                                          plain_saliency=plain_files["saliency"])
                     except BaseException as error:
                         for written_path in kept:
                             Path(written_path).unlink(missing_ok=True)
@@ -163,5 +168,6 @@ def _print_table(results: list[dict], layer: str | None) -> None:
         print(f"{record['image']}")
         print(f"  top-5:  {top}")
         print(f"  target: {record['target']['name']} ({record['target']['index']})  [{record['seconds']:.2f}s]")
-        written = [record[key] for key in ("overlay", "saliency", "figure", "compare") if key in record]
+        written = [record[key] for key in ("overlay", "saliency", "figure", "compare", "plain_overlay",
+                                           "plain_saliency") if key in record]
         print(f"  files:  {', '.join(written)}")

@@ -282,6 +282,35 @@ def test_an_unreadable_image_is_skipped_and_the_rest_evaluated(capsys, box_image
     assert sorted(r["case"] for r in records if "error" in r) == ["b.png#1", "d.png#3"]
 
 
+@pytest.mark.parametrize("after, message", [
+    (0, "interrupted before any case was finished; no records were written"),
+    (1, "interrupted; 1 record(s) of finished cases are in"),
+])
+def test_ctrl_c_during_evaluate_says_what_was_kept(capsys, box_images, tmp_path, monkeypatch, after, message):
+    """It said "finished results were kept" even when nothing had been written."""
+    import sipgrad.evaluation
+
+    real = sipgrad.evaluation.evaluate
+
+    def interrupted(*args, progress, **kwargs):
+        done = []
+
+        def count(n):
+            done.append(n)
+            if len(done) > after:
+                raise KeyboardInterrupt
+
+        if after == 0:
+            raise KeyboardInterrupt
+        return real(*args, progress=count, **kwargs)
+
+    monkeypatch.setattr(sipgrad.evaluation, "evaluate", interrupted)
+    (tmp_path / "boxes.csv").write_text("image,label,x0,y0,x1,y1\na.png,1,0,0,40,30\nc.png,2,10,10,30,30\n")
+    code, _, err = run_cli(capsys, *EVALUATE[:-1], "1", "--images", box_images, "--boxes", tmp_path / "boxes.csv",
+                           "--out", tmp_path / "out")
+    assert code == 130 and message in one_line(err) and "Traceback" not in err
+
+
 def test_library_errors_reach_the_user_as_flags(capsys):
     """The library names parameters (weights=FILE, the stats parameter); the CLI maps them to its flags."""
     from tests.conftest import ASSETS

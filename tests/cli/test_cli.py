@@ -38,7 +38,13 @@ def test_explain_json_on_bundled_assets(capsys, asset_dir, tmp_path):
         assert Image.open(record["overlay"]).size == original.size
         assert record["sip"] == "topq:0.25" and record["seconds"] > 0
         assert Image.open(record["compare"]).size[0] > 0
+        # the plain map's files are reported too, and hold the plain (not the SIP) map
+        assert record["plain_overlay"].endswith(".grad.overlay.png") and Path(record["plain_overlay"]).is_file()
+        assert not np.array_equal(np.load(record["plain_saliency"]), saliency)
     assert not list(tmp_path.glob("*.tmp*"))  # no temporary files left behind
+    reported = {Path(r[k]).name for r in document["results"] for k in r if k in
+                ("saliency", "overlay", "figure", "compare", "plain_overlay", "plain_saliency")}
+    assert reported == {p.name for p in tmp_path.iterdir()}  # every file written is reported
 
 
 def test_explain_gives_random_methods_the_same_maps_in_any_batch_size(capsys, asset_dir, tmp_path):
