@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from sipgrad.evaluation import evaluator
 from sipgrad.evaluation.catalog import BOX_METRICS, METRICS, PERTURBATION_METRICS, Metric, metric
@@ -63,3 +64,24 @@ def test_a_bad_entry_is_refused():
         Metric("x", "x", "higher", (0.0, 1.0), "box", "x")
     with pytest.raises(KeyError, match="known"):
         metric("nope")
+
+
+def _inputs(curves=None):
+    from sipgrad.evaluation.catalog import ScoringInputs
+    maps = torch.zeros(1, 10, 30); maps[0, :5, :5] = 1.0  # all mass inside a 5 x 5 box
+    mask = torch.zeros(1, 10, 30, dtype=torch.bool); mask[0, :5, :5] = True
+    return ScoringInputs(maps, torch.tensor([[[0.0, 0.0, 5.0, 5.0]]]), torch.tensor([[True]]), mask, 1.0, curves)
+
+
+def test_mu_in_w_entry_is_weighted():
+    from sipgrad.evaluation.catalog import METRICS
+    assert float(METRICS["mu_in"].compute(_inputs())[0]) == pytest.approx(1.0)
+    assert float(METRICS["mu_in_w"].compute(_inputs())[0]) == pytest.approx(300 / 25)
+
+
+def test_each_curve_metric_reads_its_own_curve():
+    from sipgrad.evaluation.catalog import METRICS, PERTURBATION_METRICS
+    names = ("deletion", "deletion_lerf", "insertion", "insertion_lerf")
+    curves = {n: torch.full((1, 3), 0.1 * (i + 1)) for i, n in enumerate(names)}
+    got = {m: round(float(METRICS[m].compute(_inputs(curves))[0]), 6) for m in PERTURBATION_METRICS}
+    assert got["insertion_lerf_auc"] == 0.4 and got["insertion_auc"] == 0.3 and got["deletion_lerf_auc"] == 0.2

@@ -32,3 +32,18 @@ def test_digit_models_and_their_benchmark():
     assert len(cases) == 297 and cases[0].load().size == (64, 64)
     with pytest.raises(SipgradError, match="10-class digits model"):
         builtin_cases("cluttered-digits", imagenet_classes())
+
+
+def test_cluttered_test_split_starts_at_digit_1500():
+    from sipgrad.evaluation.cluttered import make_samples
+    assert [s.label for s in make_samples("test", 3)] == [1, 7, 4]  # sklearn digits.target[1500:1503]
+
+
+def test_cluttered_digits_are_in_0_1():
+    from sipgrad.evaluation.cluttered import _digits, make_samples
+    images, _ = _digits()
+    assert images.min() == 0.0 and images.max() == 1.0
+    # the digit's own pixels: no uint8 wrap-around, the brightest stroke pixel stays 255
+    s = make_samples("test", 1, fragments=0)[0]
+    x0, y0, x1, y1 = map(int, s.box)
+    assert s.image[y0:y1, x0:x1].max() == 255 and s.image.sum() == s.image[y0:y1, x0:x1].sum()

@@ -17,8 +17,20 @@ import torch
 from scipy import stats
 
 from sipgrad.evaluation.catalog import METRICS
-from sipgrad.evaluation.report import (Gallery, GalleryCase, build_gallery, choose_cases, energy_figure,
-                                       metrics_figure, plot_metrics, render_html, write_html)
+from sipgrad.evaluation.report import (
+    Gallery,
+    GalleryCase,
+    _comparison_table,
+    _draw_boxes,
+    _metrics_table,
+    build_gallery,
+    choose_cases,
+    energy_figure,
+    metrics_figure,
+    plot_metrics,
+    render_html,
+    write_html,
+)
 from sipgrad.evaluation.summary import format_p, rank_biserial, summarize
 from sipgrad.io.names import slug
 
@@ -463,3 +475,47 @@ def test_a_better_than_uniform_group_is_drawn_above_the_diagonal():
         assert y > x and x == pytest.approx(0.55)
     finally:
         plt.close(fig)
+
+
+def test_box_outline_ends_on_the_boxes_last_pixel():
+    tile = _draw_boxes(np.zeros((16, 16, 3), np.uint8), [(2.0, 2.0, 10.0, 10.0)], thickness=1)
+    white = np.argwhere(tile[..., 0] == 255)
+    assert white.min(0).tolist() == [2, 2] and white.max(0).tolist() == [9, 9]  # x1 = 10 is exclusive
+
+
+def _comparison(p, effect):
+    return {"configs": {"grad/none": {"metrics": {"energy": {"mean": 0.5}}},
+                        "grad/topq:0.25": {"metrics": {"energy": {"mean": 0.52}}}},
+            "comparisons": {"grad/topq:0.25": {"against": "grad/none", "n": 8, "metrics": {"energy": {
+                "identical": False, "mean_difference": 0.02, "difference_low": -0.01, "difference_high": 0.05,
+                "wilcoxon_p": p, "effect_size": effect, "win_rate": 0.5, "tie_rate": 0.0, "loss_rate": 0.5}}}}}
+
+
+def test_a_non_significant_difference_is_no_clear_difference():
+    row = parse(_comparison_table(_comparison(0.4, 0.3), ["energy"])).all("tbody")[0].all("tr")[1].cells()
+    assert row[5].content() == "no clear difference" and row[5].classes() == set()
+    row = parse(_comparison_table(_comparison(0.01, 0.3), ["energy"])).all("tbody")[0].all("tr")[1].cells()
+    assert row[5].content() == "better with SIP"
+
+
+def test_means_that_print_alike_share_the_best_mark():
+    summary = {"configs": {k: {"n": 8, "metrics": {"energy": {"mean": m, "low": m - 0.1, "high": m + 0.1}}}
+                           for k, m in (("a/none", 0.6012), ("b/none", 0.5991), ("c/none", 0.3))},
+               "metrics": ["energy"]}
+    tree = parse(_metrics_table(summary, ["energy"]))
+    best = {tr.cells()[0].content() for tr in tree.all("tbody")[0].all("tr") if "best" in tr.cells()[2].classes()}
+    assert best == {"a/none", "b/none"}  # both print 0.60
+
+
+def test_dashed_line_is_the_centre_baseline():
+    from sipgrad.render.figure import pyplot
+    summary = summarize(make_records())
+    fig = metrics_figure(summary)
+    try:
+        ax = next(a for a in fig.axes if a.get_title(loc="left").startswith("pointing game"))
+        dashed = [l for l in ax.lines if l.get_linestyle() == "--"]
+        centre = summary["configs"]["grad/none"]["metrics"]["centre"]["mean"]
+        assert len(dashed) == 1 and dashed[0].get_xdata()[0] == pytest.approx(centre)
+        assert centre != pytest.approx(summary["configs"]["grad/none"]["metrics"]["pointing"]["mean"])
+    finally:
+        pyplot().close(fig)

@@ -108,3 +108,12 @@ def test_evaluation_mode_restores_each_submodules_own_flag():
     with evaluation_mode(model):
         assert not any(m.training for m in model.modules())
     assert model.training and model.conv1.training and not model.bn.training
+
+
+def test_batchnorm_without_running_stats_is_left_alone():
+    from torch import nn
+
+    from sipgrad.models.inference import fold_batchnorm
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert fold_batchnorm(model, x) is model

@@ -41,3 +41,23 @@ def test_denormalize_inverts_normalize_and_gives_pixels():
     assert zero.flatten().tolist() == pytest.approx(list(MEAN))
     one = pre.normalize(torch.ones(3, 1, 1)).flatten().tolist()
     assert one == pytest.approx([(1 - m) / s for m, s in zip(MEAN, STD)])
+
+
+def test_centre_crop_rounds_like_torchvision():
+    from sipgrad.models.preprocessing import Preprocessing
+    assert Preprocessing()._crop_layout(259, 256) == ((259, 256), (18, 16))  # (259-224)/2 = 17.5 -> 18
+    assert Preprocessing().geometry(259, 256, crop=True).region == (18.0, 16.0, 242.0, 240.0)
+
+
+def test_crop_region_uses_each_axis_scale():
+    from sipgrad.models.preprocessing import Preprocessing
+    region = Preprocessing().geometry(301, 200, crop=True).region
+    assert region[3] == pytest.approx(187.5)  # (16 + 224) * 200/256, not * 301/385
+
+
+def test_map_to_original_covers_the_rounded_region():
+    from sipgrad.models.preprocessing import Preprocessing
+    geometry = Preprocessing().geometry(301, 200, crop=True)  # region x1 = 237.67, y1 = 187.5
+    out = geometry.map_to_original(torch.ones(224, 224))
+    assert int((out > 0).sum()) == 176 * 175
+    assert out[187, 237] > 0 and out[:, 238].sum() == 0

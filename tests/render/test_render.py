@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sipgrad.errors import SipgradError
@@ -80,3 +81,74 @@ def test_spectrum_plot_keeps_configs_apart_and_labels_legible(small_batch, tmp_p
         assert min(_legible_sizes(fig)) >= 10
     finally:
         plt.close(fig)
+
+
+def test_components_figure_shows_the_requested_image(small_batch):
+    from sipgrad.analysis import analyze_gradients
+    from sipgrad.render.figure import pyplot
+    from sipgrad.render.spectrum import components_figure
+    from tests.conftest import make_small_cnn
+    analysis = analyze_gradients(make_small_cnn(), small_batch, layers=("conv3",), components=2)
+    spectrum = analysis.spectra["conv3"]
+    image = np.full((32, 32, 3), 128, np.uint8)
+    fig = components_figure(image, [analysis], 1, "conv3")
+    try:
+        assert fig.axes[0].get_title() == f"plain: rank {float(spectrum.effective_rank[1]):.1f}"
+        comp = spectrum.components[1, 0].numpy()
+        drawn = fig.axes[1].images[1].get_array()
+        np.testing.assert_allclose(drawn, comp / np.abs(comp).max(), rtol=1e-6)
+        assert np.abs(drawn).max() == pytest.approx(1.0)  # signed: scaled by the largest |value|
+    finally:
+        pyplot().close(fig)
+
+
+def test_components_are_scaled_by_their_largest_absolute_value():
+    from types import SimpleNamespace
+
+    from sipgrad.render.figure import pyplot
+    from sipgrad.render.spectrum import components_figure
+    comp = torch.tensor([[[[-4.0, 1.0], [0.0, 2.0]]]])  # 1 image x 1 component x 2 x 2, negative-dominant
+    spectrum = SimpleNamespace(components=comp, effective_rank=torch.tensor([1.0]), explained=torch.tensor([[1.0]]))
+    analysis = SimpleNamespace(spectra={"L": spectrum}, sip=None, names=["x"])
+    fig = components_figure(np.zeros((2, 2, 3), np.uint8), [analysis], 0, "L")
+    try:
+        np.testing.assert_allclose(fig.axes[1].images[1].get_array(), [[-1.0, 0.25], [0.0, 0.5]])
+    finally:
+        pyplot().close(fig)
+
+
+def _saved_rgb(path):
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_save_overlay_png_honours_alpha(tmp_path):
+    from sipgrad.render import overlay, save_overlay_png
+    image = np.full((4, 4, 3), 200, np.uint8)
+    saliency = np.zeros((4, 4), np.float32); saliency[0, 0] = 1
+    save_overlay_png(tmp_path / "o.png", image, saliency, alpha=0.25, clip_percentile=100)
+    assert np.array_equal(_saved_rgb(tmp_path / "o.png"), overlay(image, saliency, 0.25, clip_percentile=100))
+    assert np.abs(_saved_rgb(tmp_path / "o.png")[1, 1] - [150, 150, 182]).max() <= 1
+
+
+def test_panels_figure_honours_alpha_and_clip_percentile():
+    from sipgrad.render.figure import panels_figure, pyplot
+    from sipgrad.render.overlay import heatmap, overlay
+    image = np.full((30, 40, 3), 200, np.uint8)
+    saliency = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    fig = panels_figure(image, [saliency], ["grad"], "t", alpha=0.2, clip_percentile=50)
+    try:
+        assert np.array_equal(fig.axes[1].images[0].get_array(), heatmap(saliency, "jet", 50))
+        assert np.array_equal(fig.axes[2].images[0].get_array(), overlay(image, saliency, 0.2, "jet", 50))
+    finally:
+        pyplot().close(fig)
+
+
+def test_save_panels_passes_clip_percentile(tmp_path, monkeypatch):
+    import sipgrad.render.figure as figure
+    seen = {}
+    real = figure.panels_figure
+    monkeypatch.setattr(figure, "panels_figure", lambda *a, **k: seen.setdefault("args", a) and real(*a, **k))
+    figure.save_panels(tmp_path / "f.png", np.zeros((8, 8, 3), np.uint8), [np.ones((8, 8))], ["g"], "t",
+                       alpha=0.3, clip_percentile=90)
+    assert seen["args"][5:] == (0.3, 90)

@@ -31,3 +31,15 @@ def test_every_pair_is_unique_for_any_grid(methods, sips):
     pairs = [(f"m{i}", f"s{j}") for i in range(methods) for j in range(sips)]
     styles = series_styles(pairs)
     assert len({styles[p].color for p in pairs}) == len(pairs)
+
+
+def test_one_group_gets_tab10_hues():
+    from sipgrad.render.styles import series_styles
+    styles = series_styles([("sip", "plain"), ("sip", "topq:0.25"), ("sip", "topq:0.5")])
+    assert [s.color for s in styles.values()] == ["#1f77b4", "#ff7f0e", "#2ca02c"]
+
+
+def test_first_variant_is_a_darker_shade():
+    from sipgrad.render.styles import series_styles
+    styles = series_styles([("grad", "a"), ("grad", "b"), ("ig", "a"), ("ig", "b")])
+    assert styles[("grad", "a")].color == "#144d75" and styles[("ig", "b")].color == "#ffb97a"
