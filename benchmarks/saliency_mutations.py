@@ -216,7 +216,7 @@ MUTATIONS = [
      "tests/cli/test_cli.py::test_explain_gives_random_methods_the_same_maps_in_any_batch_size"),
     ("array_to_rgb: float images truncated, not rounded", "sipgrad/io/images.py",
      "array = np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8)",
-     "array = np.clip(values * scale, 0, 255).astype(np.uint8)", "tests/render/test_overlay_values.py"),
+     "array = np.clip(values * scale, 0, 255).astype(np.uint8)", "tests/io/test_images.py"),
     ("engine: NaN inputs not refused", A + "engine.py",
      "    if not bool(finite.all()):", "    if False:", "tests/attribution/test_engine.py"),
     ("engine: logits not compared with the class names", A + "engine.py",
