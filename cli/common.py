@@ -112,7 +112,8 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except SipgradError as error:
             return fail(as_flags(str(error)))
         except KeyboardInterrupt:
-            return fail("interrupted; finished results were kept", 130)
+            # Commands that keep partial results say what they kept; reaching here, nothing is claimed.
+            return fail("interrupted", 130)
         except BrokenPipeError:  # stdout closed early (`sipgrad ... | head`): stop quietly, like other tools
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141

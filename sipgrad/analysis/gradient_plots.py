@@ -20,7 +20,8 @@ COLOURS = {"sgd": "C0", "momentum": "C1", "pca-sgd": "C2"}  # one colour per opt
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with a layout of its own keeps it
+        fig.tight_layout()
     with atomic_write(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
 
@@ -32,7 +33,8 @@ def _layer_label(layer: str) -> str:
 
 def _spaced_ticks(values: Sequence[int], axis_inches: float, font_points: float) -> list[int]:
     """The values to label on a log axis spanning them (padded by 1.25 each side), so that no two
-    labels overlap: each needs its width (about 0.6 em a digit) plus a gap. The largest is always kept."""
+    labels overlap: each needs its width (about 0.6 em a digit) plus a gap. Chosen from the largest
+    down, so the largest is always labelled (1000 and 1024 show as 1024)."""
     if len(values) < 2:
         return list(values)
     span = np.log10(values[-1] * 1.25) - np.log10(values[0] / 1.25)
@@ -41,23 +43,18 @@ def _spaced_ticks(values: Sequence[int], axis_inches: float, font_points: float)
     def half_width(value: int) -> float:  # in decades
         return (0.6 * font_points / 72 * len(str(value)) + 0.1) / 2 / inches_per_decade
 
-    def apart(a: int, b: int) -> bool:
-        return np.log10(b) - np.log10(a) >= half_width(a) + half_width(b)
-
-    kept = [values[0]]
-    for value in values[1:-1]:
-        if apart(kept[-1], value) and apart(value, values[-1]):
+    kept = [values[-1]]
+    for value in reversed(values[:-1]):
+        if np.log10(kept[-1]) - np.log10(value) >= half_width(value) + half_width(kept[-1]):
             kept.append(value)
-    if not apart(kept[-1], values[-1]) and len(kept) > 1:
-        kept.pop()
-    return kept + [values[-1]]
+    return kept[::-1]
 
 
 def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     """Three panels: effective rank vs batch size (one line per layer); cos(g, P_k g) vs k for the
     whole model (one line per batch size); and the cumulative explained energy of the largest batch."""
     plt = pyplot()
-    fig, (rank_ax, cos_ax, energy_ax) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, (rank_ax, cos_ax, energy_ax) = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     sizes = sorted({r["batch size"] for r in rows})
     layer_styles = series_styles([("layer", layer) for layer in layers])
@@ -88,13 +85,16 @@ def save_spectrum_figure(path: str | os.PathLike, rows: Sequence[dict]) -> None:
     ks = sorted({int(k) for r in rows if r["layer"] == "all" for k in r["cosine"]})
     for ax, ticks in ((rank_ax, sizes), (cos_ax, ks)):
         ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
-        kept = _spaced_ticks(ticks, ax.get_position().width * fig.get_figwidth(), _FONT - 1)
+        # A third of the figure less its margins: a lower bound on the panel's width once laid out.
+        kept = _spaced_ticks(ticks, 0.75 * fig.get_figwidth() / 3, _FONT - 1)
         ax.set_xticks(kept, [str(t) for t in kept])
         ax.xaxis.set_minor_locator(plt.NullLocator())
     for ax in (rank_ax, cos_ax, energy_ax):
         ax.grid(alpha=0.3)
-        if len(ax.get_legend_handles_labels()[1]) > 6:  # below the panel, where it hides no line
-            ax.legend(fontsize=_FONT - 1, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        handles, labels = ax.get_legend_handles_labels()
+        if len(labels) > 6:  # below the figure, where it hides no line and no label; the layout makes room
+            fig.legend(handles, labels, fontsize=_FONT - 1, ncols=min(len(labels), 9), loc="outside lower center",
+                       title=ax.get_title(), title_fontsize=_FONT - 1)
         else:
             ax.legend(fontsize=_FONT - 1)
         ax.title.set_fontsize(_FONT)

@@ -151,6 +151,8 @@ class AttributionEngine:
         _check_input_shape(inputs)
         batch = inputs.shape[0]
         indices = torch.arange(batch) if indices is None else torch.as_tensor(indices).reshape(-1).cpu()
+        if indices.numel() != batch:
+            raise SipgradError(f"{indices.numel()} image indices given for a batch of {batch}")
         inputs = _checked_values(inputs, indices).to(device=device, dtype=next(classifier.module.parameters()).dtype)
         targets = torch.full((batch,), PREDICTED, dtype=torch.long) if targets is None else targets
         targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).to(device)
@@ -203,6 +205,8 @@ class AttributionEngine:
         return logits
 
     def _check_layer_output(self, module: object, args: tuple, output: object) -> None:
+        if isinstance(output, (tuple, list)) and len(output) == 1:  # captum unpacks a one-element output
+            output = output[0]
         if not (isinstance(output, torch.Tensor) and output.dim() == 4):
             got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
             raise SipgradError(f"Grad-CAM layer {self.layer_name!r} outputs {got}; Grad-CAM needs a "

@@ -23,6 +23,7 @@ New code: ``from sipgrad.engines.hypergrad import ...`` (see docs/engines.md).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 import warnings
@@ -102,6 +103,12 @@ def hypergradient(train_loss: Callable[[Params, int], torch.Tensor], val_loss: C
                   mode: str = "reverse", wrt: tuple[str, ...] | None = None) -> Hypergradient:
     """Deprecated: d val_loss(w_T) / d h for ``lr``, ``momentum``, ``weight_decay`` (defaults 0.1, 0, 0)."""
     _deprecated("hypergradient")
+    return _hypergradient(train_loss, val_loss, params, hyper, steps, mode, wrt)
+
+
+def _hypergradient(train_loss: Callable[[Params, int], torch.Tensor], val_loss: Callable[[Params], torch.Tensor],
+                   params: Mapping[str, torch.Tensor], hyper: Mapping[str, float], steps: int,
+                   mode: str = "reverse", wrt: tuple[str, ...] | None = None) -> Hypergradient:
     values = _check(hyper, steps, mode)
     wrt = tuple(wrt or hyper)
     if not wrt or set(wrt) - set(_HYPERPARAMETERS):
@@ -166,7 +173,9 @@ class _CallableModule(types.ModuleType):
     """
 
     def __call__(self, *args, **kwargs):
-        return hypergradient(*args, **kwargs)
+        _deprecated("hypergradient")  # warned from here: the caller's line is the same frames up
+        return _hypergradient(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(hypergradient)  # what inspect and help() show for the callable module

@@ -73,14 +73,18 @@ class Classifier:
         ``torch.compile``'d module is explained through its original module (``_orig_mod``, the
         same parameters): compiled code does not run the hooks SIP and Grad-CAM rely on. Without
         ``classes``, the classes are ImageNet's when the model has 1000 outputs, else generic
-        names; the output count is the last ``nn.Linear``'s, or read from one blank pass.
+        names. The output count and Grad-CAM's default layer come from one blank pass
+        (``probe_model``); a model that cannot run on a blank image falls back to its last
+        ``nn.Linear``'s output count and its last ``Conv2d``.
         """
+        module = module._orig_mod if is_compiled(module) else module
+        preprocessing = preprocessing or Preprocessing()
         if classes is None:
-            size = (preprocessing or Preprocessing()).input_size
-            out_features = getattr(_last_linear(module), "out_features", None) or _output_width(module, size)
+            probe = probe_model(module, preprocessing.input_size)
+            gradcam_layer = gradcam_layer or probe.gradcam_layer
+            out_features = probe.output_width or getattr(_last_linear(module), "out_features", None)
             classes = imagenet_classes() if out_features in (None, 1000) else ClassNames.generic(out_features)
-        return cls(module, name or type(module).__name__, preprocessing or Preprocessing(),
-                   classes, gradcam_layer, sip_layers)
+        return cls(module, name or type(module).__name__, preprocessing, classes, gradcam_layer, sip_layers)
 
 
 def is_compiled(module: nn.Module) -> bool:
@@ -107,19 +111,6 @@ def _blank_pass(module: nn.Module, input_size: int) -> object:
             m.training = flag
 
 
-def _output_width(module: nn.Module, input_size: int) -> int | None:
-    """K for a model whose blank-image output is a 1 x K tensor, else ``None``."""
-    try:
-        output = _blank_pass(_unwrapped(module), input_size)
-    except Exception:  # a model that cannot run on a blank input: fall back to ImageNet's classes
-        return None
-    return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
-
-
-def _unwrapped(module: nn.Module) -> nn.Module:
-    return module._orig_mod if is_compiled(module) else module
-
-
 def _last_linear(module: nn.Module) -> nn.Module | None:
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     return linears[-1] if linears else None
@@ -133,18 +124,20 @@ def conv_names(module: nn.Module) -> list[str]:
 ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
-def default_gradcam_layer(module: nn.Module, input_size: int = 224) -> str | None:
-    """The output of the last convolutional block, after its activation: Grad-CAM's usual layer.
+@dataclass(frozen=True)
+class ModelProbe:
+    """What one blank pass tells about a model: Grad-CAM's default layer and the output count.
 
-    Found by running the model once on a blank input and watching every module's output:
-    the module that finishes last with a spatial (B x C x H x W, H*W > 1) output and runs
-    once per pass (a ReLU shared inside a block runs twice and is skipped for its block).
-    That is ``layer4`` of a ResNet, the head activation of an EfficientNet, VGG's last
-    feature stage. Falls back to the last ``Conv2d`` when tracing is not possible.
+    ``output_width`` is K when the output of the pass is a 1 x K tensor, else ``None`` (also
+    when the model cannot run on a blank image).
     """
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        return None
+
+    gradcam_layer: str | None
+    output_width: int | None
+
+
+def probe_model(module: nn.Module, input_size: int = 224) -> ModelProbe:
+    """Run the model once on a blank input and watch every module's output (see ``default_gradcam_layer``)."""
     calls: dict[str, int] = {}
     finished: list[str] = []
     names = {m: name for name, m in module.named_modules() if name}
@@ -157,16 +150,32 @@ def default_gradcam_layer(module: nn.Module, input_size: int = 224) -> str | Non
         if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[2] * output.shape[3] > 1:
             finished.append(name)
 
-    handles = [m.register_forward_hook(watch) for m in names]
+    has_convs = any(isinstance(m, nn.Conv2d) for m in module.modules())
+    handles = [m.register_forward_hook(watch) for m in names] if has_convs else []
     try:
-        _blank_pass(module, input_size)
+        output = _blank_pass(module, input_size)
     except Exception:  # any model that cannot run on a blank input: keep the old rule
-        return last_conv_name(module)
+        return ModelProbe(last_conv_name(module), None)
     finally:
         for handle in handles:
             handle.remove()
+    width = output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
     once = [name for name in finished if calls[name] == 1]
-    return once[-1] if once else last_conv_name(module)
+    return ModelProbe((once[-1] if once else last_conv_name(module)) if has_convs else None, width)
+
+
+def default_gradcam_layer(module: nn.Module, input_size: int = 224) -> str | None:
+    """The output of the last convolutional block, after its activation: Grad-CAM's usual layer.
+
+    Found by running the model once on a blank input and watching every module's output:
+    the module that finishes last with a spatial (B x C x H x W, H*W > 1) output and runs
+    once per pass (a ReLU shared inside a block runs twice and is skipped for its block).
+    That is ``layer4`` of a ResNet, the head activation of an EfficientNet, VGG's last
+    feature stage. Falls back to the last ``Conv2d`` when tracing is not possible.
+    """
+    if not any(isinstance(m, nn.Conv2d) for m in module.modules()):
+        return None
+    return probe_model(module, input_size).gradcam_layer
 
 
 def last_conv_name(module: nn.Module) -> str | None:

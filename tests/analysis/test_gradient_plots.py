@@ -29,6 +29,7 @@ def test_dense_log_ticks_are_thinned_so_labels_do_not_touch():
     kept = _spaced_ticks(sizes, axis_inches=3.9, font_points=10)
     assert kept[0] == 8 and kept[-1] == 1024 and set(kept) <= set(sizes)
     assert len(kept) >= 7 and 768 not in kept  # all 14 ran together: "96128", "192256", "384512768"
+    assert _spaced_ticks([1000, 1024], axis_inches=3.75, font_points=10) == [1024]  # not "10001024"
     # Few, well-spaced values are all kept (the committed figures' 32..1024 and 1..32).
     assert _spaced_ticks([32, 64, 128, 256, 512, 1024], 3.9, 10) == [32, 64, 128, 256, 512, 1024]
     assert _spaced_ticks([1, 2, 4, 8, 16, 32], 3.9, 10) == [1, 2, 4, 8, 16, 32]

@@ -269,6 +269,34 @@ def test_a_fully_convolutional_model_gets_its_own_class_count():
         explain(wrapped, torch.randn(1, 3, 32, 32), target=500)
 
 
+class _SqueezeExcite(torch.nn.Module):
+    """Linear layers inside the network (squeeze-excitation), a 1 x 1 conv head with 10 outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.squeeze, self.excite = torch.nn.Linear(16, 4), torch.nn.Linear(4, 16)
+        self.head = torch.nn.Conv2d(16, 10, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(h.mean(dim=(2, 3))))))
+        return self.head(h * gate[:, :, None, None]).mean(dim=(2, 3))
+
+
+def test_the_class_count_is_the_models_output_width_not_its_last_linear():
+    calls = []
+    net = _SqueezeExcite()
+    net.register_forward_hook(lambda *args: calls.append(1))
+    wrapped = Classifier.wrap(net, Preprocessing(input_size=32))
+    assert len(wrapped.classes) == 10  # the last Linear (excite) has 16 outputs
+    assert len(calls) == 1  # one blank pass gives both the class count and Grad-CAM's layer
+    assert explain(wrapped, torch.randn(1, 3, 32, 32), target=9).targets.tolist() == [9]
+    compiled = Classifier.wrap(torch.compile(net, backend="eager"), Preprocessing(input_size=32))
+    assert compiled.name == "_SqueezeExcite" and compiled.module is net
+
+
 @pytest.mark.parametrize("bad, message", [
     (torch.zeros(0, 3, 32, 32), r"B >= 1, got shape \(0, 3, 32, 32\)"),
     (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "must be floating point"),
@@ -278,6 +306,37 @@ def test_unusable_input_tensors_are_refused_in_one_line(classifier, bad, message
         explain(classifier, bad)
     with pytest.raises(SipgradError, match="inputs must be"):
         AttributionEngine(classifier, "grad")(bad)
+
+
+def test_a_one_element_tuple_layer_output_still_works_for_gradcam(inputs):
+    """captum unpacks a layer output of one tensor in a tuple; the feature-map check must too."""
+    class Block(torch.nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return (self.conv(x),)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.block, self.head = Block(torch.nn.Conv2d(3, 8, 3, padding=1)), torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.block(x)[0]).mean(dim=(2, 3)))
+
+    wrapped = Classifier.wrap(Net(), Preprocessing(input_size=32), ClassNames.generic(10))
+    result = explain(wrapped, inputs[:2], method="gradcam", gradcam_layer="block")
+    assert result.attribution.shape == (2, 1, 32, 32) and result.attribution.abs().sum() > 0
+
+
+def test_wrong_length_indices_are_named_before_the_values_are_checked(classifier, inputs):
+    bad = inputs[:2].clone()
+    bad[1, 0, 0, 0] = float("nan")
+    with pytest.raises(SipgradError, match="1 image indices given for a batch of 2"):
+        AttributionEngine(classifier, "grad")(bad, indices=torch.tensor([7]))
 
 
 def test_a_nan_input_is_refused_naming_its_position(classifier, inputs):

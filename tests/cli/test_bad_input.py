@@ -311,6 +311,18 @@ def test_ctrl_c_during_evaluate_says_what_was_kept(capsys, box_images, tmp_path,
     assert code == 130 and message in one_line(err) and "Traceback" not in err
 
 
+def test_ctrl_c_before_a_command_starts_its_work_claims_nothing(capsys, tmp_path, monkeypatch):
+    """While the model loads nothing is written: "finished results were kept" was false there."""
+    import sipgrad_cli.evaluate_cmd
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sipgrad_cli.evaluate_cmd, "load_classifier", interrupted)
+    code, _, err = run_cli(capsys, "evaluate", "--builtin", "photos", "--out", tmp_path / "out")
+    assert code == 130 and one_line(err) == "sipgrad: error: interrupted"
+
+
 def test_library_errors_reach_the_user_as_flags(capsys):
     """The library names parameters (weights=FILE, the stats parameter); the CLI maps them to its flags."""
     from tests.conftest import ASSETS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -160,7 +162,10 @@ def test_the_old_module_is_a_module_and_still_callable_as_the_old_function():
 
     assert legacy is hypergradient and callable(legacy.tune_hyperparameters) and callable(legacy.module_losses)
     train_loss, val_loss, start = _logistic_problem()
-    with pytest.warns(DeprecationWarning, match="hypergradient is deprecated"):
+    with pytest.warns(DeprecationWarning, match="hypergradient is deprecated") as caught:
         result = legacy(train_loss, val_loss, start, {"lr": 0.5}, steps=3)
+    # attributed to the caller's line: Python shows DeprecationWarnings raised in __main__ by default
+    assert [w.filename for w in caught] == [__file__]
+    assert list(inspect.signature(legacy).parameters)[:5] == ["train_loss", "val_loss", "params", "hyper", "steps"]
     direct = legacy.hypergradient(train_loss, val_loss, start, {"lr": 0.5}, steps=3)
     assert result.val_loss == direct.val_loss and result.grads == direct.grads and result.grads["lr"] != 0
