@@ -329,8 +329,12 @@ MUTATIONS = [
      'shown = list(prepared.images[chunk])',
      'tests/analysis/test_gradients.py'),
     ('spectrum figure: every measured size labelled', 'sipgrad/analysis/gradient_plots.py',
-     '        if apart(kept[-1], value) and apart(value, values[-1]):',
+     '        if np.log10(kept[-1]) - np.log10(value) >= half_width(value) + half_width(kept[-1]):',
      '        if True:',
+     'tests/analysis/test_gradient_plots.py'),
+    ('spectrum figure: ticks chosen from the smallest up', 'sipgrad/analysis/gradient_plots.py',
+     '    kept = [values[-1]]\n    for value in reversed(values[:-1]):',
+     '    kept = [values[0]]\n    for value in values[1:]:',
      'tests/analysis/test_gradient_plots.py'),
 ]
 

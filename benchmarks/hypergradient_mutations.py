@@ -501,6 +501,9 @@ MUTATIONS = [
         "        if True:",
         T + "test_modes.py",
     ),
+    ('legacy: the callable module does not warn', 'sipgrad/engines/hypergradient.py',
+     '        _deprecated("hypergradient")  # warned from here', '        pass  # warned from here',
+     'tests/engines/hypergrad/test_legacy.py'),
 ]
 
 

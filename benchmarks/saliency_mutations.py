@@ -255,6 +255,13 @@ MUTATIONS = [
     ("styles: the dark shade lightens", "sipgrad/render/styles.py",
      "rgb = rgb * (1 + amount) if amount < 0", "rgb = rgb * (1 - amount) if amount < 0",
      "tests/render/test_styles.py"),
+    ("engine: a one-element tuple layer output refused for Grad-CAM", A + "engine.py",
+     "        if isinstance(output, (tuple, list)) and len(output) == 1:", "        if False:",
+     "tests/attribution/test_engine.py"),
+    ("engine: indices length checked after the values", A + "engine.py",
+     "        if indices.numel() != batch:\n            raise SipgradError(f\"{indices.numel()} image indices",
+     "        if False:\n            raise SipgradError(f\"{indices.numel()} image indices",
+     "tests/attribution/test_engine.py"),
 ]
 
 
