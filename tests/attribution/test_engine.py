@@ -295,6 +295,8 @@ def test_the_class_count_is_the_models_output_width_not_its_last_linear():
     assert explain(wrapped, torch.randn(1, 3, 32, 32), target=9).targets.tolist() == [9]
     compiled = Classifier.wrap(torch.compile(net, backend="eager"), Preprocessing(input_size=32))
     assert compiled.name == "_SqueezeExcite" and compiled.module is net
+    built = Classifier(torch.compile(net, backend="eager"), "se", Preprocessing(input_size=32), ClassNames.generic(10))
+    assert built.module is net  # constructed directly, too
 
 
 @pytest.mark.parametrize("bad, message", [
