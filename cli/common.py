@@ -176,10 +176,12 @@ def _number(text: str, kind: type) -> int | float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if kind is int and abs(value) > 2 ** 63 - 1:  # torch and numpy take 64-bit integers at most
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
     return value
 
 
-def _checked(text: str, kind: type, accept: Callable[[int | float], bool], rule: str) -> int | float:
+def checked_number(text: str, kind: type, accept: Callable[[int | float], bool], rule: str) -> int | float:
     value = _number(text, kind)
     if not accept(value):
         raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
@@ -188,32 +190,32 @@ def _checked(text: str, kind: type, accept: Callable[[int | float], bool], rule:
 
 def positive_int(text: str) -> int:
     """A whole number >= 1 (counts, batch sizes, steps)."""
-    return _checked(text, int, lambda v: v >= 1, "at least 1")
+    return checked_number(text, int, lambda v: v >= 1, "at least 1")
 
 
 def nonnegative_int(text: str) -> int:
     """A whole number >= 0 (0 switches something off)."""
-    return _checked(text, int, lambda v: v >= 0, "0 or more")
+    return checked_number(text, int, lambda v: v >= 0, "0 or more")
 
 
 def seed_value(text: str) -> int:
     """A random seed: a whole number 0 .. 2**32 - 1 (what numpy and torch both take)."""
-    return _checked(text, int, lambda v: 0 <= v < 2**32, "0 to 4294967295")
+    return checked_number(text, int, lambda v: 0 <= v < 2**32, "0 to 4294967295")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    return _checked(text, float, lambda v: v > 0, "greater than 0")
+    return checked_number(text, float, lambda v: v > 0, "greater than 0")
 
 
 def nonnegative_float(text: str) -> float:
     """A finite number >= 0."""
-    return _checked(text, float, lambda v: v >= 0, "0 or more")
+    return checked_number(text, float, lambda v: v >= 0, "0 or more")
 
 
 def fraction(text: str) -> float:
     """A number in (0, 1] (shares, ratios, p-value thresholds)."""
-    return _checked(text, float, lambda v: 0 < v <= 1, "in (0, 1]")
+    return checked_number(text, float, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def gamma_value(text: str) -> float:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from sipgrad_cli.common import (
+    checked_number,
     comma_items,
     distinct,
     fail,
@@ -31,10 +32,8 @@ def positive_int_list(text: str) -> list[int]:
 
 
 def trial_count(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"a standard error needs at least 2 trials, got {value}")
-    return value
+    """At least 2 trials: a standard error needs two."""
+    return checked_number(text, int, lambda v: v >= 2, "at least 2 (a standard error needs two trials)")
 
 
 def name_list(text: str) -> list[str]:
@@ -118,12 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(train, TRAIN_DIRECTIONS)
     train.add_argument("--grad", type=choice_list(GRADIENTS), default=["forward", "backprop"], metavar="forward,backprop",
                        help="gradient sources to run, comma-separated (default forward,backprop)")
-    train.add_argument("--sampler", type=name_list, default=["gaussian"], metavar="NAMES",
+    train.add_argument("--sampler", type=name_list, default=None, metavar="NAMES",
                        help=f"comma-separated samplers for forward runs: {sampler_help} (default gaussian)")
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"], help="default adam")
     train.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-3 for Adam; SGD 5e-3 "
                                                          "forward, 5e-2 backprop; 10x these for binary models)")
-    train.add_argument("--momentum", type=momentum_value, default=0.9, help="SGD momentum, in [0, 1) (default 0.9)")
+    train.add_argument("--momentum", type=momentum_value, default=None,
+                       help="SGD momentum, in [0, 1) (default 0.9; only with --optimizer sgd)")
     train.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
     train.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
     train.add_argument("--eval-every", type=positive_int, default=100, metavar="N", help="default 100")
@@ -148,7 +148,7 @@ def run_cosine(args: argparse.Namespace) -> int:
 
     for name in args.samplers:
         make_sampler(name)  # unknown names fail before the data is read
-    out = output_folder(args.out) if args.out else None  # and an unwritable --out too
+    out = output_folder(args.out) if args.out is not None else None  # and an unwritable --out too
     directions = args.directions or COSINE_DIRECTIONS
     data = load_dataset(args.data, seed=args.seed)
     with progress_bar(len(args.batch_sizes) * len(args.samplers), "cosine table", unit="cell") as bar:
@@ -181,7 +181,15 @@ def run_train(args: argparse.Namespace) -> int:
     from sipgrad.datasets import load_dataset
     from sipgrad.engines.forward.experiments import sweep_configs, training_sweep
 
-    out = output_folder(args.out) if args.out else None  # refused before the data is even loaded
+    # Options the chosen runs would ignore are refused (and so never recorded as if used).
+    if args.optimizer != "sgd" and args.momentum is not None:
+        return fail("--momentum is SGD's; --optimizer adam does not use it")
+    if "forward" not in args.grad and (args.sampler is not None or args.directions is not None):
+        return fail(f"{'--sampler' if args.sampler is not None else '--directions'} sets the forward-gradient "
+                    f"runs; --grad backprop has none")
+    args.sampler = ["gaussian"] if args.sampler is None else args.sampler
+    args.momentum = 0.9 if args.momentum is None else args.momentum
+    out = output_folder(args.out) if args.out is not None else None  # refused before the data is even loaded
     soft_options = {"off": False, "on": True}
     configs = sweep_configs(args.model, args.grad, args.sampler, soft=[soft_options[s] for s in args.soft],
                             latent_bits=args.latent_bits, directions=args.directions or TRAIN_DIRECTIONS,

@@ -104,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="top-k sizes for the projection cosines (default: 1,2,4,8,16,32)")
     spectrum.add_argument("--train-steps", type=nonnegative_int, default=0, metavar="N",
                           help="train N SGD steps first (default: 0, the spectrum at initialisation)")
-    spectrum.add_argument("--lr", type=positive_float, default=0.1, help="learning rate of --train-steps (0.1)")
+    spectrum.add_argument("--lr", type=positive_float, default=None,
+                          help="learning rate of --train-steps (default 0.1)")
     spectrum.add_argument("--seed", type=seed_value, default=0, help="weights, data split, batch (0)")
     spectrum.add_argument("--centre", action="store_true", help="PCA of centred gradients (default: uncentred)")
     spectrum.add_argument("--chunk-size", type=positive_int, metavar="N",
@@ -123,12 +124,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--subspace", choices=list(SUBSPACES), default="stream",
                        help="stream: Frequent Directions over all batches (default); batch: this batch only")
     train.add_argument("--sketch", type=positive_int, metavar="L", help="Frequent Directions rows (default: 2k)")
-    train.add_argument("--decay", type=_unit_interval(True, False), default=0.9,
+    train.add_argument("--decay", type=_unit_interval(True, False), default=None,
                        help="per-step forgetting of the sketch, in (0, 1] (default: 0.9)")
     train.add_argument("--steps", type=positive_int, default=600, help="SGD steps per run (default: 600)")
     train.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (default: 64)")
     train.add_argument("--lr", type=positive_float, default=0.1, help="learning rate, all optimizers (0.1)")
-    train.add_argument("--momentum", type=_unit_interval(False, True), default=0.9, help="momentum mu (0.9)")
+    train.add_argument("--momentum", type=_unit_interval(False, True), default=None,
+                       help="momentum mu of the momentum optimizer (default 0.9)")
     train.add_argument("--eval-every", type=positive_int, default=25, help="steps between evaluations (25)")
     train.set_defaults(run=run_train)
 
@@ -138,9 +140,12 @@ def run_spectrum(args: argparse.Namespace) -> int:
     from sipgrad.analysis.experiments import SpectrumSettings, spectrum_experiment
     from sipgrad.errors import InterruptedAfterWriting
 
+    if args.lr is not None and not args.train_steps:
+        return fail("--lr is the learning rate of --train-steps; give --train-steps N too")
     out = output_folder(args.out)
     settings = SpectrumSettings(model=args.model, data=args.data, batch_sizes=tuple(args.batch_sizes), ks=tuple(args.k),
-                                train_steps=args.train_steps, lr=args.lr, seed=args.seed, centre=args.centre,
+                                train_steps=args.train_steps, lr=0.1 if args.lr is None else args.lr, seed=args.seed,
+                                centre=args.centre,
                                 chunk_size=args.chunk_size)
     # One bar: the training steps first (when asked), then the per-example gradients and one spectrum per batch size.
     try:
@@ -172,8 +177,15 @@ def run_spectrum(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from sipgrad.analysis.experiments import projected_training_sweep, sweep_configs
 
-    configs = sweep_configs(args.optimizer, args.label_noise, args.seed, lr=args.lr, momentum=args.momentum, k=args.k,
-                            sketch_size=args.sketch, decay=args.decay, subspace=args.subspace, steps=args.steps,
+    # Options the chosen runs would ignore are refused (and so never recorded as if used).
+    if args.subspace == "batch" and (args.sketch is not None or args.decay is not None):
+        return fail(f"{'--sketch' if args.sketch is not None else '--decay'} sets the streaming sketch; "
+                    f"--subspace batch keeps none")
+    if "momentum" not in args.optimizer and args.momentum is not None:
+        return fail("--momentum sets the momentum optimizer, which --optimizer leaves out")
+    configs = sweep_configs(args.optimizer, args.label_noise, args.seed, lr=args.lr,
+                            momentum=0.9 if args.momentum is None else args.momentum, k=args.k,
+                            sketch_size=args.sketch, decay=0.9 if args.decay is None else args.decay, subspace=args.subspace, steps=args.steps,
                             batch_size=args.batch_size, eval_every=args.eval_every)
     out = output_folder(args.out)
     with progress_bar(len(configs) * args.steps, "training", unit="step") as bar:

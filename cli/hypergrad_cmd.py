@@ -9,6 +9,7 @@ import sys
 from sipgrad_cli.common import (
     add_command,
     checked_device,
+    checked_number,
     comma_items,
     fail,
     guarded,
@@ -35,14 +36,15 @@ Data: digits (offline, 64-300-300-10) or mnist:DIR, the four MNIST IDX files in 
 (784-300-300-10, 328,810 weights: the seed's network)."""
 
 
-def _momentum(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1)")
-    return value
+def _in_bounds(name: str):
+    """A number inside the outer loop's valid range for ``name`` (``outer.BOUNDS``), checked while parsing."""
+    def parse(text: str) -> float:
+        from sipgrad.engines.hypergrad.outer import bounds_for
+
+        low, high = bounds_for(name)
+        return checked_number(text, float, lambda v: low <= v <= high, f"in [{low:g}, {high:g}]")
+
+    return parse
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -64,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start weights, data split and mini-batch order (default 0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="precision of weights, data and hypergradients (default float32, the seed's)")
-    parser.add_argument("--eta", type=positive_float, default=0.01, help="start learning rate (default 0.01)")
-    parser.add_argument("--mu", type=_momentum, default=0.5,
+    parser.add_argument("--eta", type=_in_bounds("eta"), default=0.01,
+                        help="start learning rate, at least 1e-08, the outer projection's bound (default 0.01)")
+    parser.add_argument("--mu", type=_in_bounds("mu"), default=0.5,
                         help="start momentum, at least 0 and at most 0.999999, the outer projection's bound "
                              "(default 0.5)")
     parser.add_argument("--outer-lr", type=positive_float, default=1e-3,
@@ -74,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="hidden layer widths, one per layer (default 300,300, the seed's)")
     parser.add_argument("--update", choices=["rfho", "torch"], default="rfho",
                         help="L2 convention: rfho rho*||W||^2 in the loss, torch weight decay (default rfho)")
-    parser.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="K",
+    parser.add_argument("--checkpoint-every", type=nonnegative_int, default=None, metavar="K",
                         help="reverse mode: store every K-th state and recompute the rest (default 1: store all; "
                              "0: keep autograd's whole unrolled graph instead, as higher does: most memory)")
     parser.add_argument("--store-activations", action="store_true",
@@ -103,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     modes = ("forward", "reverse") if args.mode == "both" else (args.mode,)
+    # A mode's options without that mode would be ignored: refuse them, as the other commands do.
+    if "reverse" not in modes and (args.store_activations or args.checkpoint_every is not None):
+        option = "--store-activations" if args.store_activations else "--checkpoint-every"
+        return fail(f"{option} sets reverse mode; --mode forward does not use it")
+    if "forward" not in modes and args.compile:
+        return fail("--compile sets forward mode; --mode reverse does not use it")
+    args.checkpoint_every = 1 if args.checkpoint_every is None else args.checkpoint_every
     if args.store_activations and args.checkpoint_every == 0 and "reverse" in modes:
         return fail("--store-activations needs a stored trajectory (--checkpoint-every 1 or more), "
                     "not --checkpoint-every 0")
@@ -125,14 +135,19 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 bar.clear()
                 print(report.format() + "\n", flush=True)
-    except KeyboardInterrupt:
-        total = args.hyper_steps * len(modes)
-        return fail(f"interrupted; {len(records)} of the {total} runs (outer steps x modes) had finished"
-                    + (" and were printed" if records else ", so there is nothing to keep"), 130)
-    finally:
+    except KeyboardInterrupt:  # the finished runs are kept: printed, and as one JSON document with --json
         bar.close()
         if args.json:
             print(json.dumps(records, indent=1))
+        total = args.hyper_steps * len(modes)
+        return fail(f"interrupted; {len(records)} of the {total} runs (outer steps x modes) had finished"
+                    + (" and were printed" if records else ", so there is nothing to keep"), 130)
+    except BaseException:  # an error: no JSON document (an empty one would look like a result)
+        bar.close()
+        raise
+    bar.close()
+    if args.json:
+        print(json.dumps(records, indent=1))
     return 0 if records else 1
 
 

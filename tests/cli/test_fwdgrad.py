@@ -60,7 +60,7 @@ def test_train_binary_table_reports_memory(capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["cosine", "--trials", "1"], "at least 2 trials"),
+    (["cosine", "--trials", "1"], "at least 2 (a standard error needs two trials)"),
     (["cosine", "--batch-sizes", "0"], "must be at least 1"),
     (["train", "--lr", "-1"], "must be greater than 0"),
     (["train", "--latent-bits", "40"], "latent bits must be 2..16"),
@@ -101,3 +101,22 @@ def test_every_experiment_option_has_help(capsys, experiment):
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "--out" in text and "show this help message" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["cosine", "--batch-sizes", "8", "--trials", "2", "--out", ""], "--out: empty"),
+    (["cosine", "--trials", "1"], "--trials: must be at least 2 (a standard error needs two trials), got 1"),
+    (["train", "--optimizer", "adam", "--momentum", "0.5"], "--momentum is SGD's; --optimizer adam does not use it"),
+    (["train", "--grad", "backprop", "--sampler", "activity"], "--sampler sets the forward-gradient runs"),
+    (["train", "--grad", "backprop", "--directions", "4"], "--directions sets the forward-gradient runs"),
+    (["train", "--batch-size", "3000000", "--steps", "1"], "batch size 3000000 exceeds the 1079 training examples"),
+    (["train", "--directions", "99999999999999999999"], "--directions: '99999999999999999999' is too large"),
+])
+def test_options_that_would_be_ignored_or_cannot_run_are_refused(capsys, argv, message):
+    """Silently ignored options were also written into the JSON config as if used."""
+    try:
+        code = main(["fwdgrad", *argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)

@@ -113,3 +113,20 @@ def test_ctrl_c_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
     assert [r["config"]["optimizer"] for r in saved["runs"]] == ["sgd"]
     assert (tmp_path / "accuracy.png").is_file()
     assert "interrupted; wrote the 1 run(s) finished of 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["spectrum", "--lr", "0.001", "--batch-sizes", "8", "--k", "1"], "--lr is the learning rate of --train-steps"),
+    (["train", "--subspace", "batch", "--sketch", "16"], "--sketch sets the streaming sketch"),
+    (["train", "--subspace", "batch", "--decay", "1"], "--decay sets the streaming sketch"),
+    (["train", "--optimizer", "sgd", "--momentum", "0.5"], "--momentum sets the momentum optimizer"),
+    (["spectrum", "--k", "99999999999999999999"], "--k: '99999999999999999999' is too large"),
+])
+def test_options_the_runs_would_ignore_are_refused(capsys, tmp_path, argv, message):
+    try:
+        code = main(["gradients", *argv, "--out", str(tmp_path / "out")])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -80,7 +80,13 @@ def test_mnist_folder_gives_the_seeds_784_300_300_10_network(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "0"], "--steps: must be at least 1, got 0"),
-    (["--mu", "1"], "--mu: '1' must be in [0, 1)"),
+    (["--mu", "1"], "--mu: must be in [0, 0.999999], got 1"),
+    (["--mu", "0.9999999"], "--mu: must be in [0, 0.999999], got 0.9999999"),  # refused while parsing, not later
+    (["--eta", "1e-9"], "--eta: must be in [1e-08, inf], got 1e-9"),
+    (["--hidden", "99999999999999999999"], "--hidden: '99999999999999999999' is too large"),
+    (["--mode", "reverse", "--compile"], "--compile sets forward mode; --mode reverse does not use it"),
+    (["--mode", "forward", "--checkpoint-every", "3"], "--checkpoint-every sets reverse mode"),
+    (["--mode", "forward", "--store-activations"], "--store-activations sets reverse mode"),
     (["--data", "mnist:/no/such/folder"], "/no/such/folder: no such folder"),
     (["--hidden", ","], "--hidden: ',' names nothing; give comma-separated values such as 300,300"),
     (["--hidden", "300,,300"], "--hidden: '300,,300' has an empty item between commas"),
@@ -130,3 +136,11 @@ def test_ctrl_c_before_any_run_finished_says_nothing_was_kept(monkeypatch, capsy
     captured = capsys.readouterr()
     assert json.loads(captured.out) == []
     assert captured.err.strip().endswith("0 of the 4 runs (outer steps x modes) had finished, so there is nothing to keep")
+
+
+def test_a_failed_run_prints_no_json_document(capsys):
+    """An empty list on stdout looked like a result; the error line is the whole answer."""
+    code = main(["hypergrad", "--steps", "3", "--hyper-steps", "1", "--hidden", "8", "--batch-size", "20",
+                 "--eta", "1e30", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "non-finite" in err

@@ -182,6 +182,8 @@ def _peak_rss_mib() -> float:
 
 def train(config: TrainConfig, data: SmallDataset, progress: Callable[[int], None] | None = None) -> TrainResult:
     """Train a fresh ``config.model`` on ``data.train``; test accuracy on ``data.test`` every ``eval_every`` steps."""
+    if config.batch_size > len(data.train):  # as the other experiments: a batch is drawn from the training split
+        raise SipgradError(f"batch size {config.batch_size} exceeds the {len(data.train)} training examples")
     model = build_model(config.model, data.image_shape, data.classes, seed=config.seed).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS[config.optimizer](params, config.learning_rate, config.momentum)
