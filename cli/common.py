@@ -82,6 +82,7 @@ PARAMETER_FLAGS = {
     "sketch_size": "--sketch",
     "must be at least k (": "must be at least --k (",
     "latent_bits": "--latent-bits",
+    "train_steps": "--train-steps",
     "soft_weights": "--soft on",
 }
 

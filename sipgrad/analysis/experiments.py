@@ -18,7 +18,7 @@ from pathlib import Path
 from sipgrad.analysis.example_spectrum import spectra_over_batch_sizes, spectrum_rows
 from sipgrad.analysis.gradient_plots import save_accuracy_figure, save_momentum_figure, save_spectrum_figure
 from sipgrad.analysis.models import SMALL_MODELS, small_model
-from sipgrad.analysis.projected_training import ProjectedTrainConfig, summarize_runs, train_projected
+from sipgrad.analysis.projected_training import ProjectedTrainConfig, TrainingDiverged, summarize_runs, train_projected
 from sipgrad.datasets import SmallDataset, load_dataset
 from sipgrad.errors import InterruptedAfterWriting, SipgradError
 from sipgrad.io.atomic import write_json
@@ -68,7 +68,11 @@ def spectrum_experiment(settings: SpectrumSettings, out: Path | None = None, tra
     if settings.train_steps:
         config = ProjectedTrainConfig(optimizer="sgd", lr=settings.lr, steps=settings.train_steps,
                                       seed=settings.seed, eval_every=settings.train_steps)
-        params = train_projected(model, data, config, settings.model, progress=training_progress).params
+        try:
+            params = train_projected(model, data, config, settings.model, progress=training_progress).params
+        except TrainingDiverged as error:  # name this experiment's settings, not the sweep's run label
+            raise SipgradError(f"the train_steps training before the spectra diverged by step {error.step} "
+                               f"(SGD at a learning rate of {settings.lr:g}); try a smaller one") from None
     spectra = spectra_over_batch_sizes(model, data.train.inputs, data.train.labels, tuple(settings.batch_sizes),
                                        tuple(settings.ks), params, seed=settings.seed, centre=settings.centre,
                                        chunk_size=settings.chunk_size, progress=spectra_progress)
@@ -149,6 +153,8 @@ def projected_training_sweep(configs: Sequence[ProjectedTrainConfig], model: str
             outcome.written.append(out / "accuracy.png")
             if save_momentum_figure(out / "momentum.png", runs):
                 outcome.written.append(out / "momentum.png")
+            else:  # no momentum run now: an earlier sweep's figure would sit beside a train.json without it
+                (out / "momentum.png").unlink(missing_ok=True)
         except KeyboardInterrupt:
             outcome.interrupted = True
     return outcome

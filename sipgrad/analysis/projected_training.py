@@ -332,12 +332,20 @@ def _record(result: ProjectedTrainResult, model: nn.Module, params: Mapping[str,
         result.probe.setdefault(key, []).append(value)
 
 
-def _diverged(config: ProjectedTrainConfig | Mapping, step: int) -> SipgradError:
+class TrainingDiverged(SipgradError):
+    """A run whose loss, weights or gradients stopped being finite; ``step`` is the step that showed it."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def _diverged(config: ProjectedTrainConfig | Mapping, step: int) -> TrainingDiverged:
     """The error for a run whose loss, weights or gradients stopped being finite, naming the run (in a sweep)."""
     settings = config if isinstance(config, Mapping) else asdict(config)
     run = f"{settings['optimizer']} (label noise {settings['label_noise']}, seed {settings['seed']})"
-    return SipgradError(f"{run}: the training diverged by step {step} (the loss, weights or gradients are not "
-                        f"finite); try a smaller learning rate")
+    return TrainingDiverged(f"{run}: the training diverged by step {step} (the loss, weights or gradients are not "
+                            f"finite); try a smaller learning rate", step)
 
 
 def _window_means(window: Mapping[str, list[torch.Tensor]]) -> dict[str, float]:

@@ -130,3 +130,19 @@ def test_options_the_runs_would_ignore_are_refused(capsys, tmp_path, argv, messa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_momentum_figure_of_an_earlier_sweep_is_not_left_beside_a_new_train_json(capsys, tmp_path):
+    out = tmp_path / "out"
+    base = ["gradients", "train", "--steps", "4", "--eval-every", "2", "--label-noise", "0", "--out", str(out)]
+    assert main([*base, "--optimizer", "sgd,momentum"]) == 0 and (out / "momentum.png").is_file()
+    assert main([*base, "--optimizer", "sgd"]) == 0
+    capsys.readouterr()
+    assert not (out / "momentum.png").exists() and (out / "accuracy.png").is_file()
+
+
+def test_a_diverging_spectrum_training_names_its_options(capsys, tmp_path):
+    code = main(["gradients", "spectrum", "--batch-sizes", "8", "--k", "1", "--train-steps", "3", "--lr", "1e30",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("sipgrad: error: the --train-steps training before the spectra diverged")

@@ -85,6 +85,9 @@ def test_interrupted_training_keeps_what_it_finished(digits):
 
     result = train(TrainConfig(directions=4, steps=100, eval_every=10), digits, progress=stop_at)
     assert result.interrupted and result.completed_steps == 30 and result.steps == [10, 20, 30]
+    # the table and the figure read the label: a curve that ends early must not look finished
+    assert result.to_json()["label"] == result.config.label + " (stopped at step 30)"
+    assert train(TrainConfig(directions=4, steps=10, eval_every=10), digits).to_json()["label"] == result.config.label
 
 
 def test_forward_training_keeps_batchnorm_running_statistics_current(digits, monkeypatch):
