@@ -156,6 +156,14 @@ def _find(directory: Path, stem: str) -> Path:
                        f"{', '.join(MNIST_FILES.values())}")
 
 
+def _check_folder(directory: Path, needs: str) -> None:
+    """One line for a data folder that is missing or is a file."""
+    if directory.is_file():
+        raise SipgradError(f"{directory}: is a file, not a folder ({needs})")
+    if not directory.is_dir():
+        raise SipgradError(f"{directory}: no such folder ({needs})")
+
+
 def load_mnist(directory: str | os.PathLike, seed: int = 0, validation: int = 10000) -> SmallDataset:
     """MNIST from the four IDX files in ``directory``; ``validation`` training images are held out.
 
@@ -164,8 +172,7 @@ def load_mnist(directory: str | os.PathLike, seed: int = 0, validation: int = 10
     truncated, pixels scaled out of [0, 1], a network sized for the wrong images).
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise SipgradError(f"{directory}: no such folder (MNIST needs the four IDX files there)")
+    _check_folder(directory, "MNIST needs the four IDX files there")
     paths = {key: _find(directory, stem) for key, stem in MNIST_FILES.items()}
     arrays = {key: read_idx(path) for key, path in paths.items()}
     for key, array in arrays.items():
@@ -208,6 +215,7 @@ def _read_cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(directory: str | os.PathLike, seed: int = 0, validation: int = 5000) -> SmallDataset:
     """CIFAR-10 from its binary files in ``directory`` (or its ``cifar-10-batches-bin`` subfolder)."""
     directory = Path(directory)
+    _check_folder(directory, "CIFAR-10 needs the binary version's files there")
     if (directory / "cifar-10-batches-bin").is_dir():
         directory = directory / "cifar-10-batches-bin"
     missing = [name for name in (*CIFAR10_TRAIN, CIFAR10_TEST) if not (directory / name).is_file()]

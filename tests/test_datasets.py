@@ -250,3 +250,14 @@ def test_cifar10_refuses_the_pickled_python_version(tmp_path):
 def test_bad_specs_say_what_is_wrong(spec, message):
     with pytest.raises(SipgradError, match=message):
         load_dataset(spec)
+
+
+def test_a_missing_folder_or_a_file_is_named_as_such_for_both_formats(tmp_path):
+    """cifar10:nonexistent said "no data_batch_1.bin"; mnist:FILE said "no such folder"."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for spec in ("mnist", "cifar10"):
+        with pytest.raises(SipgradError, match=r"nonexistent: no such folder"):
+            load_dataset(f"{spec}:{tmp_path / 'nonexistent'}")
+        with pytest.raises(SipgradError, match=r"afile: is a file, not a folder"):
+            load_dataset(f"{spec}:{afile}")

@@ -141,7 +141,8 @@ def read_training_runs(path: str | Path) -> tuple[list[Curve], str]:
     """(curves, title) from a forward_train.json; every fault is one ``SipgradError`` naming the file and run."""
     path = Path(path)
     if not path.is_file():
-        raise SipgradError(f"{path}: no such file (give the forward_train.json that a training sweep wrote)")
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise SipgradError(f"{path}: {what} (give the forward_train.json that a training sweep wrote)")
     try:
         document = json.loads(path.read_text())
         curves = [(run["label"], run["steps"], run["test_accuracy"]) for run in document["runs"]]
