@@ -92,6 +92,26 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+def cpu_model() -> str:
+    """The CPU's model as Linux names it, with its family/model numbers and whether it has AVX-512.
+
+    "x86_64" alone cannot tell whether two sessions timed the same processor: the same code's
+    forward/reverse hypergradient ratio measured 4.0x in one session and 3.2x in another
+    (docs/engines.md, goal 2).
+    """
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    avx512 = " avx512f" if " avx512f" in " " + fields.get("flags", "") else ""
+    return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}"
+            f"{', AVX-512' if avx512 else ''})")
+
+
 def write_json(path: str | Path, rows: list[dict], **meta) -> None:
     """Write ``rows`` with the machine, ``meta`` and the command line that made them (unless ``meta`` names one).
 
@@ -102,7 +122,8 @@ def write_json(path: str | Path, rows: list[dict], **meta) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta.setdefault("command", "python " + " ".join(shlex.quote(a) for a in sys.argv))
     document = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
+                            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+                            "cpu": cpu_model()},
                 **meta, "rows": rows}
     path.write_text(json.dumps(document, indent=2))
     print(f"\nwrote {path}")

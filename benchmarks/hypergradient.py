@@ -476,6 +476,13 @@ def main() -> None:
     blocks = args.blocks.split(",")
     if DEVICE.type != "cpu" and {"goal", "T"} & set(blocks):
         parser.error(f"--device {args.device} runs the paired and m blocks only")
+    peers = {"higher", "torchopt"} if "goal" in blocks else {"higher"} if "paired" in blocks else set()
+    if peers:  # the blocks that time the peers: say so before minutes of work, not with a traceback after
+        import importlib.util
+
+        missing = sorted(name for name in peers if importlib.util.find_spec(name) is None)
+        if missing:
+            parser.error(f"the peers {', '.join(missing)} are not installed: pip install -e '.[hypergrad-peers]'")
     rows: list[dict] = []
     began = time.perf_counter()
     if "goal" in blocks:
