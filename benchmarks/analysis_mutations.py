@@ -336,6 +336,9 @@ MUTATIONS = [
      '    kept = [values[-1]]\n    for value in reversed(values[:-1]):',
      '    kept = [values[0]]\n    for value in values[1:]:',
      'tests/analysis/test_gradient_plots.py'),
+    ('projected training sweep: an earlier momentum.png left in place', 'sipgrad/analysis/experiments.py',
+     '                (out / "momentum.png").unlink(missing_ok=True)', '                pass',
+     'tests/cli/test_gradients.py'),
 ]
 
 

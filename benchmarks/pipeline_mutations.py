@@ -474,6 +474,16 @@ MUTATIONS = [
      'out_features = probe.output_width or getattr(_last_linear(module), "out_features", None)',
      'out_features = getattr(_last_linear(module), "out_features", None) or probe.output_width',
      'tests/attribution/test_engine.py'),
+    ('fwdgrad CLI: --momentum with adam accepted', 'cli/fwdgrad_cmd.py',
+     '    if args.optimizer != "sgd" and args.momentum is not None:', '    if False:',
+     'tests/cli/test_fwdgrad.py::test_options_that_would_be_ignored_or_cannot_run_are_refused'),
+    ('hypergrad CLI: a failed run prints an empty JSON list', 'cli/hypergrad_cmd.py',
+     '    except BaseException:  # an error: no JSON document (an empty one would look like a result)\n        bar.close()\n        raise',
+     '    except BaseException:  # an error: no JSON document (an empty one would look like a result)\n        bar.close()\n        print("[]")\n        raise',
+     'tests/cli/test_hypergrad.py::test_a_failed_run_prints_no_json_document'),
+    ('CLI: whole numbers above 2**63 - 1 accepted', 'cli/common.py',
+     '    if kind is int and abs(value) > 2 ** 63 - 1:', '    if False:',
+     'tests/cli/test_hypergrad.py::test_bad_input_is_one_line_and_a_non_zero_exit'),
 ]
 
 
