@@ -177,15 +177,16 @@ def _number(text: str, kind: type) -> int | float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    if kind is int and abs(value) > 2 ** 63 - 1:  # torch and numpy take 64-bit integers at most
-        raise argparse.ArgumentTypeError(f"{text!r} is too large")
     return value
 
 
 def checked_number(text: str, kind: type, accept: Callable[[int | float], bool], rule: str) -> int | float:
+    """``text`` as a ``kind`` that ``accept``s, else a parse error stating ``rule``; whole numbers fit in 64 bits."""
     value = _number(text, kind)
     if not accept(value):
         raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+    if kind is int and abs(value) > 2 ** 63 - 1:  # torch and numpy take 64-bit integers at most
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
     return value
 
 

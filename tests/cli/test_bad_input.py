@@ -438,7 +438,7 @@ def test_out_probe_leaves_no_folder_behind(capsys, tmp_path):
     (["fwdgrad", "train", "--momentum", "nan"], "argument --momentum: must be in [0, 1), got nan"),
     (["fwdgrad", "train", "--momentum", "-3"], "argument --momentum: must be in [0, 1), got -3"),
     (["fwdgrad", "train", "--soft", "maybe"], "argument --soft: 'maybe' is not one of off, on"),
-    (["fwdgrad", "cosine", "--trials", "1"], "argument --trials: a standard error needs at least 2 trials"),
+    (["fwdgrad", "cosine", "--trials", "1"], "argument --trials: must be at least 2 (a standard error needs two trials), got 1"),
     (["fwdgrad", "bogus"], "sipgrad fwdgrad: error: argument EXPERIMENT: invalid choice: 'bogus'"),
     (["bogus"], "sipgrad: error: argument COMMAND: invalid choice: 'bogus'"),
     (["explain", "x.png", "--bogus"], "sipgrad: error: unrecognized arguments: --bogus"),
