@@ -96,7 +96,7 @@ def cpu_model() -> str:
     """The CPU's model as Linux names it, with its family/model numbers and whether it has AVX-512.
 
     "x86_64" alone cannot tell whether two sessions timed the same processor: the same code's
-    forward/reverse hypergradient ratio measured 4.0x in one session and 3.2x in another
+    forward/reverse hypergradient ratio measured 4.0x in one session and 3.3x in another
     (docs/engines.md, goal 2).
     """
     try:

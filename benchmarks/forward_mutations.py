@@ -281,8 +281,8 @@ MUTATIONS = [
      '    if sampler.needs_layer_inputs:  # e.g. activity', '    if False:  # e.g. activity',
      'tests/engines/forward/test_samplers.py'),
     ('training: an interrupted run labelled like a finished one', 'sipgrad/engines/forward/training.py',
-     'label = self.config.label + (f" (stopped at step {self.completed_steps})" if self.interrupted else "")',
-     'label = self.config.label', 'tests/engines/forward/test_training.py'),
+     'return self.config.label + (f" (stopped at step {self.completed_steps})" if self.interrupted else "")',
+     'return self.config.label', 'tests/engines/forward/test_training.py'),
 ]
 
 

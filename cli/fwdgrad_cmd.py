@@ -204,12 +204,13 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         print(f"{args.model} on {data.name}, {args.steps} steps of batch {args.batch_size}")
-        header = f"{'run':<44}{'test acc':>9}{'steps to 90%':>14}{'ms/step':>9}{'x backprop':>11}{'peak MiB':>10}"
+        width = max([44] + [len(run["label"]) + 2 for run in document["runs"]])  # a stopped run's label is longer
+        header = f"{'run':<{width}}{'test acc':>9}{'steps to 90%':>14}{'ms/step':>9}{'x backprop':>11}{'peak MiB':>10}"
         print(header)
         for run in document["runs"]:
             ratio = f"{run['time_vs_backprop']:.2f}" if run["time_vs_backprop"] else "-"
             reached = run["steps_to_90"] if run["steps_to_90"] is not None else "-"
-            print(f"{run['label']:<44}{run['final_accuracy']:>9.3f}{reached!s:>14}"
+            print(f"{run['label']:<{width}}{run['final_accuracy']:>9.3f}{reached!s:>14}"
                   f"{1000 * run['seconds_per_step']:>9.2f}{ratio:>11}{run['peak_memory_mib']:>10.0f}")
         binary = [r for r in document["runs"] if r["memory"]["latent_parameters"]]
         if binary:

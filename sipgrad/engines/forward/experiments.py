@@ -129,7 +129,7 @@ def training_sweep(configs: Sequence[TrainConfig], data: SmallDataset, out: Path
         sweep.written = [out / "forward_train.json"]
         try:
             save_accuracy_curves(out / "forward_train.png",
-                                 [(r.config.label, r.steps, r.test_accuracy) for r in results],
+                                 [(r.label, r.steps, r.test_accuracy) for r in results],
                                  f"{model} on {data.name}: test accuracy")
             sweep.written.append(out / "forward_train.png")
         except KeyboardInterrupt:

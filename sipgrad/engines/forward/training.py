@@ -138,11 +138,14 @@ class TrainResult:
         """The first evaluated step at which test accuracy reached ``accuracy`` (None if never)."""
         return next((s for s, a in zip(self.steps, self.test_accuracy) if a >= accuracy), None)
 
+    @property
+    def label(self) -> str:
+        """The config's label; a run Ctrl-C stopped says so, as the table, the JSON and the figure show it
+        (alone, its curve ending early would look like a finished run's)."""
+        return self.config.label + (f" (stopped at step {self.completed_steps})" if self.interrupted else "")
+
     def to_json(self) -> dict:
-        # A run Ctrl-C stopped says so in its label, which the table and the figure show: alone, its curve
-        # ending early would look like a finished run's.
-        label = self.config.label + (f" (stopped at step {self.completed_steps})" if self.interrupted else "")
-        return {"config": asdict(self.config), "label": label, "learning_rate": self.config.learning_rate,
+        return {"config": asdict(self.config), "label": self.label, "learning_rate": self.config.learning_rate,
                 "steps": self.steps, "test_accuracy": self.test_accuracy, "train_loss": self.train_loss,
                 "final_accuracy": self.final_accuracy, "steps_to_90": self.steps_to(0.9),
                 "seconds_per_step": self.seconds_per_step, "peak_memory_mib": self.peak_memory_mib,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sipgrad.datasets import load_digits
+from sipgrad.engines.forward import experiments
 from sipgrad.engines.forward.cosine import cosine_table
 from sipgrad.engines.forward.experiments import (
     cosine_experiment,
@@ -49,7 +50,7 @@ def test_training_sweep_document_is_the_runs_with_time_relative_to_backprop(digi
     assert (tmp_path / "forward_train.png").stat().st_size > 0
 
 
-def test_an_interrupted_sweep_keeps_the_finished_runs_and_stops(digits, tmp_path):
+def test_an_interrupted_sweep_keeps_the_finished_runs_and_stops(digits, tmp_path, monkeypatch):
     configs = sweep_configs("mlp", ["backprop", "forward"], ["gaussian", "activity"], directions=2, steps=4,
                             eval_every=2)
     calls = []
@@ -59,8 +60,12 @@ def test_an_interrupted_sweep_keeps_the_finished_runs_and_stops(digits, tmp_path
         if len(calls) == 6:  # the second run's second step
             raise KeyboardInterrupt
 
+    drawn = []
+    monkeypatch.setattr(experiments, "save_accuracy_curves", lambda path, curves, title: drawn.extend(curves))
     sweep = training_sweep(configs, digits, out=tmp_path, progress=progress)
     assert sweep.interrupted and sweep.finished == 1 and sweep.planned == 3 and len(sweep.results) == 2
+    # the figure's legend says which curve stopped early, as the JSON and the table do
+    assert [label for label, _, _ in drawn] == [configs[0].label, configs[1].label + " (stopped at step 2)"]
     assert sweep.results[1].completed_steps == 2 and sweep.results[1].interrupted
     written = json.loads((tmp_path / "forward_train.json").read_text())
     assert [run["interrupted"] for run in written["runs"]] == [False, True]
