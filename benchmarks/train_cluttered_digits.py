@@ -64,8 +64,12 @@ def main() -> None:
     parser.add_argument("--calibration-count", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", default="digits_resnet,digits_vgg", help="comma-separated models to train")
+    parser.add_argument("--models", default="digits_resnet,digits_vgg",
+                        help="comma-separated models to train, from digits_resnet,digits_vgg (default: both)")
     args = parser.parse_args()
+    unknown = [name for name in args.models.split(",") if name not in ("digits_resnet", "digits_vgg")]
+    if unknown:
+        parser.error(f"--models: unknown model {unknown[0]!r}; choose from digits_resnet, digits_vgg")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preprocessing = load_model("digits_resnet", pretrained=False).preprocessing

@@ -32,7 +32,8 @@ DESCRIPTION = """Score explanations against bounding boxes, for every method x S
 
 Data: --images DIR with --boxes FILE|DIR in --format imagenet (ILSVRC XML per image), voc
 (Pascal VOC XML), coco (instances JSON) or csv (CSV/JSONL: image,label,x0,y0,x1,y1); or
---builtin photos|composites (offline, ImageNet classes). Each (image, class) is a case.
+--builtin photos|composites (offline, ImageNet classes) or cluttered-digits (offline, for the
+digits_resnet/digits_vgg models). Each (image, class) is a case.
 
 Metrics: pointing game (a disc of --tolerance px around the maximum touches a box) with the
 centre baseline, energy inside the boxes, mu_in/mu_in_w, and (unless --steps 0) deletion
