@@ -21,7 +21,7 @@ directions must cover. Each sampler here is one strategy, registered by name in
   directions. The gain shrinks as the batch grows and the span fills the input space.
 * ``orthogonal`` (the research notes' orthogonal trick): each step's K directions are made
   orthogonal to the previous step's (projected out after a QR) and rescaled by
-  sqrt(m / (m - K)) (m: the dimension the base sampler covers), on top of a base sampler
+  sqrt(n / (n - K)) (n: the number of parameters), on top of a base sampler
   that draws in one fixed space (``orthogonal:rademacher``; plain ``orthogonal`` means
   Gaussian). ``activity`` cannot be wrapped: its space is each batch's input span, which
   moves between steps, and the previous step's directions do not lie in the new one. Conditionally on the previous step the estimate misses the
@@ -71,7 +71,6 @@ class DirectionSampler:
 
     name = "base"
     needs_layer_inputs = False
-    dimension: int | None = None  # dimension of the subspace the last draw spans in expectation (None: all n)
 
     def sample(self, params: Params, count: int, generator: torch.Generator | None = None,
                layer_inputs: Mapping[str, torch.Tensor] | None = None) -> Directions:
@@ -157,15 +156,12 @@ class ActivitySampler(DirectionSampler):
     def sample(self, params, count, generator=None, layer_inputs=None):
         layer_inputs = layer_inputs or {}
         out = {}
-        self.dimension = 0
         for name, p in params.items():
             rows = layer_inputs.get(name)
             if rows is None or p.dim() < 2 or p[0].numel() != rows.shape[1]:
                 out[name] = _gaussian(p, count, generator)
-                self.dimension += p.numel()
                 continue
             basis = span_basis(rows)  # fan_in x r
-            self.dimension += p.shape[0] * basis.shape[1]
             # Z Q Q^T, Z Gaussian over the whole fan-in: isotropic in the span, as Z' Q^T with Z' over r is, but it
             # depends on the projector alone, not on which orthonormal basis eigh returned (its eigenvector signs
             # change with the thread count, and with them a seed's draws did).
@@ -193,11 +189,11 @@ class OrthogonalSampler(DirectionSampler):
         if 2 * count > n:
             raise SipgradError(f"the orthogonal sampler needs 2 x directions <= parameters ({n}), got {count}")
         rows = flatten_directions(self.base.sample(params, count, generator, layer_inputs))
-        # the base draws isotropically in a subspace of this dimension; projecting out K of it
-        # leaves (1 - K / m) of the second moment on average, which the rescaling restores
-        m = self.base.dimension or n
-        if self.previous is not None and self.previous.shape[0] == n and m > self.previous.shape[1]:
-            rows = (rows - (rows @ self.previous) @ self.previous.T) * math.sqrt(m / (m - self.previous.shape[1]))
+        # the base draws isotropically in all n dimensions (``_orthogonal`` refuses bases that draw in a
+        # batch's span); projecting out K of them leaves (1 - K / n) of the second moment on average,
+        # which the rescaling restores
+        if self.previous is not None and self.previous.shape[0] == n and n > self.previous.shape[1]:
+            rows = (rows - (rows @ self.previous) @ self.previous.T) * math.sqrt(n / (n - self.previous.shape[1]))
         self.previous = torch.linalg.qr(rows.T)[0]
         return unflatten_directions(rows, params)
 
