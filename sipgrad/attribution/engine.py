@@ -82,10 +82,14 @@ def full_precision(device: torch.device) -> Iterator[None]:
             torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+def _described(value: object) -> str:
+    """A tensor's shape or another object's type, for one-line errors about what a model or caller gave."""
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
 def _check_input_shape(inputs: object) -> None:
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
-        got = f"shape {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) else f"a {type(inputs).__name__}"
-        raise SipgradError(f"inputs must be a B x C x H x W tensor with B >= 1, got {got}")
+        raise SipgradError(f"inputs must be a B x C x H x W tensor with B >= 1, got {_described(inputs)}")
     if not inputs.is_floating_point():
         raise SipgradError(f"inputs must be floating point (preprocessed images), got {inputs.dtype}")
 
@@ -196,9 +200,8 @@ class AttributionEngine:
     def _checked_logits(self, logits: object, rows: int) -> torch.Tensor:
         """The model's output, if it is the rows x K logits the classifier's K classes name."""
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != rows:
-            got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
             raise SipgradError(f"{self.classifier.name} must return a B x K tensor of logits "
-                               f"(B = {rows} here), got {got}")
+                               f"(B = {rows} here), got {_described(logits)}")
         if logits.shape[1] != len(self.classifier.classes):
             raise SipgradError(f"{self.classifier.name} returns {logits.shape[1]} logits per image but its "
                                f"classes name {len(self.classifier.classes)}; wrap it with classes of that length")
@@ -208,8 +211,7 @@ class AttributionEngine:
         if isinstance(output, (tuple, list)) and len(output) == 1:  # captum unpacks a one-element output
             output = output[0]
         if not (isinstance(output, torch.Tensor) and output.dim() == 4):
-            got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
-            raise SipgradError(f"Grad-CAM layer {self.layer_name!r} outputs {got}; Grad-CAM needs a "
+            raise SipgradError(f"Grad-CAM layer {self.layer_name!r} outputs {_described(output)}; Grad-CAM needs a "
                                f"B x C x H x W feature map")
 
     def _warn_if_inactive(self, sip: SIP, targets: torch.Tensor) -> None:
